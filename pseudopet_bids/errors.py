@@ -1,0 +1,70 @@
+"""Exceptions carrying the exit code (BIDS execution spec, DESIGN.md §2) and a user-facing fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Exit codes of the command line, documented in README.md.
+EXIT_OK = 0
+EXIT_PARTICIPANT_FAILED = 1
+EXIT_VALIDATION = 16
+EXIT_NO_SELECTION = 18
+EXIT_USAGE = 64
+EXIT_NO_INPUT = 66
+EXIT_CANNOT_CREATE = 73
+
+
+class PseudopetError(Exception):
+    """Base class for errors shown to the user without a traceback.
+
+    Parameters
+    ----------
+    message
+        What went wrong.
+    path
+        The file or folder concerned, named in the message.
+    fix
+        What the user should do about it.
+    """
+
+    exit_code: int = EXIT_PARTICIPANT_FAILED
+
+    def __init__(self, message: str, path: str | Path | None = None, fix: str | None = None):
+        self.message = message
+        self.path = Path(path) if path is not None else None
+        self.fix = fix
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}" if self.path is not None else self.message
+        if self.fix:
+            text += f" -> {self.fix}"
+        return text
+
+
+class UsageError(PseudopetError):
+    """Bad command line or configuration (exit 64)."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(PseudopetError):
+    """A required input is missing, unreadable or unusable (exit 66 at dataset level)."""
+
+    exit_code = EXIT_NO_INPUT
+
+
+class ImageError(InputError):
+    """An image file cannot be used: corrupt, truncated, empty, non-finite, wrong shape."""
+
+
+class OutputError(PseudopetError):
+    """The output or work directory cannot be created or written (exit 73)."""
+
+    exit_code = EXIT_CANNOT_CREATE
+
+
+class ProcessingError(PseudopetError):
+    """A processing step failed for one participant (exit 1 overall)."""
+
+    exit_code = EXIT_PARTICIPANT_FAILED
