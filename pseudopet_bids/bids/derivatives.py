@@ -1,0 +1,194 @@
+"""BIDS-Derivatives output: file names, sidecars, dataset files and atomic writes (DESIGN.md §4).
+
+Every file is written to a temporary file in its own folder and renamed into place, so a killed
+run never leaves a half-written file under a final name. ``.nii.gz`` files are gzipped with
+mtime 0 and no embedded file name, so identical data give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from pseudopet_bids import __version__
+from pseudopet_bids.errors import OutputError
+
+BIDS_VERSION = "1.10.0"
+#: Entities of a PET source file kept in derivative names, in BIDS order.
+PET_ENTITIES = ("sub", "ses", "task", "trc", "rec", "run")
+
+BIDSIGNORE = """\
+# pseudopet outputs that the BIDS schema has no place for
+logs/
+models/
+group/
+figures/
+*.html
+*_xfm.nii.gz
+*_statmap.nii.gz
+*_statmap.json
+*_desc-focus_clusters.tsv
+*_desc-focus_clusters.json
+*_desc-focus_mask.nii.gz
+*_desc-focus_mask.json
+"""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise OutputError(f"cannot write ({exc.strerror or exc})", path,
+                          "check that the output folder is writable and has free space") from exc
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text (UTF-8) atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON sidecar atomically, keys sorted, 2-space indent."""
+    atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
+
+
+def write_tsv(path: Path, table: pd.DataFrame) -> None:
+    """Write a TSV atomically with ``n/a`` for missing values."""
+    atomic_write_text(path, table.to_csv(sep="\t", index=False, na_rep="n/a",
+                                         float_format="%.6g", lineterminator="\n"))
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, dtype: Any = np.float32,
+                intent: str | None = None) -> None:
+    """Write a NIfTI-1 image deterministically (gzip mtime 0) and atomically."""
+    img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    if intent:
+        img.header.set_intent(intent)
+    raw = img.to_bytes()
+    if str(path).endswith(".gz"):
+        buf = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
+            gz.write(raw)
+        raw = buf.getvalue()
+    atomic_write_bytes(path, raw)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def source_entities(path: Path, keep: tuple[str, ...] = PET_ENTITIES) -> str:
+    """``sub-01_ses-1_trc-FDG`` from a BIDS file name, keeping the given entities in BIDS order."""
+    ents = {}
+    for part in Path(path).name.split("_")[:-1]:
+        if "-" in part:
+            key, value = part.split("-", 1)
+            ents[key] = value
+    return "_".join(f"{k}-{ents[k]}" for k in keep if k in ents)
+
+
+class SubjectPaths:
+    """Derivative file names of one (subject, session), per DESIGN.md §4."""
+
+    def __init__(self, output_dir: Path, subject: str, session: str | None, pet_source: Path):
+        self.root = Path(output_dir)
+        prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+        folder = self.root / f"sub-{subject}" / (f"ses-{session}" if session else "")
+        self.anat_dir = folder / "anat"
+        self.pet_dir = folder / "pet"
+        self.anat_prefix = prefix
+        self.pet_prefix = source_entities(pet_source)
+        self.subject = subject
+        self.session = session
+
+    def anat(self, name: str) -> Path:
+        """``<anat>/sub-L[_ses-S]_<name>``."""
+        return self.anat_dir / f"{self.anat_prefix}_{name}"
+
+    def pet(self, name: str) -> Path:
+        """``<pet>/<source>_<name>``."""
+        return self.pet_dir / f"{self.pet_prefix}_{name}"
+
+    def xfm(self, source: str, target: str) -> Path:
+        """Transform file name ``from-<source>_to-<target>_mode-image_xfm.nii.gz``."""
+        return self.anat(f"from-{source}_to-{target}_mode-image_xfm.nii.gz")
+
+    @property
+    def config(self) -> Path:
+        """Per-subject TOML config, written last: it marks the subject as finished."""
+        return self.root / "logs" / f"{self.anat_prefix}_config.toml"
+
+    @property
+    def figure_dir(self) -> Path:
+        return self.root / f"sub-{self.subject}" / "figures"
+
+
+def bids_uri(bids_dir: Path, path: Path, dataset: str = "raw") -> str:
+    """``bids:raw:sub-01/anat/sub-01_T1w.nii.gz`` for a file of the input dataset."""
+    return f"bids:{dataset}:{Path(path).resolve().relative_to(Path(bids_dir).resolve()).as_posix()}"
+
+
+def dataset_description(bids_dir: Path, container: str | None = None) -> dict[str, Any]:
+    """Content of the derivative ``dataset_description.json`` (deterministic)."""
+    generated = {"Name": "pseudopet", "Version": __version__,
+                 "Description": "Pseudo-normal FDG PET from T1w MRI and hypometabolism Z-maps",
+                 "CodeURL": "https://github.com/pseudopet/pseudopet"}
+    if container:
+        generated["Container"] = {"Type": container}
+    return {"Name": "pseudopet derivatives", "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative", "GeneratedBy": [generated],
+            "DatasetLinks": {"raw": Path(bids_dir).resolve().as_uri()},
+            "SourceDatasets": [{"URL": Path(bids_dir).resolve().as_uri()}]}
+
+
+def init_output(output_dir: Path, bids_dir: Path) -> None:
+    """Create the output folder with ``dataset_description.json`` and ``.bidsignore``.
+
+    Idempotent: the files are rewritten only when their content differs, atomically, so that
+    concurrent participant jobs cannot leave them half-written.
+    """
+    output_dir = Path(output_dir)
+    container = "docker" if Path("/.dockerenv").exists() else (
+        "singularity" if os.environ.get("SINGULARITY_NAME") or os.environ.get("APPTAINER_NAME")
+        else None)
+    desc = json.dumps(_jsonable(dataset_description(bids_dir, container)), indent=2,
+                      sort_keys=True) + "\n"
+    for name, text in (("dataset_description.json", desc), (".bidsignore", BIDSIGNORE)):
+        target = output_dir / name
+        if not target.exists() or target.read_text() != text:
+            atomic_write_text(target, text)

@@ -1,0 +1,300 @@
+"""Find each participant's T1w and FDG PET with pybids and decide who can run (pre-flight).
+
+Rules (documented in README.md, "Inputs"):
+
+- Units of work are (subject, session) pairs; a subject without sessions is one unit.
+- **T1w**: files ``*_T1w.nii[.gz]`` in the same session first, else session-less ones, else any
+  other session of the subject (MR and PET are often acquired on different days; the log says so).
+  Among several: not contrast-enhanced (no ``ce-``) first, then the *highest* ``run-`` (a repeat is
+  usually acquired because the earlier run was unusable), then the file name.
+- **PET**: ``*_pet.nii[.gz]`` of the session whose tracer is FDG, from the ``trc-`` entity, else
+  the sidecar's ``TracerName`` (spellings such as ``FDG``, ``[18F]FDG``, ``18F-FDG``,
+  ``fluorodeoxyglucose`` are recognised). Other tracers are skipped unless ``allow_any_tracer``.
+  Among several: the lowest ``run-``, then the file name.
+- Headers are read here (cheap) so that empty, non-NIfTI and placeholder files are reported in
+  the pre-flight table instead of failing later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+
+from pseudopet_bids.errors import InputError, UsageError, EXIT_NO_SELECTION, PseudopetError
+
+LOGGER = logging.getLogger(__name__)
+NIFTI = [".nii", ".nii.gz"]
+
+
+class NoSelectionError(PseudopetError):
+    """The filters selected nothing (exit 18)."""
+
+    exit_code = EXIT_NO_SELECTION
+
+
+@dataclass
+class SubjectInputs:
+    """What the pipeline needs for one (subject, session) and whether it can run."""
+
+    subject: str
+    session: str | None
+    t1w: Path | None = None
+    pet: Path | None = None
+    pet_meta: dict[str, Any] = field(default_factory=dict)
+    tracer: str | None = None
+    n_frames: int | None = None
+    skip_reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def runnable(self) -> bool:
+        return self.skip_reason is None
+
+    @property
+    def key(self) -> str:
+        return f"sub-{self.subject}" + (f"_ses-{self.session}" if self.session else "")
+
+
+def is_fdg(name: str | None) -> bool:
+    """True when a tracer name denotes [18F]FDG (case and punctuation insensitive)."""
+    if not name:
+        return False
+    text = re.sub(r"[^a-z0-9]", "", str(name).lower())
+    return "fdg" in text or "fluorodeoxyglucose" in text or "deoxyglucose" in text
+
+
+def _entities(path: Path) -> dict[str, str]:
+    ents = {}
+    for part in path.name.split("_")[:-1]:
+        if "-" in part:
+            key, value = part.split("-", 1)
+            ents[key] = value
+    return ents
+
+
+def _run(path: Path) -> int:
+    value = _entities(path).get("run", "0")
+    return int(value) if value.isdigit() else 0
+
+
+def choose_t1w(candidates: list[Path]) -> Path:
+    """Pick one T1w among several by the documented rule (see module docstring)."""
+    return sorted(candidates, key=lambda p: ("ce" in _entities(p), -_run(p), p.name))[0]
+
+
+def choose_pet(candidates: list[Path]) -> Path:
+    """Pick one PET among several FDG candidates (lowest run, then name)."""
+    return sorted(candidates, key=lambda p: (_run(p), p.name))[0]
+
+
+def load_filters(path: Path | None) -> dict[str, dict[str, Any]]:
+    """Read a ``--bids-filter-file`` (JSON: ``{"t1w": {...}, "pet": {...}}``, pybids queries)."""
+    if path is None:
+        return {}
+    try:
+        filters = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read the BIDS filter file ({exc})", path,
+                         'give a JSON object such as {"t1w": {"acquisition": "mprage"}}') from exc
+    if not isinstance(filters, dict) or not set(filters) <= {"t1w", "pet"}:
+        raise UsageError("the BIDS filter file must be a JSON object with keys 't1w' and/or "
+                         "'pet'", path, 'e.g. {"pet": {"reconstruction": "acdyn"}}')
+    return filters
+
+
+def build_layout(bids_dir: Path, database_dir: Path | None = None):
+    """Index a BIDS dataset with pybids (no pybids validation; our own validator runs before)."""
+    from bids import BIDSLayout
+    from bids.layout import BIDSLayoutIndexer
+
+    kwargs: dict[str, Any] = {"validate": False, "derivatives": False}
+    if database_dir is not None:
+        database_dir.mkdir(parents=True, exist_ok=True)
+        kwargs["database_path"] = str(database_dir)
+    try:
+        return BIDSLayout(str(bids_dir), indexer=BIDSLayoutIndexer(validate=False,
+                                                                   index_metadata=False),
+                          **kwargs)
+    except Exception as exc:
+        raise InputError(f"pybids cannot index the dataset ({type(exc).__name__}: {exc})",
+                         bids_dir, "check dataset_description.json and the folder layout "
+                         "(run bids-validator)") from exc
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """Merged JSON metadata of an image following the BIDS inheritance principle.
+
+    Sidecars are read from the image folder up to the dataset root (``sub-``/``ses-`` levels and
+    the root), the closest one winning, matching entities as BIDS prescribes.
+    """
+    ents = _entities(path)
+    suffix = path.name.split("_")[-1].split(".")[0]
+    meta: dict[str, Any] = {}
+    folders = []
+    folder = path.parent
+    while True:
+        folders.append(folder)
+        if (folder / "dataset_description.json").exists() or folder.parent == folder:
+            break
+        folder = folder.parent
+    for folder in reversed(folders):
+        for js in sorted(folder.glob(f"*{suffix}.json")):
+            js_ents = _entities(js)
+            if js.name.split("_")[-1] != f"{suffix}.json":
+                continue
+            if all(ents.get(k) == v for k, v in js_ents.items()):
+                try:
+                    meta.update(json.loads(js.read_text()))
+                except (OSError, json.JSONDecodeError) as exc:
+                    raise InputError(f"invalid JSON sidecar ({exc})", js,
+                                     "fix the JSON syntax (e.g. with a JSON linter)") from exc
+    return meta
+
+
+def _header_problem(path: Path) -> str | None:
+    if not path.exists():
+        return f"{path.name} is a broken link (file content not present)"
+    if path.stat().st_size == 0:
+        return f"{path.name} is empty (0 bytes)"
+    try:
+        img = nib.load(str(path))
+        img.header.get_data_shape()
+    except Exception as exc:
+        return f"{path.name} is not a readable NIfTI ({type(exc).__name__})"
+    return None
+
+
+def discover(bids_dir: Path, participant_labels: list[str] | None = None,
+             session_labels: list[str] | None = None, filters: dict | None = None,
+             database_dir: Path | None = None, allow_any_tracer: bool = False
+             ) -> list[SubjectInputs]:
+    """Find the inputs of every selected (subject, session) and decide who can run.
+
+    Parameters
+    ----------
+    bids_dir
+        BIDS dataset root.
+    participant_labels, session_labels
+        Selections (labels without ``sub-``/``ses-``); None selects all.
+    filters
+        Parsed ``--bids-filter-file``.
+    database_dir
+        pybids database folder to create or reuse.
+    allow_any_tracer
+        Accept non-FDG PET (the method is only validated for FDG).
+
+    Returns
+    -------
+    list of SubjectInputs
+        One per (subject, session), runnable or with a skip reason.
+
+    Raises
+    ------
+    UsageError
+        A requested participant label does not exist (exit 64).
+    NoSelectionError
+        The selection matched no subject/session (exit 18).
+    """
+    filters = filters or {}
+    layout = build_layout(bids_dir, database_dir)
+    subjects = sorted(layout.get_subjects())
+    if participant_labels:
+        unknown = sorted(set(participant_labels) - set(subjects))
+        if unknown:
+            raise UsageError(f"participant label(s) not in the dataset: {', '.join(unknown)} "
+                             f"(found: {', '.join(subjects) or 'none'})", bids_dir,
+                             "check --participant-label against the sub-* folders")
+        subjects = [s for s in subjects if s in participant_labels]
+    units: list[SubjectInputs] = []
+    for subject in subjects:
+        sessions = sorted(layout.get_sessions(subject=subject)) or [None]
+        if session_labels:
+            sessions = [s for s in sessions if s in session_labels]
+        for session in sessions:
+            units.append(_discover_unit(layout, subject, session, filters, allow_any_tracer))
+    if not units:
+        raise NoSelectionError("the participant/session selection matched nothing", bids_dir,
+                               "check --participant-label / --session-label / the filter file")
+    return units
+
+
+def _files(layout, **query) -> list[Path]:
+    return [Path(f.path) for f in layout.get(return_type="object", extension=NIFTI, **query)]
+
+
+def _discover_unit(layout, subject: str, session: str | None, filters: dict,
+                   allow_any_tracer: bool) -> SubjectInputs:
+    unit = SubjectInputs(subject=subject, session=session)
+    ses_query = {"session": session} if session else {}
+    pets = _files(layout, subject=subject, datatype="pet", suffix="pet",
+                  **{**ses_query, **filters.get("pet", {})})
+    t1_query = {"subject": subject, "datatype": "anat", "suffix": "T1w", **filters.get("t1w", {})}
+    t1s = _files(layout, **t1_query, **ses_query)
+    if not t1s and session:
+        t1s = [p for p in _files(layout, **t1_query) if "ses" not in _entities(p)]
+        if not t1s:
+            t1s = _files(layout, **t1_query)
+        if t1s:
+            unit.notes.append("T1w taken from another session")
+    if not t1s:
+        unit.skip_reason = "no T1w image"
+    elif len(t1s) > 1:
+        unit.notes.append(f"{len(t1s)} T1w images, chose {choose_t1w(t1s).name}")
+    if t1s:
+        unit.t1w = choose_t1w(t1s)
+    fdg: list[Path] = []
+    tracers = []
+    for pet in pets:
+        try:
+            meta = read_sidecar(pet)
+        except InputError as exc:
+            unit.skip_reason = unit.skip_reason or str(exc)
+            continue
+        tracer = _entities(pet).get("trc") or meta.get("TracerName")
+        tracers.append(str(tracer))
+        if is_fdg(tracer) or allow_any_tracer:
+            fdg.append(pet)
+    if not pets:
+        unit.skip_reason = unit.skip_reason or "no PET image"
+    elif not fdg:
+        unit.skip_reason = unit.skip_reason or (
+            f"PET tracer is not FDG ({', '.join(sorted(set(tracers)))}); "
+            "use --allow-any-tracer to run anyway")
+    else:
+        if len(fdg) > 1:
+            unit.notes.append(f"{len(fdg)} FDG PET images, chose {choose_pet(fdg).name}")
+        unit.pet = choose_pet(fdg)
+        try:
+            unit.pet_meta = read_sidecar(unit.pet)
+        except InputError as exc:
+            unit.skip_reason = unit.skip_reason or str(exc)
+        unit.tracer = _entities(unit.pet).get("trc") or unit.pet_meta.get("TracerName")
+    for path in (unit.t1w, unit.pet):
+        if path is not None and unit.skip_reason is None:
+            problem = _header_problem(path)
+            if problem:
+                unit.skip_reason = problem
+    if unit.pet is not None and unit.skip_reason is None:
+        shape = nib.load(str(unit.pet)).header.get_data_shape()
+        unit.n_frames = int(shape[3]) if len(shape) > 3 else 1
+    return unit
+
+
+def preflight_table(units: list[SubjectInputs]) -> str:
+    """A plain-text table: subject × session × inputs → will run / skipped because …"""
+    rows = [("subject", "session", "T1w", "PET", "tracer", "frames", "decision")]
+    for u in units:
+        rows.append((f"sub-{u.subject}", u.session or "-", u.t1w.name if u.t1w else "-",
+                     u.pet.name if u.pet else "-", str(u.tracer or "-"),
+                     str(u.n_frames or "-"),
+                     "will run" + (f" ({'; '.join(u.notes)})" if u.notes else "")
+                     if u.runnable else f"skipped: {u.skip_reason}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    return "\n".join(lines)

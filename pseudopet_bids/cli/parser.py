@@ -1,0 +1,180 @@
+"""Command-line parser (BIDS Apps + NiPreps conventions, DESIGN.md §2).
+
+Built in one function with named argument groups and small validators; it imports no heavy
+module (no torch, no pybids) so ``pseudopet --help`` and usage errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pseudopet_bids import __version__
+
+EPILOG = """\
+examples:
+  pseudopet /data/bids /data/out participant --participant-label 01 02
+  pseudopet /data/bids /data/out participant --model tissue --z-threshold 2.0 -v
+  pseudopet /data/bids /data/out group
+
+exit codes: 0 ok, 1 some participants failed, 16 BIDS validation failed,
+18 filters selected nothing, 64 usage error, 66 required inputs missing,
+73 cannot create output.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the BIDS-Apps usage exit code (64) instead of argparse's 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(64, f"{self.prog}: error: {message}\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError("the seed must be in [0, 2**32)")
+    return value
+
+
+def _existing_dir(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {text!r} does not exist")
+    return path.resolve()
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"file {text!r} does not exist")
+    return path.resolve()
+
+
+def _label(text: str) -> str:
+    label = text[4:] if text.startswith(("sub-", "ses-")) else text
+    if not label.isalnum():
+        raise argparse.ArgumentTypeError(f"label {text!r} must be alphanumeric (BIDS)")
+    return label
+
+
+def _device(text: str) -> str:
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: choose auto, cpu, cuda or cuda:N")
+
+
+def _model(text: str) -> str:
+    if text in ("tissue", "cyclegan", "syndiff"):
+        return text
+    path = Path(text).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is neither tissue/cyclegan/syndiff nor an existing model folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pseudopet`` argument parser."""
+    parser = _Parser(
+        prog="pseudopet",
+        description="Pseudo-normal FDG PET from T1w MRI, and hypometabolic focus detection "
+                    "for epilepsy (BIDS App).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bids_dir", type=_existing_dir, help="root of the BIDS dataset")
+    parser.add_argument("output_dir", type=lambda t: Path(t).expanduser().resolve(),
+                        help="output folder (BIDS-Derivatives); created if needed")
+    parser.add_argument("analysis_level", choices=["participant", "group"],
+                        help="participant: per-subject synthesis and detection; "
+                             "group: aggregate participants' cluster tables")
+    parser.add_argument("--version", action="version", version=f"pseudopet {__version__}")
+    parser.add_argument("-v", "--verbose", dest="verbosity", action="count", default=0,
+                        help="more log output (-v info details, -vv debug)")
+
+    g = parser.add_argument_group("selecting the data")
+    g.add_argument("--participant-label", "--participant_label", dest="participant_label",
+                   nargs="+", type=_label, default=[], metavar="LABEL",
+                   help="subjects to process (with or without 'sub-'); default: all")
+    g.add_argument("--session-label", dest="session_label", nargs="+", type=_label, default=[],
+                   metavar="LABEL", help="sessions to process; default: all")
+    g.add_argument("--bids-filter-file", dest="bids_filter_file", type=_existing_file,
+                   metavar="FILE", help='JSON pybids queries {"t1w": {...}, "pet": {...}}')
+    g.add_argument("--skip-bids-validation", "--skip_bids_validation",
+                   dest="skip_bids_validation", action="store_true",
+                   help="do not run bids-validator-deno on the input")
+    g.add_argument("--bids-database-dir", dest="bids_database_dir",
+                   type=lambda t: Path(t).expanduser().resolve(), metavar="DIR",
+                   help="pybids database folder to create or reuse")
+    g.add_argument("--allow-any-tracer", dest="allow_any_tracer", action="store_true",
+                   help="also run PET whose tracer is not FDG (the method assumes FDG)")
+
+    g = parser.add_argument_group("resources")
+    g.add_argument("-w", "--work-dir", dest="work_dir",
+                   type=lambda t: Path(t).expanduser().resolve(), metavar="DIR",
+                   help="intermediate files (default: OUTPUT_DIR/../pseudopet_work)")
+    g.add_argument("--nprocs", type=_positive_int, default=1,
+                   help="participants processed in parallel (default: %(default)s)")
+    g.add_argument("--omp-nthreads", dest="omp_nthreads", type=_positive_int,
+                   default=min(os.cpu_count() or 1, 8),
+                   help="threads per participant (default: %(default)s)")
+    g.add_argument("--mem", dest="mem_gb", type=_positive_float, default=None, metavar="GB",
+                   help="memory limit in GB, checked before starting (default: none)")
+    g.add_argument("--device", type=_device, default="auto",
+                   help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+
+    g = parser.add_argument_group("method")
+    g.add_argument("--model", type=_model, default="auto",
+                   help="tissue, cyclegan, syndiff or a model folder; default: a trained model "
+                        "in OUTPUT_DIR/models/, else the tissue baseline")
+    g.add_argument("--seed", type=_seed, default=42, help="random seed (default: %(default)s)")
+    g.add_argument("--skullstrip", choices=["deepbet", "template"], default="deepbet",
+                   help="brain extraction method (default: %(default)s)")
+    g.add_argument("--pet-fwhm", dest="pet_fwhm", type=_positive_float, default=6.0,
+                   metavar="MM", help="PET resolution for the tissue model (default: %(default)s)")
+    g.add_argument("--force", action="store_true",
+                   help="redo participants whose outputs are complete")
+
+    g = parser.add_argument_group("detection")
+    g.add_argument("--z-threshold", dest="z_threshold", type=_positive_float, default=1.65,
+                   help="hypometabolism where Z < -T (default: %(default)s, one-sided p=0.05)")
+    g.add_argument("--cluster-min-volume", dest="cluster_min_volume", type=_positive_float,
+                   default=1500.0, metavar="MM3",
+                   help="smallest reported cluster in mm^3 (default: %(default)s)")
+    g.add_argument("--gm-threshold", dest="gm_threshold", type=_fraction, default=0.5,
+                   help="grey-matter probability defining GM (default: %(default)s)")
+    g.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26,
+                   help="voxel neighbourhood of clusters (default: %(default)s)")
+    return parser

@@ -1,0 +1,220 @@
+"""Entry point: validate the command line, dispatch the analysis level, map errors to exit codes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from pseudopet_bids import __version__
+from pseudopet_bids.cli.parser import build_parser
+from pseudopet_bids.config import RunConfig
+from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, EXIT_VALIDATION,
+                                   OutputError, PseudopetError, UsageError, InputError)
+
+LOGGER = logging.getLogger("pseudopet")
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+def setup_logging(verbosity: int, logfile: Path | None = None) -> None:
+    """Console logging (INFO, or DEBUG with -vv) plus a full DEBUG log file."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.DEBUG)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+    console.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s", "%H:%M:%S"))
+    if verbosity < 1:  # keep third-party chatter out of the default console
+        console.addFilter(lambda r: r.name.startswith("pseudopet") or r.levelno >= logging.WARNING)
+    root.addHandler(console)
+    if logfile is not None:
+        fileh = logging.FileHandler(logfile)
+        fileh.setLevel(logging.DEBUG)
+        fileh.setFormatter(logging.Formatter("%(asctime)s %(name)s [%(levelname)s] %(message)s"))
+        root.addHandler(fileh)
+
+
+def validate_paths(cfg: RunConfig) -> None:
+    """Refuse outputs inside the input and unusable folders (exit 64 / 73)."""
+    bids, out = Path(cfg.bids_dir), Path(cfg.output_dir)
+    if _inside(out, bids):
+        raise UsageError("the output folder is the input dataset or inside it", out,
+                         "choose an output folder outside the BIDS dataset, e.g. "
+                         f"{bids.parent / (bids.name + '_pseudopet')}")
+    if cfg.work_dir and _inside(Path(cfg.work_dir), bids):
+        raise UsageError("the work folder is inside the input dataset", Path(cfg.work_dir),
+                         "choose a work folder outside the BIDS dataset (-w)")
+    if cfg.work_dir and _inside(Path(cfg.work_dir), out):
+        raise UsageError("the work folder is inside the output folder", Path(cfg.work_dir),
+                         "choose a work folder outside the output folder (-w)")
+
+
+def prepare_dirs(cfg: RunConfig) -> None:
+    """Create the output and work folders and start the run's log file and config (exit 73).
+
+    Called only once the inputs are known to be usable, so a refused run leaves nothing behind.
+    """
+    for folder in (Path(cfg.output_dir), Path(cfg.work_dir)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the folder ({exc.strerror})", folder,
+                              "choose a writable location") from exc
+        if not os.access(folder, os.W_OK):
+            raise OutputError("the folder is not writable", folder, "choose a writable location")
+    from pseudopet_bids.bids.derivatives import atomic_write_text
+
+    logdir = Path(cfg.output_dir) / "logs"
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    setup_logging(cfg.verbosity, None)
+    logdir.mkdir(parents=True, exist_ok=True)
+    setup_logging(cfg.verbosity, logdir / f"pseudopet_{cfg.analysis_level}_{stamp}.log")
+    atomic_write_text(logdir / f"config_{cfg.analysis_level}_{stamp}.toml", cfg.to_toml())
+
+
+def validate_bids(bids_dir: Path) -> None:
+    """Run bids-validator-deno when available; errors stop the run with exit 16."""
+    if not (bids_dir / "dataset_description.json").is_file():
+        raise PseudopetError("dataset_description.json is missing: this is not a BIDS dataset",
+                             bids_dir, "add dataset_description.json (Name, BIDSVersion) "
+                             "or point to the dataset root")
+    exe = shutil.which("bids-validator-deno")
+    if exe is None:
+        LOGGER.warning("bids-validator-deno not found: input not validated "
+                       "(pip install bids-validator-deno, or --skip-bids-validation)")
+        return
+    t0 = time.monotonic()
+    proc = subprocess.run([exe, str(bids_dir), "--ignoreWarnings"], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        LOGGER.error("bids-validator-deno reported errors:\n%s", proc.stdout[-4000:])
+        err = PseudopetError("the input dataset failed BIDS validation", bids_dir,
+                             "fix the reported errors, or rerun with --skip-bids-validation")
+        err.exit_code = EXIT_VALIDATION
+        raise err
+    LOGGER.info("BIDS validation passed (%.1f s)", time.monotonic() - t0)
+
+
+def make_config(args) -> RunConfig:
+    """RunConfig from parsed arguments (defaults filled in)."""
+    out = Path(args.output_dir)
+    work = Path(args.work_dir) if args.work_dir else out.parent / f"{out.name}_work"
+    return RunConfig(
+        bids_dir=str(args.bids_dir), output_dir=str(out), analysis_level=args.analysis_level,
+        work_dir=str(work), participant_label=list(args.participant_label),
+        session_label=list(args.session_label),
+        bids_filter_file=str(args.bids_filter_file or ""),
+        bids_database_dir=str(args.bids_database_dir or ""),
+        skip_bids_validation=args.skip_bids_validation, nprocs=args.nprocs,
+        omp_nthreads=args.omp_nthreads, mem_gb=float(args.mem_gb or 0.0), device=args.device,
+        model=args.model, seed=args.seed, force=args.force, verbosity=args.verbosity,
+        z_threshold=args.z_threshold, cluster_min_volume=args.cluster_min_volume,
+        gm_threshold=args.gm_threshold, connectivity=args.connectivity,
+        skullstrip=args.skullstrip, pet_fwhm=args.pet_fwhm,
+        allow_any_tracer=args.allow_any_tracer)
+
+
+def _run_unit(unit, cfg: RunConfig, participants: dict) -> tuple[str, str | None]:
+    from pseudopet_bids.participant import run_participant
+
+    try:
+        run_participant(unit, cfg, participants.get(unit.subject))
+        return unit.key, None
+    except PseudopetError as exc:
+        LOGGER.error("%s failed: %s", unit.key, exc)
+        return unit.key, str(exc)
+    except Exception as exc:  # keep other participants running; full traceback in the log file
+        LOGGER.debug("%s traceback", unit.key, exc_info=True)
+        LOGGER.error("%s failed with an unexpected error: %s: %s (see the log file in "
+                     "OUTPUT_DIR/logs; please report it)", unit.key, type(exc).__name__, exc)
+        return unit.key, f"{type(exc).__name__}: {exc}"
+
+
+def run_participant_level(cfg: RunConfig) -> int:
+    """Discover, print the pre-flight table, process each runnable unit."""
+    from pseudopet_bids.bids.derivatives import init_output
+    from pseudopet_bids.bids.discovery import discover, load_filters, preflight_table
+    from pseudopet_bids.bids.participants import read_participants
+
+    bids = Path(cfg.bids_dir)
+    participants = read_participants(bids)
+    units = discover(bids, cfg.participant_label or None, cfg.session_label or None,
+                     load_filters(Path(cfg.bids_filter_file) if cfg.bids_filter_file else None),
+                     Path(cfg.bids_database_dir) if cfg.bids_database_dir else None,
+                     cfg.allow_any_tracer)
+    LOGGER.info("pre-flight:\n%s", preflight_table(units))
+    runnable = [u for u in units if u.runnable]
+    if not runnable:
+        raise InputError("no participant has the inputs it needs (see the pre-flight table)",
+                         bids, "each participant needs a T1w and an FDG PET image")
+    prepare_dirs(cfg)
+    init_output(Path(cfg.output_dir), bids)
+    t0 = time.monotonic()
+    if cfg.nprocs > 1 and len(runnable) > 1:
+        with ProcessPoolExecutor(max_workers=cfg.nprocs) as pool:
+            results = list(pool.map(_run_unit, runnable, [cfg] * len(runnable),
+                                    [participants] * len(runnable)))
+    else:
+        results = [_run_unit(u, cfg, participants) for u in runnable]
+    failed = [(key, err) for key, err in results if err]
+    LOGGER.info("participant level done in %.0f s: %d ok, %d failed, %d skipped",
+                time.monotonic() - t0, len(results) - len(failed), len(failed),
+                len(units) - len(runnable))
+    for key, err in failed:
+        LOGGER.error("  %s: %s", key, err)
+    return EXIT_PARTICIPANT_FAILED if failed else EXIT_OK
+
+
+def run_group_level(cfg: RunConfig) -> int:
+    """Aggregate participants' cluster tables into OUTPUT_DIR/group/."""
+    from pseudopet_bids.bids.participants import read_participants
+    from pseudopet_bids.evaluate.group import aggregate
+
+    out = Path(cfg.output_dir)
+    if not out.is_dir():
+        raise InputError("the output folder does not exist: nothing to aggregate", out,
+                         "run the participant level first")
+    prepare_dirs(cfg)
+    summary = aggregate(out, read_participants(Path(cfg.bids_dir)),
+                        cfg.participant_label or None)
+    LOGGER.info("group outputs in %s\n%s", out / "group", summary.to_string(index=False))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``pseudopet``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    cfg = make_config(args)
+    setup_logging(cfg.verbosity)
+    try:
+        validate_paths(cfg)
+        LOGGER.info("pseudopet %s, %s level, input %s, output %s", __version__,
+                    cfg.analysis_level, cfg.bids_dir, cfg.output_dir)
+        if not cfg.skip_bids_validation:
+            validate_bids(Path(cfg.bids_dir))
+        elif not (Path(cfg.bids_dir) / "dataset_description.json").is_file():
+            raise InputError("dataset_description.json is missing: this is not a BIDS dataset",
+                             cfg.bids_dir, "add dataset_description.json or point to the root")
+        if cfg.analysis_level == "participant":
+            return run_participant_level(cfg)
+        return run_group_level(cfg)
+    except PseudopetError as exc:
+        LOGGER.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        LOGGER.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

