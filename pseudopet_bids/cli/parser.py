@@ -98,7 +98,7 @@ def _device(text: str) -> str:
 
 
 def _model(text: str) -> str:
-    if text in ("tissue", "cyclegan", "syndiff"):
+    if text in ("auto", "tissue", "cyclegan", "syndiff"):
         return text
     path = Path(text).expanduser()
     if path.exists():

@@ -28,19 +28,23 @@ def _inside(child: Path, parent: Path) -> bool:
 def setup_logging(verbosity: int, logfile: Path | None = None) -> None:
     """Console logging (INFO, or DEBUG with -vv) plus a full DEBUG log file."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for handler in list(root.handlers):  # only ours: leave e.g. pytest's capture in place
+        if getattr(handler, "_pseudopet", False):
+            root.removeHandler(handler)
+            handler.close()
     root.setLevel(logging.DEBUG)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     console.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s", "%H:%M:%S"))
     if verbosity < 1:  # keep third-party chatter out of the default console
         console.addFilter(lambda r: r.name.startswith("pseudopet") or r.levelno >= logging.WARNING)
+    console._pseudopet = True  # type: ignore[attr-defined]
     root.addHandler(console)
     if logfile is not None:
         fileh = logging.FileHandler(logfile)
         fileh.setLevel(logging.DEBUG)
         fileh.setFormatter(logging.Formatter("%(asctime)s %(name)s [%(levelname)s] %(message)s"))
+        fileh._pseudopet = True  # type: ignore[attr-defined]
         root.addHandler(fileh)
 
 
@@ -85,9 +89,11 @@ def prepare_dirs(cfg: RunConfig) -> None:
 def validate_bids(bids_dir: Path) -> None:
     """Run bids-validator-deno when available; errors stop the run with exit 16."""
     if not (bids_dir / "dataset_description.json").is_file():
-        raise PseudopetError("dataset_description.json is missing: this is not a BIDS dataset",
+        err = PseudopetError("dataset_description.json is missing: this is not a BIDS dataset",
                              bids_dir, "add dataset_description.json (Name, BIDSVersion) "
                              "or point to the dataset root")
+        err.exit_code = EXIT_VALIDATION
+        raise err
     exe = shutil.which("bids-validator-deno")
     if exe is None:
         LOGGER.warning("bids-validator-deno not found: input not validated "

@@ -1,0 +1,39 @@
+# Quick start:  make demo   (install, simulate a cohort, run participant + group)
+#               make test   (install, run the whole test suite incl. slow end-to-end tests)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO ?= demo
+
+.PHONY: install demo test benchmark clean
+
+install: $(VENV)/.installed
+
+# torch first from the CPU wheel (a plain 'torch' requirement would pull a multi-GB CUDA build);
+# then everything else in one pip call so that antspyx's numpy/scipy caps are resolved together.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+demo: install
+	rm -rf $(DEMO)
+	$(BIN)/pseudopet-simulate $(DEMO)/bids --controls 3 --patients 3 --seed 1
+	$(BIN)/pseudopet $(DEMO)/bids $(DEMO)/out participant --nprocs 2 --omp-nthreads 1
+	$(BIN)/pseudopet $(DEMO)/bids $(DEMO)/out group
+	@echo
+	@echo "Demo outputs:   $(DEMO)/out  (cluster tables: $(DEMO)/out/sub-*/pet/*_desc-focus_clusters.tsv)"
+	@echo "Group summary:  $(DEMO)/out/group/summary.tsv"
+	@echo "Figures:        $(DEMO)/out/sub-*/figures/"
+	@echo "Ground truth:   $(DEMO)/bids_truth/truth.tsv"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+benchmark: install
+	$(BIN)/python benchmarks/participant.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

@@ -1,0 +1,46 @@
+import gzip
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from pseudopet_bids.bids import derivatives as der
+
+
+def test_nifti_deterministic_and_atomic(tmp_path):
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    a, b = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    der.write_nifti(a, data, np.eye(4))
+    der.write_nifti(b, data, np.eye(4))
+    assert a.read_bytes() == b.read_bytes()
+    assert gzip.decompress(a.read_bytes())[:4]  # valid gzip
+    assert np.array_equal(nib.load(a).get_fdata(), data)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_names(tmp_path):
+    from pathlib import Path
+    paths = der.SubjectPaths(tmp_path, "01", "pre", Path("sub-01_ses-pre_trc-FDG_rec-acdyn_pet.nii.gz"))
+    assert paths.pet("space-T1w_desc-preproc_pet.nii.gz").name == \
+        "sub-01_ses-pre_trc-FDG_rec-acdyn_space-T1w_desc-preproc_pet.nii.gz"
+    assert paths.anat("desc-brain_mask.nii.gz") == \
+        tmp_path / "sub-01/ses-pre/anat/sub-01_ses-pre_desc-brain_mask.nii.gz"
+
+
+def test_init_output_idempotent(tmp_path):
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    out = tmp_path / "out"
+    der.init_output(out, bids)
+    first = (out / "dataset_description.json").read_bytes()
+    der.init_output(out, bids)
+    assert (out / "dataset_description.json").read_bytes() == first
+    desc = json.loads(first)
+    assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "pseudopet"
+    assert "logs/" in (out / ".bidsignore").read_text()
+
+
+def test_tsv_na(tmp_path):
+    der.write_tsv(tmp_path / "t.tsv", pd.DataFrame({"a": [1.0, np.nan]}))
+    assert (tmp_path / "t.tsv").read_text() == "a\n1\nn/a\n"
