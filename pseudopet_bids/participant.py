@@ -133,7 +133,8 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     timings.update(pre.timings)
     gm = (pre.tissues["GM"] >= cfg.gm_threshold) & pre.mask
     with timed(timings, f"pseudo-normal PET ({model_name})", unit.key):
-        pet_norm, scale, norm_info = normalize_pet(pre.pet, gm, method=cfg.normalization)
+        reference = gm if cfg.normalization == "gm-median" else pre.mask
+        pet_norm, scale, norm_info = normalize_pet(pre.pet, reference, method=cfg.normalization)
         model = TissueModel(pet_fwhm_mm=cfg.pet_fwhm)
         pseudo_norm, model_info = model.predict(pet_norm, pre.tissues, pre.mask,
                                                 pre.voxel_sizes, aal_labels=pre.aal)

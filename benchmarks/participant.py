@@ -1,0 +1,94 @@
+"""Benchmark one participant with the tissue model: wall time per stage and peak memory.
+
+Simulates one patient (1 mm T1w, 2 mm PET), runs ``pseudopet ... participant`` in a child
+process, reads the per-stage timings the run records in ``logs/<subject>_config.toml`` and the
+child's peak RSS, and writes ``docs/performance.md``.
+
+Usage: ``python benchmarks/participant.py [--keep DIR] [--omp-nthreads N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine_info() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 ** 2:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    import numpy
+    import torch
+
+    import pseudopet_bids
+
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": mem,
+            "python": platform.python_version(), "numpy": numpy.__version__,
+            "torch": torch.__version__, "pseudopet": pseudopet_bids.__version__}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument("--omp-nthreads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md")
+    args = parser.parse_args()
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    from pseudopet_bids.simulate.cohort import simulate_cohort
+
+    base = args.keep or Path(tempfile.mkdtemp(prefix="pseudopet-bench-"))
+    bids, out = base / "bids", base / "out"
+    t0 = time.monotonic()
+    simulate_cohort(bids, n_controls=0, n_patients=1, seed=7)
+    t_sim = time.monotonic() - t0
+    cmd = [sys.executable, "-m", "pseudopet_bids", str(bids), str(out), "participant",
+           "--omp-nthreads", str(args.omp_nthreads), "--skip-bids-validation", "--force"]
+    t0 = time.monotonic()
+    subprocess.run(cmd, check=True)
+    wall = time.monotonic() - t0
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
+    record = next((out / "logs").glob("sub-*_config.toml"))
+    timings = tomllib.loads(record.read_text())["timings_s"]
+    info = machine_info()
+    lines = ["# Performance", "",
+             "One simulated patient (T1w 1 mm, PET 2 mm), tissue model, produced by "
+             "`python benchmarks/participant.py` (numbers are from the last run).", "",
+             f"- wall time of `pseudopet … participant` (process start to exit): **{wall:.1f} s** "
+             "(target ≤ 90 s)",
+             f"- peak resident memory: **{peak_gb:.2f} GB** (target ≤ 3 GB)",
+             f"- threads per participant (`--omp-nthreads`): {args.omp_nthreads}",
+             f"- simulating the subject (not part of the target): {t_sim:.1f} s", "",
+             "| stage | seconds |", "|---|---|"]
+    lines += [f"| {stage} | {sec:.1f} |" for stage, sec in timings.items()]
+    lines += ["", "Machine:", ""] + [f"- {k}: {v}" for k, v in info.items()] + [""]
+    args.output.write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Cluster table and lobe labelling (DESIGN.md §1 step 3 and §4).
+
+Each cluster is assigned to the lobe label (values of
+:data:`pseudopet_bids.resources.LOBE_LABELS`, on the same grid as the z-map) that holds the most of
+its voxels. Voxels with label 0 (outside the atlas) take no part in that vote; the cluster is
+``other`` when the winner is label 9 (``other``) or when none of its voxels is labelled.
+``region_fraction`` is the share of the cluster's voxels inside the reported region, where
+``other`` comprises labels 0 and 9.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from pseudopet_bids.detect.clusters import Cluster
+from pseudopet_bids.resources import LOBE_INDEX, LOBE_LABELS, REGIONS
+
+#: Columns of ``*_desc-focus_clusters.tsv``, in order (DESIGN.md §4).
+CLUSTER_COLUMNS: tuple[str, ...] = (
+    "cluster_id", "n_voxels", "volume_mm3", "peak_z", "mean_z",
+    "peak_x", "peak_y", "peak_z_mm",
+    "peak_template_x", "peak_template_y", "peak_template_z",
+    "region", "region_fraction",
+)
+_DTYPES = {
+    "cluster_id": "int64", "n_voxels": "int64", "volume_mm3": "float64", "peak_z": "float64",
+    "mean_z": "float64", "peak_x": "float64", "peak_y": "float64", "peak_z_mm": "float64",
+    "peak_template_x": "float64", "peak_template_y": "float64", "peak_template_z": "float64",
+    "region": "object", "region_fraction": "float64",
+}
+
+
+def assign_region(lobe_values: np.ndarray) -> tuple[str, float]:
+    """Region of one cluster from the lobe labels of its voxels.
+
+    Parameters
+    ----------
+    lobe_values
+        Lobe label (0..9) of every voxel of the cluster.
+
+    Returns
+    -------
+    region : str
+        A name of :data:`pseudopet_bids.resources.REGIONS`, or ``other``.
+    fraction : float
+        Share of the cluster's voxels inside that region (``other`` = labels 0 and 9).
+    """
+    values = np.asarray(lobe_values).astype(np.int64).ravel()
+    if values.size == 0:
+        raise ValueError("a cluster has no voxels")
+    if values.min() < 0 or values.max() > max(LOBE_LABELS):
+        raise ValueError(f"lobe labels must lie in 0..{max(LOBE_LABELS)}")
+    counts = np.bincount(values, minlength=max(LOBE_LABELS) + 1)
+    labelled = counts[1:]
+    winner = int(np.argmax(labelled)) + 1 if labelled.any() else 0  # lowest label on ties
+    name = LOBE_LABELS.get(winner, "other")
+    if name not in REGIONS:
+        other = counts[0] + counts[LOBE_INDEX["other"]]
+        return "other", float(other / values.size)
+    return name, float(counts[winner] / values.size)
+
+
+def cluster_table(z: np.ndarray, labels: np.ndarray, clusters: Sequence[Cluster],
+                  lobe_labels: np.ndarray, affine: np.ndarray,
+                  to_template: Callable[[np.ndarray], np.ndarray] | None) -> pd.DataFrame:
+    """One row per cluster with the DESIGN.md §4 columns.
+
+    Parameters
+    ----------
+    z
+        The z-map the clusters came from (used to check the peaks).
+    labels
+        Cluster label map from :func:`pseudopet_bids.detect.clusters.find_clusters`.
+    clusters
+        The matching cluster list.
+    lobe_labels
+        Lobe segmentation on the same grid (values of ``LOBE_LABELS``, 0 = none).
+    affine
+        4×4 voxel → scanner-mm affine of the grid.
+    to_template
+        Maps (N, 3) scanner-mm points of this grid to (N, 3) template mm (e.g.
+        ``TemplateRegistration.points_to_template``); None leaves the template columns NaN
+        (written ``n/a`` in the TSV).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`CLUSTER_COLUMNS` (present even with no rows). ``peak_x``, ``peak_y``,
+        ``peak_z_mm`` are scanner mm; ``peak_z`` and ``mean_z`` are z-scores (negative).
+    """
+    z = np.asarray(z)
+    labels = np.asarray(labels)
+    lobes = np.asarray(lobe_labels)
+    affine = np.asarray(affine, dtype=np.float64)
+    if not (z.shape == labels.shape == lobes.shape):
+        raise ValueError(f"shapes differ: z {z.shape}, labels {labels.shape}, lobe labels "
+                         f"{lobes.shape}")
+    if affine.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got {affine.shape}")
+    if not clusters:
+        return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in CLUSTER_COLUMNS})
+
+    peaks = np.array([c.peak_index for c in clusters], dtype=np.float64)
+    scanner = peaks @ affine[:3, :3].T + affine[:3, 3]
+    if to_template is None:
+        template = np.full_like(scanner, np.nan)
+    else:
+        template = np.asarray(to_template(scanner), dtype=np.float64)
+        if template.shape != scanner.shape:
+            raise ValueError(f"to_template returned shape {template.shape}, expected "
+                             f"{scanner.shape}")
+
+    # One pass over the labelled voxels instead of one full-volume mask per cluster.
+    flat = np.flatnonzero(labels)
+    ids = labels.ravel()[flat]
+    order = np.argsort(ids, kind="stable")
+    ids, lobe_vals = ids[order], lobes.ravel()[flat[order]]
+    rows = []
+    for k, c in enumerate(clusters):
+        lo, hi = np.searchsorted(ids, [c.id, c.id + 1])
+        if hi - lo != c.n_voxels:
+            raise ValueError(f"cluster {c.id}: {hi - lo} voxels in the label map, "
+                             f"{c.n_voxels} in the cluster list")
+        if not np.isclose(z[c.peak_index], c.peak_z, atol=1e-5):
+            raise ValueError(f"cluster {c.id}: peak Z does not match the z-map")
+        region, fraction = assign_region(lobe_vals[lo:hi])
+        rows.append({
+            "cluster_id": c.id, "n_voxels": c.n_voxels, "volume_mm3": c.volume_mm3,
+            "peak_z": c.peak_z, "mean_z": c.mean_z,
+            "peak_x": scanner[k, 0], "peak_y": scanner[k, 1], "peak_z_mm": scanner[k, 2],
+            "peak_template_x": template[k, 0], "peak_template_y": template[k, 1],
+            "peak_template_z": template[k, 2],
+            "region": region, "region_fraction": fraction,
+        })
+    return pd.DataFrame(rows, columns=list(CLUSTER_COLUMNS)).astype(_DTYPES)
+
+
+def lobe_dseg_table() -> pd.DataFrame:
+    """Look-up table of ``desc-lobes_dseg.nii.gz`` (columns ``index``, ``name``; 0 omitted)."""
+    return pd.DataFrame({"index": list(LOBE_LABELS), "name": list(LOBE_LABELS.values())})

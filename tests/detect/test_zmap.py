@@ -1,0 +1,49 @@
+"""Difference and z-score maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pseudopet_bids.detect.zmap import difference_map, zmap
+
+
+def test_difference_sign():
+    real = np.full((3, 3, 3), 1.0)
+    pseudo = np.full((3, 3, 3), 1.5)
+    d = difference_map(real, pseudo)
+    assert d.dtype == np.float32 and np.all(d == -0.5)  # lower than predicted = negative
+    with pytest.raises(ValueError, match="shape"):
+        difference_map(real, pseudo[:2])
+
+
+def test_zmap_standardizes_over_gm(rng):
+    d = rng.normal(3.0, 2.0, (10, 11, 12)).astype(np.float32)
+    gm = rng.random(d.shape) < 0.4
+    z = zmap(d, gm)
+    assert z.dtype == np.float32
+    assert z[gm].mean() == pytest.approx(0.0, abs=1e-5)
+    assert z[gm].std() == pytest.approx(1.0, abs=1e-5)
+    assert np.all(z[~gm] == 0)
+    # Values outside GM do not influence the statistics.
+    d2 = d.copy()
+    d2[~gm] = 1e6
+    np.testing.assert_array_equal(zmap(d2, gm), z)
+    # A 0/1 integer mask is accepted and equivalent.
+    np.testing.assert_array_equal(zmap(d, gm.astype(np.uint8)), z)
+
+
+def test_zmap_errors(rng):
+    d = rng.normal(size=(4, 4, 4))
+    gm = np.ones(d.shape, bool)
+    with pytest.raises(ValueError, match="empty"):
+        zmap(d, np.zeros_like(gm))
+    with pytest.raises(ValueError, match="std = 0"):
+        zmap(np.ones_like(d), gm)
+    with pytest.raises(ValueError, match="binary"):
+        zmap(d, np.full(d.shape, 0.7))
+    with pytest.raises(ValueError, match="shape"):
+        zmap(d, gm[:3])
+    d[0, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        zmap(d, gm)

@@ -1,0 +1,82 @@
+"""End to end: simulate a small cohort, run participant + group, check detection and validity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from pseudopet_bids.cli.run import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    from pseudopet_bids.simulate.cohort import simulate_cohort
+
+    base = tmp_path_factory.mktemp("e2e")
+    bids = base / "bids"
+    truth = simulate_cohort(bids, n_controls=1, n_patients=2, seed=3, t1_voxel_mm=1.5)
+    out = base / "out"
+    code = main([str(bids), str(out), "participant", "--nprocs", "2", "--omp-nthreads", "1"])
+    return bids, out, truth, code
+
+
+def test_participant_level_succeeds(cohort):
+    bids, out, truth, code = cohort
+    assert code == 0
+    assert not any(p.name.startswith(".staging") for p in out.iterdir())
+    for sub in truth["participant_id"]:
+        pet = list((out / sub / "pet").glob("*_space-T1w_stat-z_statmap.nii.gz"))
+        assert len(pet) == 1
+        sidecar = json.loads(pet[0].with_name(pet[0].name.replace(".nii.gz", ".json"))
+                             .read_text())
+        assert sidecar["Model"] == "tissue" and len(sidecar["ModelSHA256"]) == 64
+        assert sidecar["Sources"][0].startswith("bids:raw:")
+
+
+def test_lesions_found_in_right_region_and_controls_clean(cohort):
+    bids, out, truth, _ = cohort
+    for row in truth.itertuples():
+        tsv = next((out / row.participant_id / "pet").glob("*_desc-focus_clusters.tsv"))
+        table = pd.read_csv(tsv, sep="\t")
+        if row.group == "patient":
+            assert len(table) >= 1, f"{row.participant_id}: lesion not detected"
+            assert table["region"].iloc[0] == row.focus, (row.participant_id, table)
+        else:
+            assert len(table) == 0, f"{row.participant_id}: control has clusters\n{table}"
+
+
+def test_group_level(cohort):
+    bids, out, truth, _ = cohort
+    assert main([str(bids), str(out), "group", "--skip-bids-validation"]) == 0
+    summary = pd.read_csv(out / "group" / "summary.tsv", sep="\t").set_index("measure")
+    assert summary.loc["detection_rate", "value"] == 1.0
+    assert summary.loc["localization_accuracy_largest", "value"] == 1.0
+    assert summary.loc["false_clusters_per_control", "value"] == 0
+
+
+def test_outputs_pass_bids_validator(cohort):
+    _, out, _, _ = cohort
+    exe = shutil.which("bids-validator-deno")
+    if exe is None:
+        pytest.skip("bids-validator-deno is not installed (pip install bids-validator-deno)")
+    proc = subprocess.run([exe, str(out), "--format", "json"], capture_output=True, text=True)
+    report = json.loads(proc.stdout)
+    errors = [i for i in report["issues"]["issues"] if i.get("severity") == "error"]
+    assert not errors, json.dumps(errors[:5], indent=1)
+
+
+def test_rerun_skips_finished_subjects(cohort, caplog):
+    bids, out, truth, _ = cohort
+    first = truth["participant_id"].iloc[0]
+    z = next((out / first / "pet").glob("*_stat-z_statmap.nii.gz"))
+    before = z.stat().st_mtime_ns
+    assert main([str(bids), str(out), "participant", "--participant-label", first,
+                 "--skip-bids-validation"]) == 0
+    assert "skipped, finished with the same settings" in caplog.text
+    assert z.stat().st_mtime_ns == before
