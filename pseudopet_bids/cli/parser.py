@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                    default=min(os.cpu_count() or 1, 8),
                    help="threads per participant (default: %(default)s)")
     g.add_argument("--mem", dest="mem_gb", type=_positive_float, default=None, metavar="GB",
-                   help="memory limit in GB, checked before starting (default: none)")
+                   help="memory available in GB: limits how many participants run at once "
+                        "(about 3 GB each; default: no limit)")
     g.add_argument("--device", type=_device, default="auto",
                    help="auto, cpu, cuda or cuda:N (default: %(default)s)")
 

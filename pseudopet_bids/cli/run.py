@@ -18,6 +18,8 @@ from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, EXIT_VALIDA
                                    OutputError, PseudopetError, UsageError, InputError)
 
 LOGGER = logging.getLogger("pseudopet")
+#: Peak memory of one participant with the tissue model, rounded up (docs/performance.md).
+GB_PER_PARTICIPANT = 3.0
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -166,8 +168,15 @@ def run_participant_level(cfg: RunConfig) -> int:
     prepare_dirs(cfg)
     init_output(Path(cfg.output_dir), bids)
     t0 = time.monotonic()
-    if cfg.nprocs > 1 and len(runnable) > 1:
-        with ProcessPoolExecutor(max_workers=cfg.nprocs) as pool:
+    nprocs = cfg.nprocs
+    if cfg.mem_gb and nprocs > 1:
+        fit = max(1, int(cfg.mem_gb // GB_PER_PARTICIPANT))
+        if fit < nprocs:
+            LOGGER.warning("--mem %.1f GB fits %d participant(s) at a time (about %.0f GB each): "
+                           "using --nprocs %d", cfg.mem_gb, fit, GB_PER_PARTICIPANT, fit)
+            nprocs = fit
+    if nprocs > 1 and len(runnable) > 1:
+        with ProcessPoolExecutor(max_workers=nprocs) as pool:
             results = list(pool.map(_run_unit, runnable, [cfg] * len(runnable),
                                     [participants] * len(runnable)))
     else:
