@@ -135,7 +135,9 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     with timed(timings, f"pseudo-normal PET ({model_name})", unit.key):
         reference = gm if cfg.normalization == "gm-median" else pre.mask
         pet_norm, scale, norm_info = normalize_pet(pre.pet, reference, method=cfg.normalization)
-        model = TissueModel(pet_fwhm_mm=cfg.pet_fwhm)
+        # symmetric: one GM uptake per left/right pair, so that a deficit covering most of one
+        # lobe (common in temporal lobe epilepsy) is not absorbed into that lobe's coefficient
+        model = TissueModel(pet_fwhm_mm=cfg.pet_fwhm, symmetric=True)
         pseudo_norm, model_info = model.predict(pet_norm, pre.tissues, pre.mask,
                                                 pre.voxel_sizes, aal_labels=pre.aal)
     with timed(timings, "detection", unit.key):
