@@ -131,13 +131,20 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     work = Path(cfg.work_dir) / unit.key
     pre = preprocess(t1, pet, work, cfg.seed, cfg.omp_nthreads, cfg.skullstrip, unit.key)
     timings.update(pre.timings)
-    gm = (pre.tissues["GM"] >= cfg.gm_threshold) & pre.mask
+    # Detection GM: the subject's GM inside the brain and within 2 mm of an atlas GM label, so
+    # that voxels the segmentation calls GM but no atlas region holds (brainstem, tentorium,
+    # ventricle walls) cannot form clusters that no lobe could be reported for.
+    from scipy import ndimage
+
+    atlas_gm = ndimage.binary_dilation(pre.aal > 0, iterations=2)
+    gm = (pre.tissues["GM"] >= cfg.gm_threshold) & pre.mask & atlas_gm
     with timed(timings, f"pseudo-normal PET ({model_name})", unit.key):
         reference = gm if cfg.normalization == "gm-median" else pre.mask
         pet_norm, scale, norm_info = normalize_pet(pre.pet, reference, method=cfg.normalization)
-        # symmetric: one GM uptake per left/right pair, so that a deficit covering most of one
-        # lobe (common in temporal lobe epilepsy) is not absorbed into that lobe's coefficient
-        model = TissueModel(pet_fwhm_mm=cfg.pet_fwhm, symmetric=True)
+        # One GM uptake per AAL left/right pair: the normal regional pattern at gyral scale, while a
+        # deficit covering most of one gyrus or lobe (common in temporal lobe epilepsy) is not
+        # absorbed into its own coefficient, because the other hemisphere shares it.
+        model = TissueModel(pet_fwhm_mm=cfg.pet_fwhm, symmetric=True, granularity="aal")
         pseudo_norm, model_info = model.predict(pet_norm, pre.tissues, pre.mask,
                                                 pre.voxel_sizes, aal_labels=pre.aal)
     with timed(timings, "detection", unit.key):

@@ -68,13 +68,28 @@ _HUBER_K = 1.345  # 95 % efficiency under Gaussian noise
 _TUKEY_C = 4.685  # 95 % efficiency under Gaussian noise
 
 
-def _aal_lut(symmetric: bool) -> np.ndarray:
-    """AAL value → compartment index (index of ``other`` for unknown values)."""
+def _aal_lut(symmetric: bool, granularity: str = "compartment"
+             ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """AAL value → compartment index, and the compartment names (last one ``other``).
+
+    ``granularity="compartment"``: the coarse groups of :data:`COMPARTMENTS`;
+    ``"aal"``: one compartment per AAL label (per left/right pair when ``symmetric``).
+    """
+    aal = aal_names()
+    if granularity == "aal":
+        def key(name: str) -> str:
+            return name[:-2] if symmetric and name.endswith(("_L", "_R")) else name
+        names = tuple(dict.fromkeys(key(n) for _, n in sorted(aal.items()))) + ("other",)
+        lut = np.full(max(aal) + 1, len(names) - 1, dtype=np.int16)
+        for value, name in aal.items():
+            lut[value] = names.index(key(name))
+        return lut, names
+    if granularity != "compartment":
+        raise ValueError(f"unknown granularity {granularity!r}; choose compartment or aal")
     names = SYMMETRIC_COMPARTMENTS if symmetric else COMPARTMENTS
     other = names.index("other")
-    aal = aal_names()
     lobes = lobe_of_aal()
-    lut = np.full(max(aal) + 1, other, dtype=np.int8)
+    lut = np.full(max(aal) + 1, other, dtype=np.int16)
     for value, name in aal.items():
         group = next((g for g, pre in _AAL_GROUPS.items() if name.startswith(pre)), None)
         if group is None:
@@ -82,13 +97,14 @@ def _aal_lut(symmetric: bool) -> np.ndarray:
             if symmetric and group != "other":
                 group = group.split("-", 1)[1]
         lut[value] = names.index(group)
-    return lut
+    return lut, names
 
 
 def compartment_map(aal_labels: np.ndarray, symmetric: bool = False,
                     fill_mask: np.ndarray | None = None,
                     voxel_sizes: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                    fill_mm: float = 5.0) -> tuple[np.ndarray, tuple[str, ...]]:
+                    fill_mm: float = 5.0, granularity: str = "compartment"
+                    ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Group AAL labels into the GM compartments of the tissue model.
 
     Parameters
@@ -104,20 +120,21 @@ def compartment_map(aal_labels: np.ndarray, symmetric: bool = False,
         Voxel sizes in mm, for the fill distance.
     fill_mm
         Largest fill distance; farther unlabelled voxels go to ``other``.
+    granularity
+        ``compartment`` (coarse groups) or ``aal`` (one compartment per AAL label or pair).
 
     Returns
     -------
     comp : numpy.ndarray
-        int8 compartment index per voxel (unlabelled → ``other``).
+        int16 compartment index per voxel (unlabelled → ``other``).
     names : tuple of str
         Compartment names, indexed by ``comp``.
     """
     labels = np.rint(np.asarray(aal_labels)).astype(np.int64)
-    lut = _aal_lut(symmetric)
-    names = SYMMETRIC_COMPARTMENTS if symmetric else COMPARTMENTS
+    lut, names = _aal_lut(symmetric, granularity)
     other = names.index("other")
     known = (labels > 0) & (labels < lut.size)
-    comp = np.full(labels.shape, other, dtype=np.int8)
+    comp = np.full(labels.shape, other, dtype=np.int16)
     comp[known] = lut[labels[known]]
     if fill_mask is not None and known.any():
         todo = (np.asarray(fill_mask) != 0) & ~known
@@ -224,6 +241,9 @@ class TissueModel:
         ``tukey`` (default), ``huber`` or ``ols``; see :func:`irls_nnls`.
     symmetric
         One GM coefficient per left/right pair of compartments.
+    granularity
+        ``compartment`` (12 coarse groups, 8 when symmetric) or ``aal`` (one GM uptake per AAL
+        label, per left/right pair when symmetric: the normal regional pattern at gyral scale).
     max_samples
         Target number of brain voxels used for the fit (3D stride subsample).
     min_compartment_mm3
@@ -236,7 +256,7 @@ class TissueModel:
 
     def __init__(self, pet_fwhm_mm: float = 6.0, loss: str = "tukey", symmetric: bool = False,
                  max_samples: int = 250_000, min_compartment_mm3: float = 500.0,
-                 max_iter: int = 100, tol: float = 1e-6):
+                 max_iter: int = 100, tol: float = 1e-6, granularity: str = "compartment"):
         if not pet_fwhm_mm >= 0:
             raise ValueError(f"pet_fwhm_mm must be >= 0, got {pet_fwhm_mm}")
         if loss not in ("tukey", "huber", "ols"):
@@ -244,6 +264,7 @@ class TissueModel:
         self.pet_fwhm_mm = float(pet_fwhm_mm)
         self.loss = loss
         self.symmetric = symmetric
+        self.granularity = granularity
         self.max_samples = int(max_samples)
         self.min_compartment_mm3 = float(min_compartment_mm3)
         self.max_iter = int(max_iter)
@@ -313,7 +334,8 @@ class TissueModel:
             comp, names = np.zeros(m.shape, dtype=np.int8), ("GM",)
         else:
             comp, names = compartment_map(np.asarray(aal_labels)[box], self.symmetric,
-                                          fill_mask=m & (tis["GM"] > 0), voxel_sizes=voxel_sizes)
+                                          fill_mask=m & (tis["GM"] > 0), voxel_sizes=voxel_sizes,
+                                          granularity=self.granularity)
         voxel_mm3 = float(np.prod(voxel_sizes))
         gm_volume = np.bincount(comp.ravel(), weights=tis["GM"].ravel(),
                                 minlength=len(names)) * voxel_mm3
@@ -377,6 +399,7 @@ class TissueModel:
             "PSFFWHM_mm": self.pet_fwhm_mm,
             "Loss": self.loss,
             "Symmetric": bool(self.symmetric),
+            "Granularity": self.granularity,
             "Coefficients": coefficients,
             "CompartmentGMVolume_mm3": {n: float(v) for n, v in zip(names, gm_volume)},
             "MergedIntoOther": merged,

@@ -58,14 +58,12 @@ class Level:
 class HeadModel:
     """The head at the T1 resolution (``fine``) and at 2 mm for PET and lesion placement.
 
-    ``deep_wm`` (WM fraction inside deep grey nuclei, metabolically GM), ``uptake`` (regional GM
-    FDG factor, mean 1 over GM), ``lobes`` (AAL lobe labels) and ``depth`` (mm to another lobe's
+    ``uptake`` (regional GM FDG factor, mean 1 over GM), ``lobes`` (AAL lobe labels) and ``depth`` (mm to another lobe's
     territory) live on the coarse grid.
     """
 
     fine: Level
     coarse: Level
-    deep_wm: np.ndarray
     uptake: np.ndarray
     lobes: np.ndarray
     depth: np.ndarray
@@ -147,14 +145,28 @@ def _fdg_template() -> nib.Nifti1Image:
         return nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine)
 
 
-def _regional_factor(grid: Grid, gm: np.ndarray, deep: np.ndarray,
+def _regional_factor(grid: Grid, gm: np.ndarray, wm: np.ndarray, deep: np.ndarray,
                      cerebellum: np.ndarray) -> np.ndarray:
-    """GM FDG factor from the real template, corrected by AAL groups (mean 1 over GM)."""
+    """GM FDG factor from the real template, corrected by AAL groups (mean 1 over GM).
+
+    The template is an 8 mm-smoothed average, so its raw values mix metabolism with partial
+    volume (ventricles and sulci read low). The template is therefore divided by its own
+    tissue-content prediction (GM/WM/CSF maps blurred by the same 8 mm, uptakes fitted by least
+    squares) before the GM-weighted smoothing: what is left is regional metabolism, not anatomy.
+    """
     fdg_img = _fdg_template()
     fdg = _onto(fdg_img.get_fdata(dtype=np.float32), fdg_img.affine, grid)
+    sigma8 = 8.0 * _FWHM_TO_SIGMA / grid.voxel_mm
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0) * (gm + wm > 0.05)
+    cols = [ndimage.gaussian_filter(t, sigma8) for t in (gm, wm, csf)]
+    inside = (fdg > 0.2 * fdg.max()) & (gm + wm > 0.5)
+    design = np.stack([c[inside] for c in cols], axis=1)
+    coef, *_ = np.linalg.lstsq(design, fdg[inside], rcond=None)
+    expected = sum(float(k) * c for k, c in zip(coef, cols))
+    ratio = np.where(expected > 0.2 * expected.max(), fdg / np.maximum(expected, 1e-6), 1.0)
     sigma = 4.0 / grid.voxel_mm[0]
     # GM-weighted smoothing: the factor at a voxel reflects nearby GM, not WM partial volume.
-    num = ndimage.gaussian_filter(fdg * gm, sigma)
+    num = ndimage.gaussian_filter(ratio * gm, sigma)
     den = ndimage.gaussian_filter(gm, sigma)
     factor = np.where(den > 0.02, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
     in_gm = gm >= 0.5
@@ -249,12 +261,12 @@ def head_model(resolution_mm: float = 1.0) -> HeadModel:
     terr_c = _territories(lobes_c, brain_c)
     coarse = Level(cgrid, gm_c, wm_c, cav_c, skin_c, terr_c, _patches(cgrid, skin_c))
 
-    # Deep grey nuclei: their WM probability is metabolically grey matter.
+    # Deep grey nuclei and cerebellum get their own gains in the regional factor. PET uses the
+    # same GM/WM maps as the T1w, so the MR shows every tissue the PET shows.
     groups = {k: ndimage.gaussian_filter(
         _onto(resources.aal_group_mask(k).astype(np.float32), taff, cgrid), 1.0)
         for k in ("deep_gm", "cerebellum")}
-    deep_wm = (0.7 * groups["deep_gm"] * wm_c).astype(np.float32)
-    uptake = _regional_factor(cgrid, gm_c, groups["deep_gm"], groups["cerebellum"])
+    uptake = _regional_factor(cgrid, gm_c, wm_c, groups["deep_gm"], groups["cerebellum"])
 
     if cgrid.shape == grid.shape:
         fine = coarse
@@ -265,7 +277,7 @@ def head_model(resolution_mm: float = 1.0) -> HeadModel:
         fine = Level(grid, _onto(tpl["GM"], taff, grid), _onto(tpl["WM"], taff, grid),
                      _upsample(cav_c, grid.shape), skin, terr_c[np.ix_(*idx)],
                      _patches(grid, skin))
-    return HeadModel(fine, coarse, deep_wm, uptake, lobes_c, _boundary_depth(terr_c, rc))
+    return HeadModel(fine, coarse, uptake, lobes_c, _boundary_depth(terr_c, rc))
 
 
 # ----------------------------------------------------------------------------- subjects
@@ -391,13 +403,11 @@ def pet_template(head: HeadModel, anatomy: Anatomy, gm_base: float, wm_ratio: fl
     """
     model = head.coarse
     cav, skull = _layers(model, anatomy)
-    gm_eff = model.gm + head.deep_wm
-    wm_eff = model.wm - head.deep_wm
     gm_up = head.uptake * jitter
     if lesion_w is not None:
         gm_up = gm_up * (1.0 - reduction * lesion_w)
     csf = np.clip(1.0 - model.gm - model.wm, 0.0, 1.0)
-    brain = gm_eff * gm_up + wm_eff * wm_ratio + csf * 0.05
+    brain = model.gm * gm_up + model.wm * wm_ratio + csf * 0.05
     f1 = 1.5 + anatomy.fat_mm
     soft = np.interp(model.skin_depth, [0.0, 1.0, 1.5, 2.5, f1, f1 + 1.0],
                      [0.0, 0.06, 0.06, 0.03, 0.03, 0.10])
