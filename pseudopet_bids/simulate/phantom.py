@@ -33,9 +33,11 @@ from pseudopet_bids.simulate.geometry import Grid, SubjectWarp, pull
 #: Extent of the template-space head model (mm): the template box grown to hold scalp and neck.
 MODEL_BOUNDS: tuple[tuple[float, float], ...] = ((-100.0, 100.0), (-136.0, 104.0), (-160.0, 112.0))
 PSF_FWHM_MM = 6.0
+SHARPEN_GAMMA = 3.0             # tissue-map sharpening (see sharpen_tissues)
+WITHIN_REGION_WEIGHT = 0.4      # share of the template's within-region FDG variation kept
 CAVITY_MARGIN_MM = 1.5          # CSF rim between the closed brain envelope and the skull
 HEAD_SHELL_MM = 13.0            # skull + scalp, measured from the cavity surface
-DEEP_GM_GAIN = 0.30             # regional FDG corrections of the template pattern (see below)
+DEEP_GM_GAIN = 0.45             # regional FDG corrections of the template pattern (see below)
 CEREBELLUM_GAIN = -0.28
 _FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 _PATCH = tuple[tuple[slice, slice, slice], np.ndarray]
@@ -145,8 +147,25 @@ def _fdg_template() -> nib.Nifti1Image:
         return nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine)
 
 
+def _shrink_within_regions(factor: np.ndarray, labels: np.ndarray, in_gm: np.ndarray,
+                           weight: float) -> np.ndarray:
+    """Keep each AAL region's mean factor and ``weight`` × the variation inside it.
+
+    The template averages 50 controls with 50 dementia patients in another MNI space: its
+    within-region dips (enlarged ventricles, atrophy, misalignment with our anatomy) are partly
+    not normal metabolism, so only a fraction of them is kept; region means are kept whole.
+    """
+    means = np.ones(int(labels.max()) + 1)
+    sel = in_gm & (factor > 0)
+    sums = np.bincount(labels[sel], weights=factor[sel], minlength=means.size)
+    counts = np.bincount(labels[sel], minlength=means.size)
+    means[counts > 0] = sums[counts > 0] / counts[counts > 0]
+    region_mean = means[labels].astype(np.float32)
+    return np.where(factor > 0, region_mean + weight * (factor - region_mean), factor)
+
+
 def _regional_factor(grid: Grid, gm: np.ndarray, wm: np.ndarray, deep: np.ndarray,
-                     cerebellum: np.ndarray) -> np.ndarray:
+                     cerebellum: np.ndarray, aal: np.ndarray) -> np.ndarray:
     """GM FDG factor from the real template, corrected by AAL groups (mean 1 over GM).
 
     The template is an 8 mm-smoothed average, so its raw values mix metabolism with partial
@@ -171,6 +190,7 @@ def _regional_factor(grid: Grid, gm: np.ndarray, wm: np.ndarray, deep: np.ndarra
     factor = np.where(den > 0.02, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
     in_gm = gm >= 0.5
     factor /= float(factor[in_gm].mean())
+    factor = _shrink_within_regions(factor, aal, in_gm, WITHIN_REGION_WEIGHT)
     # The 8 mm template under-represents the small hot nuclei and its cerebellum is as bright as
     # the cortex; typical FDG scans show hot nuclei and a cooler cerebellum: correct both groups.
     mult = 1.0 + DEEP_GM_GAIN * deep + CEREBELLUM_GAIN * cerebellum
@@ -225,6 +245,23 @@ def _patches(grid: Grid, skin_depth: np.ndarray) -> dict[str, _PATCH]:
     return {k: (sl, w * np.clip(skin_depth[sl] - 1.0, 0.0, 1.0)) for k, (sl, w) in patches.items()}
 
 
+def sharpen_tissues(gm: np.ndarray, wm: np.ndarray, gamma: float = SHARPEN_GAMMA
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Crisper GM/WM maps: ``p_k^gamma`` renormalized over GM, WM and CSF.
+
+    The template's maps are population averages, blurred over several mm where anatomy varies
+    between people (ventricle walls, deep sulci). Used as one person's anatomy, such a blur
+    makes a band of GM-like T1w intensity around the ventricles that holds no GM uptake in the
+    PET; an individual brain has boundaries about one voxel wide, which this restores.
+    """
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
+    powers = [np.power(np.clip(t, 0.0, 1.0), gamma) for t in (gm, wm, csf)]
+    total = powers[0] + powers[1] + powers[2]
+    brain = gm + wm  # keep the brain/non-brain split, sharpen only the tissue mix inside
+    scale = np.where(total > 0, np.clip(brain + csf, 0.0, 1.0) / np.maximum(total, 1e-12), 0.0)
+    return (powers[0] * scale).astype(np.float32), (powers[1] * scale).astype(np.float32)
+
+
 @functools.lru_cache(maxsize=2)
 def head_model(resolution_mm: float = 1.0) -> HeadModel:
     """Build (once per process and resolution) the template-space head model.
@@ -241,6 +278,7 @@ def head_model(resolution_mm: float = 1.0) -> HeadModel:
     taff = resources.load_template("mask").affine
     tpl = {k: resources.load_template(k).get_fdata(dtype=np.float32)
            for k in ("mask", "GM", "WM")}
+    tpl["GM"], tpl["WM"] = sharpen_tissues(tpl["GM"], tpl["WM"])
     rc = cgrid.voxel_mm[0]
 
     # Coarse level: cranial cavity from the brain mask closed by a 5 mm Gaussian, head outline
@@ -266,7 +304,8 @@ def head_model(resolution_mm: float = 1.0) -> HeadModel:
     groups = {k: ndimage.gaussian_filter(
         _onto(resources.aal_group_mask(k).astype(np.float32), taff, cgrid), 1.0)
         for k in ("deep_gm", "cerebellum")}
-    uptake = _regional_factor(cgrid, gm_c, wm_c, groups["deep_gm"], groups["cerebellum"])
+    aal_c = np.rint(_onto(resources.load_aal().get_fdata(), taff, cgrid, order=0)).astype(np.int64)
+    uptake = _regional_factor(cgrid, gm_c, wm_c, groups["deep_gm"], groups["cerebellum"], aal_c)
 
     if cgrid.shape == grid.shape:
         fine = coarse

@@ -70,7 +70,7 @@ def test_fdg_regional_pattern(head):
         sel = grp & gm if in_gm else grp
         return float(pet[sel].mean() / pet[cortex].mean())
 
-    assert ratio("deep_gm", in_gm=False) > 1.1
+    assert ratio("deep_gm") > 1.1
     assert ratio("occipital") > 1.05
     assert ratio("mesial_temporal") < 0.95
     assert ratio("cerebellum") < 0.95
