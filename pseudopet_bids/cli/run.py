@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``pseudopet``; returns the exit code."""
     args = build_parser().parse_args(argv)
     cfg = make_config(args)
+    # ITK fixes its thread count at its first use in a process: set it before any ANTs call.
+    for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(var, str(cfg.omp_nthreads))
     setup_logging(cfg.verbosity)
     try:
         validate_paths(cfg)

@@ -183,6 +183,10 @@ def _regional_factor(grid: Grid, gm: np.ndarray, wm: np.ndarray, deep: np.ndarra
     coef, *_ = np.linalg.lstsq(design, fdg[inside], rcond=None)
     expected = sum(float(k) * c for k, c in zip(coef, cols))
     ratio = np.where(expected > 0.2 * expected.max(), fdg / np.maximum(expected, 1e-6), 1.0)
+    # Normal FDG uptake is close to symmetric (asymmetry indices of a few %); the template is
+    # not (its dementia half), and an asymmetric "normal" would read as a unilateral defect.
+    # The model grid is symmetric about x = 0 (MODEL_BOUNDS), so a flip of axis 0 mirrors it.
+    ratio = 0.5 * (ratio + ratio[::-1])
     sigma = 4.0 / grid.voxel_mm[0]
     # GM-weighted smoothing: the factor at a voxel reflects nearby GM, not WM partial volume.
     num = ndimage.gaussian_filter(ratio * gm, sigma)
