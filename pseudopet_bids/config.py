@@ -14,8 +14,8 @@ from pseudopet_bids import __version__
 #: Fields that change what a subject's derivatives contain; their hash decides whether a
 #: finished subject must be redone on rerun.
 OUTPUT_FIELDS = ("model", "seed", "z_threshold", "cluster_min_volume", "gm_threshold",
-                 "connectivity", "skullstrip", "normalization", "pet_fwhm", "allow_any_tracer",
-                 "version")
+                 "connectivity", "search_region", "skullstrip", "normalization", "pet_fwhm",
+                 "allow_any_tracer", "version")
 
 
 @dataclass
@@ -46,6 +46,7 @@ class RunConfig:
     cluster_min_volume: float = 1500.0
     gm_threshold: float = 0.5
     connectivity: int = 26
+    search_region: str = "cortex"
     skullstrip: str = "deepbet"
     normalization: str = "gm-median"
     pet_fwhm: float = 6.0

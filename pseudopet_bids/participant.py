@@ -21,7 +21,7 @@ from pseudopet_bids import __version__, resources
 from pseudopet_bids.bids import derivatives as der
 from pseudopet_bids.bids.discovery import SubjectInputs
 from pseudopet_bids.bids.participants import Participant
-from pseudopet_bids.config import RunConfig
+from pseudopet_bids.config import OUTPUT_FIELDS, RunConfig
 from pseudopet_bids.errors import UsageError
 
 LOGGER = logging.getLogger(__name__)
@@ -51,15 +51,29 @@ def is_finished(paths: der.SubjectPaths, cfg: RunConfig) -> tuple[bool, str]:
     except Exception:  # unreadable record: redo
         return False, "the recorded config is unreadable"
     if previous.output_hash() != cfg.output_hash():
-        changed = [k for k in ("model", "seed", "z_threshold", "cluster_min_volume",
-                               "gm_threshold", "connectivity", "skullstrip", "normalization",
-                               "pet_fwhm", "version", "allow_any_tracer")
-                   if getattr(previous, k) != getattr(cfg, k)]
+        changed = [k for k in OUTPUT_FIELDS if getattr(previous, k) != getattr(cfg, k)]
         return False, f"settings changed since the last run ({', '.join(changed)})"
     missing = [p.name for p in expected_outputs(paths) if not p.exists()]
     if missing:
         return False, f"outputs missing ({', '.join(missing[:3])}...)"
     return True, "finished with the same settings"
+
+
+def detection_mask(pre, cfg: RunConfig) -> np.ndarray:
+    """Grey matter in which Z is computed and clusters are formed.
+
+    The subject's GM (probability ≥ ``gm_threshold``) inside the brain mask, and
+    ``search_region``: ``cortex`` (default) keeps the GM of the eight lobar regions, where a focus
+    can be reported; ``gm`` keeps all GM within 2 mm of an atlas GM region (adds deep grey
+    nuclei, insula, cingulate and cerebellum, reported as ``other``). GM far from any atlas
+    region (brainstem, ventricle walls) is never used: no region could be reported for it.
+    """
+    from scipy import ndimage
+
+    gm = (pre.tissues["GM"] >= cfg.gm_threshold) & pre.mask
+    if cfg.search_region == "cortex":
+        return gm & (pre.lobes >= 1) & (pre.lobes <= 8)
+    return gm & ndimage.binary_dilation(pre.aal > 0, iterations=2)
 
 
 def resolve_model(cfg: RunConfig) -> str:
@@ -131,13 +145,7 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     work = Path(cfg.work_dir) / unit.key
     pre = preprocess(t1, pet, work, cfg.seed, cfg.omp_nthreads, cfg.skullstrip, unit.key)
     timings.update(pre.timings)
-    # Detection GM: the subject's GM inside the brain and within 2 mm of an atlas GM label, so
-    # that voxels the segmentation calls GM but no atlas region holds (brainstem, tentorium,
-    # ventricle walls) cannot form clusters that no lobe could be reported for.
-    from scipy import ndimage
-
-    atlas_gm = ndimage.binary_dilation(pre.aal > 0, iterations=2)
-    gm = (pre.tissues["GM"] >= cfg.gm_threshold) & pre.mask & atlas_gm
+    gm = detection_mask(pre, cfg)
     with timed(timings, f"pseudo-normal PET ({model_name})", unit.key):
         reference = gm if cfg.normalization == "gm-median" else pre.mask
         pet_norm, scale, norm_info = normalize_pet(pre.pet, reference, method=cfg.normalization)
@@ -241,6 +249,7 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
     der.write_nifti(paths.anat("desc-focus_mask.nii.gz"), focus, aff, np.uint8)
     thresholds = {"ZThreshold": -cfg.z_threshold, "ClusterMinVolume_mm3": cfg.cluster_min_volume,
                   "GMThreshold": cfg.gm_threshold, "Connectivity": cfg.connectivity,
+                  "SearchRegion": cfg.search_region,
                   "ZReference": "subject grey matter (mean/std of D = real - pseudo)"}
     model_sha = _sha256(Path(tissue_module.__file__))
     model = {"Model": params["model"], "ModelSHA256": model_sha,

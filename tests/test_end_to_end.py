@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -40,13 +41,23 @@ def test_participant_level_succeeds(cohort):
 
 
 def test_lesions_found_in_right_region_and_controls_clean(cohort):
+    import nibabel as nib
+
     bids, out, truth, _ = cohort
+    truth_dir = bids.parent / f"{bids.name}_truth"
     for row in truth.itertuples():
         tsv = next((out / row.participant_id / "pet").glob("*_desc-focus_clusters.tsv"))
         table = pd.read_csv(tsv, sep="\t")
         if row.group == "patient":
             assert len(table) >= 1, f"{row.participant_id}: lesion not detected"
             assert table["region"].iloc[0] == row.focus, (row.participant_id, table)
+            lesion = nib.as_closest_canonical(
+                nib.load(truth_dir / f"{row.participant_id}_desc-lesion_mask.nii.gz"))
+            focus = nib.load(next((out / row.participant_id / "anat")
+                                  .glob("*_desc-focus_mask.nii.gz")))
+            assert np.allclose(lesion.affine, focus.affine, atol=1e-3)
+            overlap = (np.asarray(lesion.dataobj) > 0) & (np.asarray(focus.dataobj) > 0)
+            assert overlap.sum() > 0.2 * (np.asarray(lesion.dataobj) > 0).sum()
         else:
             assert len(table) == 0, f"{row.participant_id}: control has clusters\n{table}"
 

@@ -178,4 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grey-matter probability defining GM (default: %(default)s)")
     g.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26,
                    help="voxel neighbourhood of clusters (default: %(default)s)")
+    g.add_argument("--search-region", dest="search_region", choices=["cortex", "gm"],
+                   default="cortex",
+                   help="grey matter searched: cortex = the eight lobar regions, where a focus "
+                        "can be reported; gm = also deep nuclei, insula, cingulate, cerebellum "
+                        "(default: %(default)s)")
     return parser

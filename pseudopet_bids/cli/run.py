@@ -128,6 +128,7 @@ def make_config(args) -> RunConfig:
         model=args.model, seed=args.seed, force=args.force, verbosity=args.verbosity,
         z_threshold=args.z_threshold, cluster_min_volume=args.cluster_min_volume,
         gm_threshold=args.gm_threshold, connectivity=args.connectivity,
+        search_region=args.search_region,
         skullstrip=args.skullstrip, pet_fwhm=args.pet_fwhm,
         allow_any_tracer=args.allow_any_tracer)
 

@@ -35,6 +35,7 @@ MODEL_BOUNDS: tuple[tuple[float, float], ...] = ((-100.0, 100.0), (-136.0, 104.0
 PSF_FWHM_MM = 6.0
 SHARPEN_GAMMA = 3.0             # tissue-map sharpening (see sharpen_tissues)
 WITHIN_REGION_WEIGHT = 0.4      # share of the template's within-region FDG variation kept
+WITHIN_REGION_LIMIT = 0.08      # largest within-region deviation kept (fraction of the mean)
 CAVITY_MARGIN_MM = 1.5          # CSF rim between the closed brain envelope and the skull
 HEAD_SHELL_MM = 13.0            # skull + scalp, measured from the cavity surface
 DEEP_GM_GAIN = 0.45             # regional FDG corrections of the template pattern (see below)
@@ -153,7 +154,8 @@ def _shrink_within_regions(factor: np.ndarray, labels: np.ndarray, in_gm: np.nda
 
     The template averages 50 controls with 50 dementia patients in another MNI space: its
     within-region dips (enlarged ventricles, atrophy, misalignment with our anatomy) are partly
-    not normal metabolism, so only a fraction of them is kept; region means are kept whole.
+    not normal metabolism, so only a fraction of them is kept, bounded by ``WITHIN_REGION_LIMIT``;
+    region means are kept whole.
     """
     means = np.ones(int(labels.max()) + 1)
     sel = in_gm & (factor > 0)
@@ -161,7 +163,10 @@ def _shrink_within_regions(factor: np.ndarray, labels: np.ndarray, in_gm: np.nda
     counts = np.bincount(labels[sel], minlength=means.size)
     means[counts > 0] = sums[counts > 0] / counts[counts > 0]
     region_mean = means[labels].astype(np.float32)
-    return np.where(factor > 0, region_mean + weight * (factor - region_mean), factor)
+    # ... and at most WITHIN_REGION_LIMIT of it: normal cortex has no focal 20 % dips
+    deviation = np.clip(weight * (factor - region_mean), -WITHIN_REGION_LIMIT * region_mean,
+                        WITHIN_REGION_LIMIT * region_mean)
+    return np.where(factor > 0, region_mean + deviation, factor)
 
 
 def _regional_factor(grid: Grid, gm: np.ndarray, wm: np.ndarray, deep: np.ndarray,
