@@ -255,7 +255,9 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
     model = {"Model": params["model"], "ModelSHA256": model_sha,
              "ModelParameters": params["model_info"]}
     norm = {"IntensityNormalization": {**params["norm_info"], "Scale": params["scale"]}}
+    t1_rel = paths.anat("desc-preproc_T1w.nii.gz").relative_to(paths.root).as_posix()
     pet_common = {"Sources": [src_pet, src_t1], **common, **norm,
+                  "SpatialReference": f"bids::{t1_rel}",
                   "Units": unit.pet_meta.get("Units", "n/a"),
                   "TracerName": unit.tracer, **params["frame_info"]}
     der.write_json(paths.anat("desc-focus_mask.json"),

@@ -31,7 +31,7 @@ BIDSIGNORE = """\
 logs/
 models/
 group/
-figures/
+**/figures
 *.html
 *_xfm.nii.gz
 *_statmap.nii.gz
