@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -20,31 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine_info() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = "unknown"
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f"{kb / 1024 ** 2:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    import numpy
-    import torch
-
-    import pseudopet_bids
-
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": mem,
-            "python": platform.python_version(), "numpy": numpy.__version__,
-            "torch": torch.__version__, "pseudopet": pseudopet_bids.__version__}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
 
 
 def main() -> int:

@@ -19,7 +19,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -28,6 +27,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
@@ -219,20 +221,8 @@ def _in_child(target, *args):
 
 def machine() -> dict:
     import ants
-    import torch
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "antspyx": ants.__version__, "load_avg_start": os.getloadavg()}
+    return {**machine_info(), "antspyx": ants.__version__}
 
 
 def _fmt(v) -> str:

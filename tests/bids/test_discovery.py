@@ -5,7 +5,7 @@ import pytest
 from pseudopet_bids.bids.discovery import (NoSelectionError, choose_t1w, discover, is_fdg,
                                            load_filters, preflight_table, read_sidecar)
 from pseudopet_bids.errors import UsageError
-from tests.conftest import blob, make_bids, write_image
+from tests.conftest import make_bids
 
 
 @pytest.mark.parametrize("name", ["FDG", "fdg", "[18F]FDG", "18F-FDG", "Fluorodeoxyglucose"])
