@@ -27,10 +27,11 @@ BIDS_VERSION = "1.10.0"
 PET_ENTITIES = ("sub", "ses", "task", "trc", "rec", "run")
 
 BIDSIGNORE = """\
-# pseudopet outputs that the BIDS schema has no place for
-logs/
-models/
-group/
+# pseudopet outputs that the BIDS schema has no place for (folders without a trailing slash:
+# bids-validator-deno does not match "group/" against the folder)
+logs
+models
+group
 **/figures
 *.html
 *_xfm.nii.gz

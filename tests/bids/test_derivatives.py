@@ -38,7 +38,7 @@ def test_init_output_idempotent(tmp_path):
     assert (out / "dataset_description.json").read_bytes() == first
     desc = json.loads(first)
     assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "pseudopet"
-    assert "logs/" in (out / ".bidsignore").read_text()
+    assert "logs\n" in (out / ".bidsignore").read_text()
 
 
 def test_tsv_na(tmp_path):
