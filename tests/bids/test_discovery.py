@@ -88,3 +88,12 @@ def test_filter_file(tmp_path):
     good = tmp_path / "g.json"
     good.write_text('{"pet": {"tracer": "FDG"}}')
     assert load_filters(good) == {"pet": {"tracer": "FDG"}}
+
+
+def test_database_dir_is_created_and_reused(tmp_path):
+    root = make_bids(tmp_path / "ds", {"01": {}})
+    db = tmp_path / "db"
+    first = discover(root, database_dir=db)
+    assert any(db.iterdir())
+    second = discover(root, database_dir=db)
+    assert [u.pet for u in first] == [u.pet for u in second]
