@@ -2,7 +2,8 @@
 
 Every file is written to a temporary file in its own folder and renamed into place, so a killed
 run never leaves a half-written file under a final name. ``.nii.gz`` files are gzipped with
-mtime 0 and no embedded file name, so identical data give byte-identical files.
+mtime 0 and no embedded file name, so identical data give byte-identical files; level 1, because
+level 6 took three times longer for 5 % smaller files (float images compress poorly).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, dtype: Any = n
     raw = img.to_bytes()
     if str(path).endswith(".gz"):
         buf = io.BytesIO()
-        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=1) as gz:
             gz.write(raw)
         raw = buf.getvalue()
     atomic_write_bytes(path, raw)
