@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import numpy as np
 import pandas as pd
@@ -78,12 +77,11 @@ def test_group_level(cohort):
 
 def test_outputs_pass_bids_validator(cohort):
     _, out, _, _ = cohort
-    exe = shutil.which("bids-validator-deno")
-    if exe is None:
+    from pseudopet_bids.bids.validator import validator_executable, validation_errors
+
+    if validator_executable() is None:
         pytest.skip("bids-validator-deno is not installed (pip install bids-validator-deno)")
-    proc = subprocess.run([exe, str(out), "--format", "json"], capture_output=True, text=True)
-    report = json.loads(proc.stdout)
-    errors = [i for i in report["issues"]["issues"] if i.get("severity") == "error"]
+    errors = validation_errors(out)
     assert not errors, json.dumps(errors[:5], indent=1)
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -96,16 +94,19 @@ def validate_bids(bids_dir: Path) -> None:
                              "or point to the dataset root")
         err.exit_code = EXIT_VALIDATION
         raise err
-    exe = shutil.which("bids-validator-deno")
-    if exe is None:
+    from pseudopet_bids.bids.validator import validation_errors
+
+    t0 = time.monotonic()
+    try:
+        errors = validation_errors(bids_dir)
+    except FileNotFoundError:
         LOGGER.warning("bids-validator-deno not found: input not validated "
                        "(pip install bids-validator-deno, or --skip-bids-validation)")
         return
-    t0 = time.monotonic()
-    proc = subprocess.run([exe, str(bids_dir), "--ignoreWarnings"], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        LOGGER.error("bids-validator-deno reported errors:\n%s", proc.stdout[-4000:])
+    if errors:
+        LOGGER.error("bids-validator-deno reported %d error(s):\n%s", len(errors),
+                     "\n".join(f"  {e.get('code')}: {e.get('location', '')} "
+                               f"{e.get('subCode') or ''}" for e in errors[:30]))
         err = PseudopetError("the input dataset failed BIDS validation", bids_dir,
                              "fix the reported errors, or rerun with --skip-bids-validation")
         err.exit_code = EXIT_VALIDATION

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    logging.getLogger("pseudopet_bids").setLevel(level)
+    logging.getLogger("pseudopet_bids.simulate").setLevel(level)  # its own loggers only
     from pseudopet_bids.simulate.cohort import simulate_cohort
 
     try:
