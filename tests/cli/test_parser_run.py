@@ -75,3 +75,47 @@ def test_not_bids_exit(tmp_path):
 def test_group_without_results(tmp_path):
     root = make_bids(tmp_path / "ds", {"01": {}})
     assert main([str(root), str(tmp_path / "o"), "group", "--skip-bids-validation"]) == 66
+
+
+def _truncate(path):
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+@pytest.mark.parametrize("breakage,message", [
+    ("truncated_t1", "truncated or corrupt"),
+    ("nan_pet", "non-finite"),
+    ("frames", "frames but FrameDuration lists"),
+])
+def test_bad_images_fail_the_subject_cleanly(tmp_path, caplog, breakage, message):
+    import json
+
+    import numpy as np
+
+    from tests.conftest import blob, write_image
+
+    root = make_bids(tmp_path / "ds", {"01": {"frames": 2}})
+    t1 = root / "sub-01/anat/sub-01_T1w.nii.gz"
+    pet = root / "sub-01/pet/sub-01_trc-FDG_pet.nii.gz"
+    if breakage == "truncated_t1":
+        write_image(t1, blob((60, 60, 60)) + 1)
+        _truncate(t1)
+        bad = t1
+    elif breakage == "nan_pet":
+        data = np.stack([blob(), blob()], -1)
+        data[3, 3, 3, 0] = np.nan
+        write_image(pet, data)
+        bad = pet
+    else:
+        sidecar = pet.with_name("sub-01_trc-FDG_pet.json")
+        meta = json.loads(sidecar.read_text())
+        meta["FrameDuration"] = [300.0, 300.0, 300.0]
+        sidecar.write_text(json.dumps(meta))
+        bad = pet
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    assert main([str(root), str(out), "participant", "--skip-bids-validation"]) == 1
+    assert message in caplog.text and str(bad) in caplog.text
+    assert not (out / "sub-01").exists()
+    assert not list(out.glob(".staging*"))
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
