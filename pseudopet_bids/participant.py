@@ -127,9 +127,8 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     if done and not cfg.force:
         LOGGER.info("%s: skipped, %s (use --force to redo)", unit.key, why)
         return
-    if paths_exist := final.config.exists():
+    if final.config.exists():
         LOGGER.info("%s: redoing, %s", unit.key, "--force given" if done else why)
-    del paths_exist
     _clean_stale_staging(out, unit.key)
     model_name = resolve_model(cfg)
     _set_threads(cfg.omp_nthreads)
@@ -178,8 +177,7 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
                        table, params)
             _commit(staging, out)
         timings["total"] = round(time.monotonic() - t_start, 2)
-        record = RunConfig(**{**cfg.to_dict(), "model": cfg.model})
-        der.atomic_write_text(final.config, record.to_toml() + _timing_toml(timings))
+        der.atomic_write_text(final.config, cfg.to_toml() + _timing_toml(timings))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     LOGGER.info("%s: finished in %.0f s", unit.key, timings["total"])
