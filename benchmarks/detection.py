@@ -25,14 +25,14 @@ import pandas as pd
 from pseudopet_bids.bids.participants import read_participants
 from pseudopet_bids.detect.clusters import find_clusters
 from pseudopet_bids.detect.regions import cluster_table
-from pseudopet_bids.evaluate.group import summarize
+from pseudopet_bids.evaluate.group import subject_row, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def subject_rows(out: Path, participants: dict, truth: Path | None, threshold: float,
                  min_volume: float) -> pd.DataFrame:
-    """One row per subject (as ``evaluate.group.collect_subjects``) at a given threshold."""
+    """One row per subject (``evaluate.group.subject_row``) at a given threshold."""
     rows = []
     for zfile in sorted(out.glob("sub-*/pet/*_stat-z_statmap.nii.gz")):
         label = zfile.name.split("_")[0][4:]
@@ -44,18 +44,11 @@ def subject_rows(out: Path, participants: dict, truth: Path | None, threshold: f
                                          threshold=threshold, min_volume_mm3=min_volume)
         table = cluster_table(z, labels, clusters, lobes, zimg.affine, None)
         info = participants[label]
-        regions = list(table["region"])
-        foci = set(info.foci)
         hit = np.nan
         if truth is not None and info.group == "patient":
             lesion = nib.as_closest_canonical(nib.load(truth / f"sub-{label}_desc-lesion_mask.nii.gz"))
             hit = float(((np.asarray(lesion.dataobj) > 0) & (labels > 0)).any())
-        rows.append({"participant_id": f"sub-{label}", "group": info.group,
-                     "focus": ";".join(info.foci) or "n/a", "n_clusters": len(table),
-                     "detected": len(table) > 0,
-                     "localized_largest": (regions[0] in foci) if regions and foci else None,
-                     "localized_any": bool(foci & set(regions)) if regions and foci else None,
-                     "lesion_hit": hit})
+        rows.append({**subject_row(info, None, list(table["region"])), "lesion_hit": hit})
     return pd.DataFrame(rows)
 
 

@@ -89,6 +89,28 @@ def lobe_of_aal() -> dict[int, int]:
     return mapping
 
 
+def aal_to_lobes(labels: np.ndarray) -> np.ndarray:
+    """Map an AAL label array (any grid) to lobe labels of :data:`LOBE_LABELS` (int16).
+
+    Nearest-neighbour resampling commutes with this voxel-wise mapping, so warping AAL and
+    mapping it gives the same image as warping the lobe atlas: one warp serves both.
+    """
+    values = np.rint(np.asarray(labels)).astype(np.int64)
+    lut = np.zeros(max(int(values.max()), max(aal_names())) + 1, dtype=np.int16)
+    for value, lobe in lobe_of_aal().items():
+        lut[value] = lobe
+    return lut[np.clip(values, 0, None)]
+
+
+#: AAL name prefixes of the anatomical groups used by the simulator and the tissue model.
+AAL_GROUPS: dict[str, tuple[str, ...]] = {
+    "deep_gm": ("Caudate", "Putamen", "Pallidum", "Thalamus"),
+    "mesial_temporal": ("Hippocampus", "ParaHippocampal", "Amygdala"),
+    "cerebellum": ("Cerebelum", "Vermis"),
+    "occipital": ("Calcarine", "Cuneus", "Lingual", "Occipital"),
+}
+
+
 def _nilearn_data(fname: str) -> Path:
     import nilearn
 
@@ -141,11 +163,7 @@ def _atlas_arrays() -> tuple[np.ndarray, np.ndarray]:
     on_grid = resample_to_img(aal, ref, interpolation="nearest", force_resample=True,
                               copy_header=True)
     labels = np.asarray(on_grid.dataobj).astype(np.int16)
-    lut = np.zeros(int(labels.max()) + 1, dtype=np.int16)
-    for value, lobe in lobe_of_aal().items():
-        if value < lut.size:
-            lut[value] = lobe
-    lobes = lut[labels]
+    lobes = aal_to_lobes(labels)
     labels.setflags(write=False)
     lobes.setflags(write=False)
     return labels, lobes
@@ -173,15 +191,9 @@ def aal_group_mask(kind: str) -> np.ndarray:
         parahippocampal gyrus, amygdala), ``cerebellum`` (hemispheres and vermis) or
         ``occipital`` (AAL occipital labels).
     """
-    prefixes = {
-        "deep_gm": ("Caudate", "Putamen", "Pallidum", "Thalamus"),
-        "mesial_temporal": ("Hippocampus", "ParaHippocampal", "Amygdala"),
-        "cerebellum": ("Cerebelum", "Vermis"),
-        "occipital": ("Calcarine", "Cuneus", "Lingual", "Occipital"),
-    }
-    if kind not in prefixes:
-        raise ValueError(f"unknown group {kind!r}; choose from {sorted(prefixes)}")
-    values = [v for v, n in aal_names().items() if n.startswith(prefixes[kind])]
+    if kind not in AAL_GROUPS:
+        raise ValueError(f"unknown group {kind!r}; choose from {sorted(AAL_GROUPS)}")
+    values = [v for v, n in aal_names().items() if n.startswith(AAL_GROUPS[kind])]
     labels, _ = _atlas_arrays()
     return np.isin(labels, values)
 

@@ -21,11 +21,10 @@ import numpy as np
 import pandas as pd
 
 from pseudopet_bids import __version__
+from pseudopet_bids.bids.entities import entity_prefix
 from pseudopet_bids.errors import OutputError
 
 BIDS_VERSION = "1.10.0"
-#: Entities of a PET source file kept in derivative names, in BIDS order.
-PET_ENTITIES = ("sub", "ses", "task", "trc", "rec", "run")
 
 BIDSIGNORE = """\
 # pseudopet outputs that the BIDS schema has no place for (folders without a trailing slash:
@@ -114,16 +113,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def source_entities(path: Path, keep: tuple[str, ...] = PET_ENTITIES) -> str:
-    """``sub-01_ses-1_trc-FDG`` from a BIDS file name, keeping the given entities in BIDS order."""
-    ents = {}
-    for part in Path(path).name.split("_")[:-1]:
-        if "-" in part:
-            key, value = part.split("-", 1)
-            ents[key] = value
-    return "_".join(f"{k}-{ents[k]}" for k in keep if k in ents)
-
-
 class SubjectPaths:
     """Derivative file names of one (subject, session), per DESIGN.md §4."""
 
@@ -134,7 +123,7 @@ class SubjectPaths:
         self.anat_dir = folder / "anat"
         self.pet_dir = folder / "pet"
         self.anat_prefix = prefix
-        self.pet_prefix = source_entities(pet_source)
+        self.pet_prefix = entity_prefix(pet_source)
         self.subject = subject
         self.session = session
 

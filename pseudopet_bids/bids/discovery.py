@@ -26,6 +26,7 @@ from typing import Any
 
 import nibabel as nib
 
+from pseudopet_bids.bids.entities import parse_entities
 from pseudopet_bids.errors import InputError, UsageError, EXIT_NO_SELECTION, PseudopetError
 
 LOGGER = logging.getLogger(__name__)
@@ -69,23 +70,14 @@ def is_fdg(name: str | None) -> bool:
     return "fdg" in text or "fluorodeoxyglucose" in text or "deoxyglucose" in text
 
 
-def _entities(path: Path) -> dict[str, str]:
-    ents = {}
-    for part in path.name.split("_")[:-1]:
-        if "-" in part:
-            key, value = part.split("-", 1)
-            ents[key] = value
-    return ents
-
-
 def _run(path: Path) -> int:
-    value = _entities(path).get("run", "0")
+    value = parse_entities(path).get("run", "0")
     return int(value) if value.isdigit() else 0
 
 
 def choose_t1w(candidates: list[Path]) -> Path:
     """Pick one T1w among several by the documented rule (see module docstring)."""
-    return sorted(candidates, key=lambda p: ("ce" in _entities(p), -_run(p), p.name))[0]
+    return sorted(candidates, key=lambda p: ("ce" in parse_entities(p), -_run(p), p.name))[0]
 
 
 def choose_pet(candidates: list[Path]) -> Path:
@@ -133,7 +125,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     Sidecars are read from the image folder up to the dataset root (``sub-``/``ses-`` levels and
     the root), the closest one winning, matching entities as BIDS prescribes.
     """
-    ents = _entities(path)
+    ents = parse_entities(path)
     suffix = path.name.split("_")[-1].split(".")[0]
     meta: dict[str, Any] = {}
     folders = []
@@ -145,7 +137,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         folder = folder.parent
     for folder in reversed(folders):
         for js in sorted(folder.glob(f"*{suffix}.json")):
-            js_ents = _entities(js)
+            js_ents = parse_entities(js)
             if js.name.split("_")[-1] != f"{suffix}.json":
                 continue
             if all(ents.get(k) == v for k, v in js_ents.items()):
@@ -237,7 +229,7 @@ def _discover_unit(layout, subject: str, session: str | None, filters: dict,
     t1_query = {"subject": subject, "datatype": "anat", "suffix": "T1w", **filters.get("t1w", {})}
     t1s = _files(layout, **t1_query, **ses_query)
     if not t1s and session:
-        t1s = [p for p in _files(layout, **t1_query) if "ses" not in _entities(p)]
+        t1s = [p for p in _files(layout, **t1_query) if "ses" not in parse_entities(p)]
         if not t1s:
             t1s = _files(layout, **t1_query)
         if t1s:
@@ -256,7 +248,7 @@ def _discover_unit(layout, subject: str, session: str | None, filters: dict,
         except InputError as exc:
             unit.skip_reason = unit.skip_reason or str(exc)
             continue
-        tracer = _entities(pet).get("trc") or meta.get("TracerName")
+        tracer = parse_entities(pet).get("trc") or meta.get("TracerName")
         tracers.append(str(tracer))
         if is_fdg(tracer) or allow_any_tracer:
             fdg.append(pet)
@@ -274,7 +266,7 @@ def _discover_unit(layout, subject: str, session: str | None, filters: dict,
             unit.pet_meta = read_sidecar(unit.pet)
         except InputError as exc:
             unit.skip_reason = unit.skip_reason or str(exc)
-        unit.tracer = _entities(unit.pet).get("trc") or unit.pet_meta.get("TracerName")
+        unit.tracer = parse_entities(unit.pet).get("trc") or unit.pet_meta.get("TracerName")
     for path in (unit.t1w, unit.pet):
         if path is not None and unit.skip_reason is None:
             problem = _header_problem(path)

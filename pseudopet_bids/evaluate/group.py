@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from pseudopet_bids.bids.derivatives import write_tsv
+from pseudopet_bids.bids.entities import parse_entities
 from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.errors import InputError
 
@@ -36,11 +37,19 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _entity(name: str, key: str) -> str | None:
-    for part in name.split("_"):
-        if part.startswith(f"{key}-"):
-            return part[len(key) + 1:]
-    return None
+def subject_row(info: Participant, session: str | None, regions: list[str]) -> dict:
+    """Detection outcome of one participant from its clusters' regions (largest first)."""
+    largest = regions[0] if regions else None
+    foci = set(info.foci)
+    return {
+        "participant_id": f"sub-{info.label}", "session": session or "n/a",
+        "group": info.group, "focus": ";".join(info.foci) or "n/a",
+        "n_clusters": len(regions), "detected": len(regions) > 0,
+        "regions": ";".join(dict.fromkeys(regions)) or "n/a",
+        "largest_region": largest or "n/a",
+        "localized_largest": (largest in foci) if (largest and foci) else None,
+        "localized_any": bool(foci & set(regions)) if (regions and foci) else None,
+    }
 
 
 def collect_subjects(output_dir: Path, participants: dict[str, Participant],
@@ -48,24 +57,15 @@ def collect_subjects(output_dir: Path, participants: dict[str, Participant],
     """Per-subject rows and all clusters from ``*_desc-focus_clusters.tsv`` files."""
     rows, clusters = [], []
     for tsv in sorted(Path(output_dir).glob("sub-*/**/pet/*_desc-focus_clusters.tsv")):
-        subject = _entity(tsv.name, "sub")
+        ents = parse_entities(tsv)
+        subject = ents.get("sub")
         if labels and subject not in labels:
             continue
-        session = _entity(tsv.name, "ses")
+        session = ents.get("ses")
         table = pd.read_csv(tsv, sep="\t", na_values=["n/a"])
         info = participants.get(subject, Participant(label=subject))
         regions = [str(r) for r in table.get("region", pd.Series(dtype=str))]
-        largest = regions[0] if regions else None
-        foci = set(info.foci)
-        rows.append({
-            "participant_id": f"sub-{subject}", "session": session or "n/a",
-            "group": info.group, "focus": ";".join(info.foci) or "n/a",
-            "n_clusters": len(table), "detected": len(table) > 0,
-            "regions": ";".join(dict.fromkeys(regions)) or "n/a",
-            "largest_region": largest or "n/a",
-            "localized_largest": (largest in foci) if (largest and foci) else None,
-            "localized_any": bool(foci & set(regions)) if (regions and foci) else None,
-        })
+        rows.append(subject_row(info, session, regions))
         for rec in table.to_dict("records"):
             clusters.append({"participant_id": f"sub-{subject}", "session": session or "n/a",
                              "group": info.group, **rec})

@@ -48,7 +48,7 @@ from scipy import ndimage
 from scipy.linalg import cho_factor, solve_triangular
 from scipy.optimize import nnls
 
-from pseudopet_bids.resources import LOBE_LABELS, REGIONS, aal_names, lobe_of_aal
+from pseudopet_bids.resources import AAL_GROUPS, LOBE_LABELS, REGIONS, aal_names, lobe_of_aal
 
 #: GM compartments of the asymmetric model, in coefficient order.
 COMPARTMENTS: tuple[str, ...] = REGIONS + ("deep-gm", "mesial-temporal", "cerebellum", "other")
@@ -56,11 +56,9 @@ COMPARTMENTS: tuple[str, ...] = REGIONS + ("deep-gm", "mesial-temporal", "cerebe
 SYMMETRIC_COMPARTMENTS: tuple[str, ...] = ("frontal", "temporal", "parietal", "occipital",
                                            "deep-gm", "mesial-temporal", "cerebellum", "other")
 
-# Same AAL groups as resources.aal_group_mask (that helper works on the template grid only).
+# Compartments named after resources.AAL_GROUPS (occipital stays a lobe here).
 _AAL_GROUPS: dict[str, tuple[str, ...]] = {
-    "deep-gm": ("Caudate", "Putamen", "Pallidum", "Thalamus"),
-    "mesial-temporal": ("Hippocampus", "ParaHippocampal", "Amygdala"),
-    "cerebellum": ("Cerebelum", "Vermis"),
+    key.replace("_", "-"): AAL_GROUPS[key] for key in ("deep_gm", "mesial_temporal", "cerebellum")
 }
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 _TRUNCATE = 4.0  # Gaussian kernel radius in sigmas (scipy's default)

@@ -115,10 +115,9 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image, workdir: Path, seed: i
         registration = register_t1_to_template(t1, mask_img, workdir, seed=seed,
                                                omp_nthreads=omp_nthreads)
     with timed(timings, "atlas to T1w", key):
-        lobes = np.asarray(registration.to_t1(resources.load_lobe_atlas(), "nearest").dataobj
-                           ).astype(np.int16)
         aal = np.asarray(registration.to_t1(resources.load_aal(), "nearest").dataobj
                          ).astype(np.int16)
+        lobes = resources.aal_to_lobes(aal)
         priors = {k: registration.to_t1(resources.load_template(k), "linear")
                   for k in ("GM", "WM", "CSF")}
     with timed(timings, "tissue segmentation", key):
