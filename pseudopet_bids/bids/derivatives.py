@@ -9,7 +9,6 @@ level 6 took three times longer for 5 % smaller files (float images compress poo
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import tempfile
@@ -90,13 +89,13 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, dtype: Any = n
     img.set_sform(affine, code=1)
     if intent:
         img.header.set_intent(intent)
+    atomic_write_bytes(path, nifti_bytes(img, gzipped=str(path).endswith(".gz")))
+
+
+def nifti_bytes(img: nib.Nifti1Image, gzipped: bool = True) -> bytes:
+    """The file content of an image; gzipped with mtime 0 and no name, so it is reproducible."""
     raw = img.to_bytes()
-    if str(path).endswith(".gz"):
-        buf = io.BytesIO()
-        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=1) as gz:
-            gz.write(raw)
-        raw = buf.getvalue()
-    atomic_write_bytes(path, raw)
+    return gzip.compress(raw, compresslevel=1, mtime=0) if gzipped else raw
 
 
 def _jsonable(value: Any) -> Any:

@@ -50,7 +50,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _int_in(low: int, high: int | None = None):
+def int_in(low: int, high: int | None = None):
     """An argparse type: an integer in [low, high) (no upper bound when high is None)."""
 
     def parse(text: str) -> int:
@@ -66,8 +66,8 @@ def _int_in(low: int, high: int | None = None):
     return parse
 
 
-_positive_int = _int_in(1)
-_seed = _int_in(0, 2**32)
+_positive_int = int_in(1)
+_seed = int_in(0, 2**32)
 
 
 def _existing_dir(text: str) -> Path:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from pseudopet_bids import __version__
+from pseudopet_bids.cli.parser import int_in
 from pseudopet_bids.errors import EXIT_OK, EXIT_USAGE, PseudopetError, UsageError
 
 LOGGER = logging.getLogger("pseudopet.simulate")
@@ -20,11 +21,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, fix=f"see {self.prog} --help")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+_non_negative_int = int_in(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,11 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "beside it.")
     p.add_argument("out", type=Path, metavar="OUT", help="BIDS folder to create (new or empty)")
     g = p.add_argument_group("cohort")
-    g.add_argument("--controls", type=_positive_int, default=0, metavar="N",
+    g.add_argument("--controls", type=_non_negative_int, default=0, metavar="N",
                    help="number of healthy controls (default 0)")
-    g.add_argument("--patients", type=_positive_int, default=0, metavar="M",
+    g.add_argument("--patients", type=_non_negative_int, default=0, metavar="M",
                    help="number of patients (default 0)")
-    g.add_argument("--seed", type=_positive_int, required=True, metavar="S",
+    g.add_argument("--seed", type=_non_negative_int, required=True, metavar="S",
                    help="random seed; the same arguments give identical files")
     g = p.add_argument_group("images")
     g.add_argument("--t1-voxel-size", type=float, default=1.0, metavar="MM",

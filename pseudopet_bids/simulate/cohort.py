@@ -14,8 +14,6 @@ Files are byte-identical for the same arguments (gzip mtime 0, fixed JSON/TSV fo
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import os
 import shutil
@@ -30,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pseudopet_bids import __version__
+from pseudopet_bids.bids.derivatives import nifti_bytes, write_json
 from pseudopet_bids.errors import OutputError, UsageError
 from pseudopet_bids.simulate import phantom, subject
 
@@ -37,7 +36,6 @@ LOGGER = logging.getLogger(__name__)
 BIDS_VERSION = "1.10.0"
 TRUTH_COLUMNS = ["participant_id", "group", "focus", "lesion_volume_mm3", "reduction",
                  "centre_template_x", "centre_template_y", "centre_template_z"]
-_GZIP_LEVEL = 1  # the images are mostly noise: higher levels cost seconds and save ~3 %
 
 
 def default_truth_dir(out_dir: Path) -> Path:
@@ -53,11 +51,7 @@ def model_resolution(t1_voxel_mm: float) -> float:
 
 def write_nifti(img: nib.Nifti1Image, path: Path) -> None:
     """Save ``.nii.gz`` deterministically (gzip mtime 0, no file name in the gzip header)."""
-    path.write_bytes(gzip.compress(img.to_bytes(), compresslevel=_GZIP_LEVEL, mtime=0))
-
-
-def _write_json(obj: dict, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=2) + "\n")
+    path.write_bytes(nifti_bytes(img))
 
 
 def _check_target(path: Path, what: str) -> None:
@@ -88,7 +82,7 @@ def _check_args(n_controls: int, n_patients: int, seed: int, t1_voxel_mm: float,
 
 def _dataset_files(root: Path, seed: int, n_controls: int, n_patients: int, frames: int,
                    rows: list[dict]) -> None:
-    _write_json({
+    write_json(root / "dataset_description.json", {
         "Name": f"pseudopet synthetic FDG PET and T1w cohort (seed {seed})",
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": "raw",
@@ -100,7 +94,7 @@ def _dataset_files(root: Path, seed: int, n_controls: int, n_patients: int, fram
         "GeneratedBy": [{"Name": "pseudopet-simulate", "Version": __version__,
                          "Description": "Synthetic heads with a regional FDG pattern and, for "
                                         "patients, one hypometabolic focus"}],
-    }, root / "dataset_description.json")
+    })
     (root / "README").write_text(
         "Synthetic FDG PET + T1w cohort written by pseudopet-simulate "
         f"(version {__version__}, seed {seed}).\n\n"
@@ -118,7 +112,7 @@ def _dataset_files(root: Path, seed: int, n_controls: int, n_patients: int, fram
     lines += [f"{r['participant_id']}\t{r['group']}\t{r['focus']}\t{r['age']}\t{r['sex']}"
               for r in rows]
     (root / "participants.tsv").write_text("\n".join(lines) + "\n")
-    _write_json({
+    write_json(root / "participants.json", {
         "participant_id": {"Description": "Participant label: C = control, P = patient"},
         "group": {"Description": "Diagnostic group",
                   "Levels": {"control": "healthy control", "patient": "patient with focal "
@@ -126,7 +120,7 @@ def _dataset_files(root: Path, seed: int, n_controls: int, n_patients: int, fram
         "focus": {"Description": "Epileptogenic focus as <hemisphere>-<lobe>; n/a for controls"},
         "age": {"Description": "Age at scan (simulated)", "Units": "year"},
         "sex": {"Description": "Sex (simulated)", "Levels": {"F": "female", "M": "male"}},
-    }, root / "participants.json")
+    })
 
 
 def _t1_sidecar() -> dict:
@@ -172,13 +166,13 @@ def _one_subject(job: tuple) -> dict:
     anat.mkdir(parents=True)
     pet.mkdir()
     write_nifti(images.t1, anat / f"{pid}_T1w.nii.gz")
-    _write_json(_t1_sidecar(), anat / f"{pid}_T1w.json")
+    write_json(anat / f"{pid}_T1w.json", _t1_sidecar())
     write_nifti(images.pet, pet / f"{pid}_trc-FDG_pet.nii.gz")
-    _write_json(_pet_sidecar(spec), pet / f"{pid}_trc-FDG_pet.json")
+    write_json(pet / f"{pid}_trc-FDG_pet.json", _pet_sidecar(spec))
     record = subject.truth_record(spec, images)
     if images.lesion is not None:
         write_nifti(images.lesion, Path(truth) / f"{pid}_desc-lesion_mask.nii.gz")
-    _write_json(record, Path(truth) / f"{pid}_truth.json")
+    write_json(Path(truth) / f"{pid}_truth.json", record)
     focus = spec.lesion.region if spec.lesion else "n/a"
     LOGGER.info("%s (%s, focus %s): T1w %s %s, PET %s %s, %.1f s", pid, group, focus,
                 spec.t1_orientation, "x".join(map(str, spec.t1_grid.shape)),
