@@ -48,6 +48,18 @@ class UsageError(PseudopetError):
     exit_code = EXIT_USAGE
 
 
+class ValidationError(PseudopetError):
+    """The input dataset is not valid BIDS (exit 16)."""
+
+    exit_code = EXIT_VALIDATION
+
+
+class NoSelectionError(PseudopetError):
+    """The participant/session selection or the filters matched nothing (exit 18)."""
+
+    exit_code = EXIT_NO_SELECTION
+
+
 class InputError(PseudopetError):
     """A required input is missing, unreadable or unusable (exit 66 at dataset level)."""
 

@@ -27,16 +27,10 @@ from typing import Any
 import nibabel as nib
 
 from pseudopet_bids.bids.entities import parse_entities
-from pseudopet_bids.errors import InputError, UsageError, EXIT_NO_SELECTION, PseudopetError
+from pseudopet_bids.errors import InputError, NoSelectionError, UsageError
 
 LOGGER = logging.getLogger(__name__)
 NIFTI = [".nii", ".nii.gz"]
-
-
-class NoSelectionError(PseudopetError):
-    """The filters selected nothing (exit 18)."""
-
-    exit_code = EXIT_NO_SELECTION
 
 
 @dataclass
@@ -149,17 +143,16 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _header_problem(path: Path) -> str | None:
+def _header_shape(path: Path) -> tuple[tuple[int, ...] | None, str | None]:
+    """The image shape from its header, or why the file cannot be used."""
     if not path.exists():
-        return f"{path.name} is a broken link (file content not present)"
+        return None, f"{path.name} is a broken link (file content not present)"
     if path.stat().st_size == 0:
-        return f"{path.name} is empty (0 bytes)"
+        return None, f"{path.name} is empty (0 bytes)"
     try:
-        img = nib.load(str(path))
-        img.header.get_data_shape()
+        return tuple(nib.load(str(path)).header.get_data_shape()), None
     except Exception as exc:
-        return f"{path.name} is not a readable NIfTI ({type(exc).__name__})"
-    return None
+        return None, f"{path.name} is not a readable NIfTI ({type(exc).__name__})"
 
 
 def discover(bids_dir: Path, participant_labels: list[str] | None = None,
@@ -269,12 +262,9 @@ def _discover_unit(layout, subject: str, session: str | None, filters: dict,
         unit.tracer = parse_entities(unit.pet).get("trc") or unit.pet_meta.get("TracerName")
     for path in (unit.t1w, unit.pet):
         if path is not None and unit.skip_reason is None:
-            problem = _header_problem(path)
-            if problem:
-                unit.skip_reason = problem
-    if unit.pet is not None and unit.skip_reason is None:
-        shape = nib.load(str(unit.pet)).header.get_data_shape()
-        unit.n_frames = int(shape[3]) if len(shape) > 3 else 1
+            shape, unit.skip_reason = _header_shape(path)
+            if path == unit.pet and shape is not None:
+                unit.n_frames = int(shape[3]) if len(shape) > 3 else 1
     return unit
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from pseudopet_bids import __version__
 from pseudopet_bids.cli.parser import build_parser
 from pseudopet_bids.config import RunConfig
-from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, EXIT_VALIDATION,
-                                   OutputError, PseudopetError, UsageError, InputError)
+from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, InputError, OutputError,
+                                   PseudopetError, UsageError, ValidationError)
 
 LOGGER = logging.getLogger("pseudopet")
 #: Peak memory of one participant with the tissue model, rounded up (docs/performance.md).
@@ -86,14 +86,19 @@ def prepare_dirs(cfg: RunConfig) -> None:
     atomic_write_text(logdir / f"config_{cfg.analysis_level}_{stamp}.toml", cfg.to_toml())
 
 
-def validate_bids(bids_dir: Path) -> None:
-    """Run bids-validator-deno when available; errors stop the run with exit 16."""
+def validate_bids(bids_dir: Path, run_validator: bool = True) -> None:
+    """Check that the input is a BIDS dataset and run bids-validator-deno when asked.
+
+    Without ``dataset_description.json`` the input is refused: with exit 16 when validating,
+    66 (inputs missing) with ``--skip-bids-validation``. Validator errors give exit 16.
+    """
     if not (bids_dir / "dataset_description.json").is_file():
-        err = PseudopetError("dataset_description.json is missing: this is not a BIDS dataset",
-                             bids_dir, "add dataset_description.json (Name, BIDSVersion) "
-                             "or point to the dataset root")
-        err.exit_code = EXIT_VALIDATION
-        raise err
+        error = ValidationError if run_validator else InputError
+        raise error("dataset_description.json is missing: this is not a BIDS dataset",
+                    bids_dir, "add dataset_description.json (Name, BIDSVersion) "
+                    "or point to the dataset root")
+    if not run_validator:
+        return
     from pseudopet_bids.bids.validator import validation_errors
 
     t0 = time.monotonic()
@@ -107,10 +112,8 @@ def validate_bids(bids_dir: Path) -> None:
         LOGGER.error("bids-validator-deno reported %d error(s):\n%s", len(errors),
                      "\n".join(f"  {e.get('code')}: {e.get('location', '')} "
                                f"{e.get('subCode') or ''}" for e in errors[:30]))
-        err = PseudopetError("the input dataset failed BIDS validation", bids_dir,
-                             "fix the reported errors, or rerun with --skip-bids-validation")
-        err.exit_code = EXIT_VALIDATION
-        raise err
+        raise ValidationError("the input dataset failed BIDS validation", bids_dir,
+                              "fix the reported errors, or rerun with --skip-bids-validation")
     LOGGER.info("BIDS validation passed (%.1f s)", time.monotonic() - t0)
 
 
@@ -220,11 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         validate_paths(cfg)
         LOGGER.info("pseudopet %s, %s level, input %s, output %s", __version__,
                     cfg.analysis_level, cfg.bids_dir, cfg.output_dir)
-        if not cfg.skip_bids_validation:
-            validate_bids(Path(cfg.bids_dir))
-        elif not (Path(cfg.bids_dir) / "dataset_description.json").is_file():
-            raise InputError("dataset_description.json is missing: this is not a BIDS dataset",
-                             cfg.bids_dir, "add dataset_description.json or point to the root")
+        validate_bids(Path(cfg.bids_dir), run_validator=not cfg.skip_bids_validation)
         if cfg.analysis_level == "participant":
             return run_participant_level(cfg)
         return run_group_level(cfg)
