@@ -13,7 +13,7 @@ from pseudopet_bids import __version__
 
 #: Fields that change what a subject's derivatives contain; their hash decides whether a
 #: finished subject must be redone on rerun.
-OUTPUT_FIELDS = ("model", "seed", "z_threshold", "cluster_min_volume", "gm_threshold",
+OUTPUT_FIELDS = ("model", "model_sha256", "n_samples", "seed", "z_threshold", "cluster_min_volume", "gm_threshold",
                  "connectivity", "search_region", "skullstrip", "normalization", "pet_fwhm",
                  "allow_any_tracer", "version")
 
@@ -51,11 +51,27 @@ class RunConfig:
     normalization: str = "gm-median"
     pet_fwhm: float = 6.0
     allow_any_tracer: bool = False
+    # trained models (participant level)
+    n_samples: int = 1
+    model_sha256: str = ""  # filled in at run time: the weights that made the outputs
+    # group-level training
+    train: bool = False
+    preset: str = "paper"
+    model_name: str = ""
+    train_steps: int = 0  # 0: the preset's default
+    batch_size: int = 0  # 0: the preset's default
+    accumulate: int = 1
+    context_slices: int = 0
+    val_controls: int | None = None
+    val_every: int = 0
+    checkpoint_every: int = 500
+    checkpoint_minutes: float = 10.0
+    resume: bool = False
     version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of all fields."""
-        return dataclasses.asdict(self)
+        """Plain dict of all fields (None values, which TOML cannot hold, left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     def output_hash(self) -> str:
         """sha256 of the fields that determine a subject's derivatives (first 16 hex digits)."""

@@ -8,6 +8,7 @@ failed or killed run therefore never leaves a finished-looking set of derivative
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -76,20 +77,38 @@ def detection_mask(pre, cfg: RunConfig) -> np.ndarray:
     return gm & ndimage.binary_dilation(pre.aal > 0, iterations=2)
 
 
-def resolve_model(cfg: RunConfig) -> str:
-    """The model that will run: ``auto`` → a trained model in OUTPUT_DIR/models, else tissue."""
-    if cfg.model in ("auto", "tissue"):
-        trained = sorted((Path(cfg.output_dir) / "models").glob("*/model.json"))
-        if cfg.model == "auto" and trained:
-            raise UsageError(f"trained model {trained[0].parent} found, but this version cannot "
-                             "apply trained models yet", trained[0].parent,
-                             "use --model tissue")
-        if cfg.model == "auto":
-            LOGGER.info("no trained model in %s/models: using the tissue baseline",
-                        cfg.output_dir)
-        return "tissue"
-    raise UsageError(f"model {cfg.model!r} is not available in this version (no trained model "
-                     "can be applied yet)", None, "use --model tissue")
+def resolve_model(cfg: RunConfig) -> Path | None:
+    """The trained model folder that will run, or None for the tissue baseline.
+
+    ``auto``: the trained model in OUTPUT_DIR/models/ (SynDiff preferred over CycleGAN when both
+    exist; several custom names must be chosen with ``--model PATH``), else ``tissue``.
+    ``cyclegan``/``syndiff``: OUTPUT_DIR/models/<name>. A path: that model folder.
+    """
+    models = Path(cfg.output_dir) / "models"
+    if cfg.model == "tissue":
+        return None
+    if cfg.model == "auto":
+        trained = sorted(p.parent for p in models.glob("*/model.json"))
+        if not trained:
+            LOGGER.info("no trained model in %s: using the tissue baseline", models)
+            return None
+        for preferred in ("syndiff", "cyclegan"):
+            if models / preferred in trained:
+                if len(trained) > 1:
+                    LOGGER.info("several trained models in %s: using %s", models, preferred)
+                return models / preferred
+        if len(trained) > 1:
+            raise UsageError(f"several trained models in {models} "
+                             f"({', '.join(p.name for p in trained)})", models,
+                             "choose one with --model PATH")
+        return trained[0]
+    folder = models / cfg.model if cfg.model in ("cyclegan", "syndiff") else Path(cfg.model)
+    if not (folder / "model.json").exists():
+        raise UsageError(f"no trained model in {folder}", folder,
+                         f"train one first: pseudopet BIDS OUT group --train --model "
+                         f"{cfg.model if cfg.model in ('cyclegan', 'syndiff') else 'cyclegan'}, "
+                         "or use --model tissue")
+    return folder
 
 
 def _clean_stale_staging(root: Path, key: str) -> None:
@@ -117,12 +136,18 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     from pseudopet_bids.detect.regions import cluster_table
     from pseudopet_bids.detect.zmap import difference_map, zmap
     from pseudopet_bids.io.intake import combine_frames, load_image
+    from pseudopet_bids.models import tissue as tissue_module
     from pseudopet_bids.models.tissue import TissueModel
     from pseudopet_bids.preproc.normalize import normalize_pet
-    from pseudopet_bids.preproc.pipeline import preprocess, timed
+    from pseudopet_bids.preproc.pipeline import preprocess_cached, timed
 
     out = Path(cfg.output_dir)
     final = der.SubjectPaths(out, unit.subject, unit.session, unit.pet)
+    model_dir = resolve_model(cfg)
+    if model_dir is not None:  # the weights are part of what made the outputs
+        from pseudopet_bids.models.checkpoint import read_card
+
+        cfg = dataclasses.replace(cfg, model_sha256=str(read_card(model_dir)["weights_sha256"]))
     done, why = is_finished(final, cfg)
     if done and not cfg.force:
         LOGGER.info("%s: skipped, %s (use --force to redo)", unit.key, why)
@@ -130,8 +155,17 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     if final.config.exists():
         LOGGER.info("%s: redoing, %s", unit.key, "--force given" if done else why)
     _clean_stale_staging(out, unit.key)
-    model_name = resolve_model(cfg)
     _set_threads(cfg.omp_nthreads)
+    trained = None
+    if model_dir is not None:
+        from pseudopet_bids.synthesis.apply import load_trained
+        from pseudopet_bids.train.trainer import resolve_device
+
+        device = resolve_device(cfg.device)
+        trained = load_trained(model_dir, device)
+        LOGGER.info("%s: model %s (%s, %s preset) on %s", unit.key, model_dir, trained.name,
+                    trained.card.get("preset"), device)
+    model_name = "tissue" if trained is None else trained.name
     t_start = time.monotonic()
     timings: dict[str, float] = {}
     with timed(timings, "image intake", unit.key):
@@ -142,7 +176,8 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     for note in unit.notes:
         LOGGER.info("%s: %s", unit.key, note)
     work = Path(cfg.work_dir) / unit.key
-    pre = preprocess(t1, pet, work, cfg.seed, cfg.omp_nthreads, cfg.skullstrip, unit.key)
+    pre = preprocess_cached(t1, pet, work, cfg.seed, cfg.omp_nthreads, cfg.skullstrip,
+                            unit.key)
     timings.update(pre.timings)
     gm = detection_mask(pre, cfg)
     with timed(timings, f"pseudo-normal PET ({model_name})", unit.key):
@@ -151,9 +186,18 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
         # One GM uptake per AAL left/right pair: the normal regional pattern at gyral scale, while a
         # deficit covering most of one gyrus or lobe (common in temporal lobe epilepsy) is not
         # absorbed into its own coefficient, because the other hemisphere shares it.
-        model = TissueModel(pet_fwhm_mm=cfg.pet_fwhm, symmetric=True, granularity="aal")
-        pseudo_norm, model_info = model.predict(pet_norm, pre.tissues, pre.mask,
-                                                pre.voxel_sizes, aal_labels=pre.aal)
+        pseudo_sd = None
+        if trained is None:
+            model = TissueModel(pet_fwhm_mm=cfg.pet_fwhm, symmetric=True, granularity="aal")
+            pseudo_norm, model_info = model.predict(pet_norm, pre.tissues, pre.mask,
+                                                    pre.voxel_sizes, aal_labels=pre.aal)
+            model_sha = _sha256(Path(tissue_module.__file__))
+        else:
+            from pseudopet_bids.synthesis.apply import synthesize_subject
+
+            pseudo_norm, pseudo_sd, model_info = synthesize_subject(
+                trained, pre, gm, device, cfg.n_samples, cfg.seed)
+            model_sha = trained.sha256
     with timed(timings, "detection", unit.key):
         diff = difference_map(pet_norm, pseudo_norm)
         z = zmap(diff, gm)
@@ -172,7 +216,9 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
         with timed(timings, "writing derivatives", unit.key):
             spaths = der.SubjectPaths(staging, unit.subject, unit.session, unit.pet)
             params = dict(model=model_name, model_info=model_info, norm_info=norm_info,
-                          scale=scale, frame_info=frame_info, participant=participant)
+                          scale=scale, frame_info=frame_info, participant=participant,
+                          model_sha=model_sha, n_samples=cfg.n_samples if pseudo_sd is not None
+                          else 1, pseudo_sd=None if pseudo_sd is None else pseudo_sd * scale)
             _write_all(spaths, pre, cfg, unit, pet_norm * scale, pseudo_norm * scale, z, labels,
                        table, params)
             _commit(staging, out)
@@ -216,7 +262,6 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
                table, params: dict) -> None:
     """Write every derivative of one subject under ``paths`` (the staging folder)."""
     from pseudopet_bids.detect.regions import lobe_dseg_table
-    from pseudopet_bids.models import tissue as tissue_module
 
     bids = Path(cfg.bids_dir)
     aff = pre.affine
@@ -249,9 +294,8 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
                   "GMThreshold": cfg.gm_threshold, "Connectivity": cfg.connectivity,
                   "SearchRegion": cfg.search_region,
                   "ZReference": "subject grey matter (mean/std of D = real - pseudo)"}
-    model_sha = _sha256(Path(tissue_module.__file__))
-    model = {"Model": params["model"], "ModelSHA256": model_sha,
-             "ModelParameters": params["model_info"]}
+    model = {"Model": params["model"], "ModelSHA256": params["model_sha"],
+             "ModelParameters": params["model_info"], "NSamples": params["n_samples"]}
     norm = {"IntensityNormalization": {**params["norm_info"], "Scale": params["scale"]}}
     t1_rel = paths.anat("desc-preproc_T1w.nii.gz").relative_to(paths.root).as_posix()
     pet_common = {"Sources": [src_pet, src_t1], **common, **norm,
@@ -272,6 +316,12 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
     der.write_json(paths.pet("space-T1w_desc-pseudonormal_pet.json"),
                    {**pet_common, **model, "Description": "Pseudo-normal PET predicted from "
                                                           "the T1w, same units as desc-preproc"})
+    if params["pseudo_sd"] is not None:
+        der.write_nifti(paths.pet("space-T1w_desc-pseudonormalsd_pet.nii.gz"),
+                        params["pseudo_sd"], aff)
+        der.write_json(paths.pet("space-T1w_desc-pseudonormalsd_pet.json"),
+                       {**pet_common, **model, "Description": "Voxel-wise standard deviation "
+                        "of the stochastic pseudo-normal PET samples (uncertainty), same units"})
     der.write_nifti(paths.pet("space-T1w_stat-z_statmap.nii.gz"), z, aff)
     der.write_json(paths.pet("space-T1w_stat-z_statmap.json"),
                    {**pet_common, **model, **thresholds,

@@ -18,6 +18,8 @@ examples:
   pseudopet /data/bids /data/out participant --participant-label 01 02
   pseudopet /data/bids /data/out participant --model tissue --z-threshold 2.0 -v
   pseudopet /data/bids /data/out group
+  pseudopet /data/bids /data/out group --train --model syndiff --preset small
+  pseudopet /data/bids /data/out participant --model syndiff --n-samples 8
 
 exit codes: 0 ok, 1 some participants failed, 16 BIDS validation failed,
 18 filters selected nothing, 64 usage error, 66 required inputs missing,
@@ -119,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output folder (BIDS-Derivatives); created if needed")
     parser.add_argument("analysis_level", choices=["participant", "group"],
                         help="participant: per-subject synthesis and detection; "
-                             "group: aggregate participants' cluster tables")
+                             "group: aggregate participants' cluster tables, or with --train "
+                             "train a model on the healthy controls")
     parser.add_argument("--version", action="version", version=f"pseudopet {__version__}")
     parser.add_argument("-v", "--verbose", dest="verbosity", action="count", default=0,
                         help="more log output (-v info details, -vv debug)")
@@ -166,7 +169,44 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pet-fwhm", dest="pet_fwhm", type=_positive_float, default=6.0,
                    metavar="MM", help="PET resolution for the tissue model (default: %(default)s)")
     g.add_argument("--force", action="store_true",
-                   help="redo participants whose outputs are complete")
+                   help="redo participants whose outputs are complete (with --train: retrain "
+                        "from scratch)")
+    g.add_argument("--n-samples", dest="n_samples", type=_positive_int, default=1,
+                   help="SynDiff: stochastic samples averaged into the pseudo-normal PET; > 1 "
+                        "also writes a standard-deviation map (default: %(default)s)")
+
+    g = parser.add_argument_group("training (group level with --train)")
+    g.add_argument("--train", action="store_true",
+                   help="train --model cyclegan|syndiff on the healthy controls into "
+                        "OUTPUT_DIR/models/<name>/")
+    g.add_argument("--preset", choices=["paper", "small", "tiny"], default="paper",
+                   help="network size and model grid: paper (1 mm, 256x256, GPU), small "
+                        "(2 mm, CPU-trainable), tiny (tests) (default: %(default)s)")
+    g.add_argument("--model-name", dest="model_name", type=_label, default=None, metavar="NAME",
+                   help="folder name under OUTPUT_DIR/models (default: the model type)")
+    g.add_argument("--train-steps", dest="train_steps", type=_positive_int, default=0,
+                   metavar="N", help="optimisation steps (default: the preset's)")
+    g.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=0,
+                   metavar="N", help="slices per domain per step (default: the preset's)")
+    g.add_argument("--accumulate", type=_positive_int, default=1, metavar="N",
+                   help="gradient-accumulation micro-batches per step (default: %(default)s; "
+                        "raised automatically when CUDA runs out of memory)")
+    g.add_argument("--context-slices", dest="context_slices", type=int_in(0, 8), default=0,
+                   metavar="K", help="2.5D input: K neighbouring slices on each side "
+                                     "(default: %(default)s)")
+    g.add_argument("--val-controls", dest="val_controls", type=int_in(0), default=None,
+                   metavar="N", help="paired controls held out for validation (default: 2 with "
+                                     ">= 6 paired controls, 1 with >= 3, else 0)")
+    g.add_argument("--val-every", dest="val_every", type=int_in(0), default=0, metavar="N",
+                   help="validate every N steps (default: only at the end)")
+    g.add_argument("--checkpoint-every", dest="checkpoint_every", type=_positive_int,
+                   default=500, metavar="N", help="save resumable state every N steps "
+                                                  "(default: %(default)s)")
+    g.add_argument("--checkpoint-minutes", dest="checkpoint_minutes", type=_positive_float,
+                   default=10.0, metavar="MIN",
+                   help="... or every MIN minutes, whichever comes first (default: %(default)s)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted training from its last checkpoint")
 
     g = parser.add_argument_group("detection")
     g.add_argument("--z-threshold", dest="z_threshold", type=_positive_float, default=1.65,

@@ -134,7 +134,12 @@ def make_config(args) -> RunConfig:
         gm_threshold=args.gm_threshold, connectivity=args.connectivity,
         search_region=args.search_region,
         skullstrip=args.skullstrip, pet_fwhm=args.pet_fwhm,
-        allow_any_tracer=args.allow_any_tracer)
+        allow_any_tracer=args.allow_any_tracer, n_samples=args.n_samples, train=args.train,
+        preset=args.preset, model_name=args.model_name or "", train_steps=args.train_steps,
+        batch_size=args.batch_size, accumulate=args.accumulate,
+        context_slices=args.context_slices, val_controls=args.val_controls,
+        val_every=args.val_every, checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes, resume=args.resume)
 
 
 def _run_unit(unit, cfg: RunConfig, participants: dict) -> tuple[str, str | None]:
@@ -196,11 +201,17 @@ def run_participant_level(cfg: RunConfig) -> int:
 
 
 def run_group_level(cfg: RunConfig) -> int:
-    """Aggregate participants' cluster tables into OUTPUT_DIR/group/."""
+    """Train a model (``--train``), or aggregate cluster tables into OUTPUT_DIR/group/."""
     from pseudopet_bids.bids.participants import read_participants
     from pseudopet_bids.evaluate.group import aggregate
 
     out = Path(cfg.output_dir)
+    if cfg.train:
+        from pseudopet_bids.train.workflow import run_training
+
+        prepare_dirs(cfg)
+        run_training(cfg)
+        return EXIT_OK
     if not out.is_dir():
         raise InputError("the output folder does not exist: nothing to aggregate", out,
                          "run the participant level first")
@@ -213,7 +224,12 @@ def run_group_level(cfg: RunConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``pseudopet``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.train and args.analysis_level != "group":
+        parser.error("--train belongs to the group level: pseudopet BIDS OUT group --train ...")
+    if args.train and args.model not in ("cyclegan", "syndiff"):
+        parser.error("--train needs --model cyclegan or --model syndiff")
     cfg = make_config(args)
     # ITK fixes its thread count at its first use in a process: set it before any ANTs call.
     for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS"):

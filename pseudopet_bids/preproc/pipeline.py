@@ -35,7 +35,8 @@ class Preprocessed:
     tissues
         ``GM``, ``WM``, ``CSF`` probability maps (float32).
     pet
-        The static PET resampled onto the T1w grid (original units).
+        The static PET resampled onto the T1w grid (original units); None for a T1w-only
+        training control.
     lobes, aal
         Lobe labels and AAL labels brought from the template (int16).
     registration
@@ -49,7 +50,7 @@ class Preprocessed:
     t1: nib.Nifti1Image
     mask: np.ndarray
     tissues: dict[str, np.ndarray]
-    pet: np.ndarray
+    pet: np.ndarray | None
     lobes: np.ndarray
     aal: np.ndarray
     registration: object
@@ -75,7 +76,7 @@ def timed(timings: dict[str, float], step: str, key: str) -> Iterator[None]:
     LOGGER.info("%s: %s done in %.1f s", key, step, timings[step])
 
 
-def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image, workdir: Path, seed: int,
+def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, seed: int,
                omp_nthreads: int = 1, skullstrip: str = "deepbet", key: str = "subject"
                ) -> Preprocessed:
     """Run the preprocessing steps of one subject.
@@ -83,7 +84,8 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image, workdir: Path, seed: i
     Parameters
     ----------
     t1, pet
-        Checked RAS images (3D); PET already static.
+        Checked RAS images (3D); PET already static, or None (T1w-only training control:
+        no coregistration).
     workdir
         Folder for intermediate transform files of this subject.
     seed
@@ -123,6 +125,9 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image, workdir: Path, seed: i
     with timed(timings, "tissue segmentation", key):
         tissue_imgs = segment_tissues(t1, mask_img, seed=seed, priors=priors)
     tissues = {k: np.asarray(v.dataobj, dtype=np.float32) for k, v in tissue_imgs.items()}
+    if pet is None:
+        return Preprocessed(t1=t1, mask=mask, tissues=tissues, pet=None, lobes=lobes, aal=aal,
+                            registration=registration, coregistration=None, timings=timings)
     with timed(timings, "PET to T1w coregistration", key):
         coreg = coregister_pet_to_t1(pet, t1, mask_img, seed=seed, omp_nthreads=omp_nthreads)
         pet_t1 = np.asarray(resample_pet_to_t1(pet, t1, coreg).dataobj, dtype=np.float32)
@@ -133,3 +138,93 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image, workdir: Path, seed: i
                               "the brain")
     return Preprocessed(t1=t1, mask=mask, tissues=tissues, pet=pet_t1, lobes=lobes, aal=aal,
                         registration=registration, coregistration=coreg, timings=timings)
+
+
+CACHE_VERSION = 1
+
+
+def _input_hash(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, seed: int,
+                skullstrip: str) -> str:
+    import hashlib
+
+    from pseudopet_bids import __version__
+
+    h = hashlib.sha256(f"{CACHE_VERSION}|{__version__}|{seed}|{skullstrip}".encode())
+    for img in (t1, pet):
+        if img is None:
+            h.update(b"none")
+            continue
+        h.update(np.ascontiguousarray(img.affine, dtype=np.float64).tobytes())
+        h.update(str(img.shape).encode())
+        h.update(np.ascontiguousarray(np.asarray(img.dataobj, dtype=np.float32)).tobytes())
+    return h.hexdigest()
+
+
+def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path,
+                      seed: int, omp_nthreads: int = 1, skullstrip: str = "deepbet",
+                      key: str = "subject") -> Preprocessed:
+    """:func:`preprocess`, reusing the results kept in ``workdir/preproc`` when valid.
+
+    The cache is keyed by a hash of the image data and headers, the seed, the skull-stripping
+    method and the software version, and is shared by the group level (training on controls)
+    and the participant level. Arrays are stored with ``np.savez`` and read back without
+    pickle; the manifest is written last, so an interrupted write is never mistaken for a
+    finished one.
+    """
+    import json
+
+    from pseudopet_bids.bids.derivatives import atomic_write_bytes, atomic_write_text
+    from pseudopet_bids.preproc.coregister import RigidResult
+    from pseudopet_bids.preproc.template_reg import TemplateRegistration
+
+    cache = Path(workdir) / "preproc"
+    manifest = cache / "manifest.json"
+    digest = _input_hash(t1, pet, seed, skullstrip)
+    if manifest.exists():
+        try:
+            info = json.loads(manifest.read_text())
+            if info["hash"] == digest and all(Path(p).exists() for p in info["transforms"]):
+                with np.load(cache / "arrays.npz", allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+                reg = TemplateRegistration(
+                    t1_affine=np.asarray(info["reg"]["t1_affine"]),
+                    t1_shape=tuple(info["reg"]["t1_shape"]), forward=info["reg"]["forward"],
+                    inverse=info["reg"]["inverse"],
+                    inverse_invert=list(info["reg"]["inverse_invert"]),
+                    metric=info["reg"]["metric"],
+                    brain_box=tuple(slice(a, b) for a, b in info["reg"]["brain_box"]))
+                coreg = None if info["coreg"] is None else RigidResult(
+                    t1_to_pet=np.asarray(info["coreg"]["t1_to_pet"]),
+                    metric=info["coreg"]["metric"], starts=info["coreg"]["starts"])
+                LOGGER.info("%s: preprocessing reused from %s", key, cache)
+                return Preprocessed(
+                    t1=t1, mask=arrays["mask"], pet=arrays.get("pet"),
+                    tissues={k: arrays[k] for k in ("GM", "WM", "CSF")},
+                    lobes=arrays["lobes"], aal=arrays["aal"], registration=reg,
+                    coregistration=coreg, timings={"preprocessing (cached)": 0.0})
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            LOGGER.info("%s: preprocessing cache unusable (%s): recomputing", key, exc)
+    pre = preprocess(t1, pet, workdir, seed, omp_nthreads, skullstrip, key)
+    import io
+
+    arrays = {"mask": pre.mask, "lobes": pre.lobes, "aal": pre.aal, **pre.tissues}
+    if pre.pet is not None:
+        arrays["pet"] = pre.pet
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    cache.mkdir(parents=True, exist_ok=True)
+    manifest.unlink(missing_ok=True)
+    atomic_write_bytes(cache / "arrays.npz", buf.getvalue())
+    reg = pre.registration
+    info = {"hash": digest, "transforms": list(reg.forward) + list(reg.inverse),
+            "reg": {"t1_affine": np.asarray(reg.t1_affine).tolist(),
+                    "t1_shape": list(reg.t1_shape), "forward": list(reg.forward),
+                    "inverse": list(reg.inverse), "inverse_invert": list(reg.inverse_invert),
+                    "metric": float(reg.metric),
+                    "brain_box": [[s.start, s.stop] for s in reg.brain_box]},
+            "coreg": None if pre.coregistration is None else {
+                "t1_to_pet": np.asarray(pre.coregistration.t1_to_pet).tolist(),
+                "metric": float(pre.coregistration.metric),
+                "starts": [float(v) for v in pre.coregistration.starts]}}
+    atomic_write_text(manifest, json.dumps(info))
+    return pre

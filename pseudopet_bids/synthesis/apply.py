@@ -1,0 +1,206 @@
+"""Apply a trained model to a subject: load it safely, translate slice batches, reassemble.
+
+A model directory (``models/<name>/``) is loaded through ``models/checkpoint.py`` only
+(safetensors + JSON, nothing unpickled); its card fixes the architecture, grid, context slices
+and intensity scaling. Slices are translated in batches sized to the device (halved on CUDA
+out-of-memory); SynDiff's ``n_samples`` stochastic samples give a mean and a voxel-wise
+standard deviation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pseudopet_bids.errors import InputError, ProcessingError
+from pseudopet_bids.models import checkpoint as ckpt
+from pseudopet_bids.models.base import TranslationModel
+from pseudopet_bids.models.presets import ModelGrid, hparams_from_card
+from pseudopet_bids.models.registry import build_model
+from pseudopet_bids.synthesis.modelspace import SCALING
+from pseudopet_bids.train.data import context_slices
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainedModel:
+    """A model ready for inference, with its card."""
+
+    model: TranslationModel
+    card: dict
+    directory: Path
+    grid: ModelGrid
+    context: int
+
+    @property
+    def name(self) -> str:
+        return str(self.card["model"])
+
+    @property
+    def sha256(self) -> str:
+        return str(self.card["weights_sha256"])
+
+
+def load_trained(model_dir: Path, device: torch.device) -> TrainedModel:
+    """Load ``models/<name>/`` for inference (EMA weights, inference networks only)."""
+    model_dir = Path(model_dir)
+    card, tensors = ckpt.load_model_dir(model_dir, "cpu")
+    for key in ("pet_max", "mri_percentile"):
+        if card.get("scaling", {}).get(key) != SCALING[key]:
+            raise InputError(f"the model was trained with another intensity scaling "
+                             f"({key} {card.get('scaling', {}).get(key)} != {SCALING[key]})",
+                             model_dir / ckpt.CARD, "retrain the model with this version")
+    try:
+        hp = hparams_from_card(card["hparams"])
+        context = int(card["context_slices"])
+        model = build_model(card["model"], hp, 2 * context + 1)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"the model card does not describe a usable model ({exc})",
+                         model_dir / ckpt.CARD, "retrain the model with this version") from exc
+    keep = model.inference_modules()
+    for name, child in list(model.named_children()):
+        if name not in keep and any(True for _ in child.parameters()):
+            setattr(model, name, nn.Identity())  # training-only networks: free their memory
+    expected = {k for k in model.state_dict() if k.split(".")[0] in keep}
+    missing, unexpected = expected - set(tensors), set(tensors) - expected
+    if missing or unexpected:
+        raise InputError(f"the weights do not fit the {card['model']} {card.get('preset')} "
+                         f"architecture ({len(missing)} missing, {len(unexpected)} unexpected "
+                         f"tensors, e.g. {sorted(missing or unexpected)[:2]})",
+                         model_dir / ckpt.WEIGHTS, "retrain the model or restore its files")
+    try:
+        model.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # shape mismatch
+        raise InputError(f"the weights do not fit the architecture of the card: {exc}",
+                         model_dir / ckpt.WEIGHTS, "retrain the model or restore its files"
+                         ) from None
+    model.to(device).eval()
+    torch.set_flush_denormal(True)  # see train/trainer.py: denormals slow CPU convolutions
+    return TrainedModel(model, card, model_dir, hp["grid"], context)
+
+
+def _default_batch(device: torch.device) -> int:
+    return 32 if device.type == "cuda" else 8
+
+
+def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
+                     device: torch.device, n_samples: int = 1, seed: int = 0,
+                     batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Translate every brain slice of a model-grid T1w volume.
+
+    Parameters
+    ----------
+    trained
+        From :func:`load_trained`.
+    mri, mask
+        Scaled T1w (X, Y, Z) in [−1, 1] and the brain mask on the model grid.
+    device
+        Where to run.
+    n_samples
+        Stochastic samples to average (SynDiff); deterministic models use 1.
+    seed
+        Seeds the sampling noise (same seed, same output on CPU).
+    batch_size
+        Slices per forward pass (default: 8 on CPU, 32 on CUDA; halved on out-of-memory).
+
+    Returns
+    -------
+    mean, std
+        Model-scale PET (X, Y, Z) (−1 outside the translated slices) and, for ``n_samples`` > 1,
+        the voxel-wise standard deviation of the samples (model scale), else None.
+    """
+    model = trained.model
+    n_samples = n_samples if model.stochastic else 1
+    zs = np.flatnonzero(mask.any(axis=(0, 1)))
+    batch = batch_size or _default_batch(device)
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    total = np.zeros(mri.shape, np.float64)
+    total2 = np.zeros(mri.shape, np.float64)
+    for _ in range(n_samples):
+        start = 0
+        while start < len(zs):
+            chunk = zs[start:start + batch]
+            x = torch.from_numpy(np.stack([context_slices(mri, int(z), trained.context)
+                                           for z in chunk])).to(device)
+            try:
+                y = model.translate(x, gen)[:, trained.context].float().cpu().numpy()
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if batch == 1:
+                    raise ProcessingError("CUDA ran out of memory with one slice per batch",
+                                          None, "free the GPU or use --device cpu") from None
+                batch = max(1, batch // 2)
+                LOGGER.warning("CUDA out of memory: synthesis batch reduced to %d slices", batch)
+                continue
+            slab = np.moveaxis(y, 0, 2)
+            total[:, :, chunk] += slab
+            total2[:, :, chunk] += slab.astype(np.float64) ** 2
+            start += len(chunk)
+    mean = np.full(mri.shape, -1.0, np.float32)
+    mean[:, :, zs] = (total[:, :, zs] / n_samples).astype(np.float32)
+    if n_samples == 1:
+        return mean, None
+    var = np.maximum(total2 / n_samples - (total / n_samples) ** 2, 0.0)
+    std = np.zeros(mri.shape, np.float32)
+    std[:, :, zs] = np.sqrt(var[:, :, zs] * n_samples / (n_samples - 1)).astype(np.float32)
+    return mean, std
+
+
+def synthesize_subject(trained: TrainedModel, pre, gm: np.ndarray, device: torch.device,
+                       n_samples: int = 1, seed: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Pseudo-normal PET of a preprocessed subject on its T1w grid.
+
+    The T1w goes to the model grid with the subject's template registration, is translated,
+    and the prediction comes back the same way, in GM-median-normalised PET units; it is then
+    rescaled so that its median over ``gm`` is 1, like the real PET it is compared with.
+
+    Parameters
+    ----------
+    trained
+        From :func:`load_trained`.
+    pre
+        A :class:`~pseudopet_bids.preproc.pipeline.Preprocessed` subject.
+    gm
+        The detection grey matter (bool, T1w grid).
+    device, n_samples, seed
+        See :func:`translate_volume`.
+
+    Returns
+    -------
+    pseudo, std, info
+        Pseudo-normal PET and (``n_samples`` > 1 with a stochastic model) its voxel-wise
+        standard deviation, both in the same normalised units, masked by the brain mask; and a
+        dict for the sidecars.
+    """
+    from pseudopet_bids.synthesis.modelspace import (PET_MAX, from_model_grid, subject_on_grid,
+                                                     unscale_pet)
+
+    reg, grid = pre.registration, trained.grid
+    vols = subject_on_grid(reg, pre.t1.get_fdata(dtype=np.float32), pre.mask, pre.affine, grid)
+    mean, std = translate_volume(trained, vols["mri"], vols["mask"], device, n_samples, seed)
+    pseudo = from_model_grid(reg, unscale_pet(mean), grid) * pre.mask
+    factor = float(np.median(pseudo[gm])) if gm.any() else 0.0
+    if not factor > 0:
+        raise ProcessingError("the model predicted no uptake in the subject's grey matter",
+                              trained.directory, "check the model (its validation metrics in "
+                              "model.json) and the T1w-to-template registration")
+    pseudo = (pseudo / factor).astype(np.float32)
+    sd = None
+    if std is not None:
+        sd = (from_model_grid(reg, std * (PET_MAX / 2.0), grid) * pre.mask / factor
+              ).astype(np.float32)
+    n_used = n_samples if trained.model.stochastic else 1
+    info = {"Name": trained.directory.name, "Type": trained.name,
+            "Preset": trained.card.get("preset"), "NSamples": n_used,
+            "ModelGrid": grid.to_dict(), "ContextSlices": trained.context,
+            "GMMedianRescale": round(factor, 6),
+            "TrainingSteps": trained.card.get("steps_done"),
+            "Validation": trained.card.get("validation", {})}
+    return pseudo, sd, info

@@ -1,0 +1,478 @@
+"""One generic trainer for every :class:`~pseudopet_bids.models.base.TranslationModel`.
+
+The model describes its optimisation phases and losses; this module owns everything else:
+device choice, bf16 autocast on CUDA, channels-last tensors, gradient accumulation (doubled
+automatically when CUDA runs out of memory), data parallelism across processes started by
+``torchrun`` (gradients averaged with an all-reduce after each backward pass: NCCL on GPUs,
+gloo on CPU), EMA of the weights the model names, LR schedules, seeding, progress output,
+loss/validation logs, and atomic resumable checkpoints (``models/checkpoint.py``).
+
+Resuming is exact on CPU: the data sampler is a function of the step, and the checkpoint
+holds the optimizers, schedulers, EMA, AMP scaler, the model's extra state (image pools), the
+torch/CUDA RNG states, the step and the logs. A checkpoint made with another configuration
+(``config_hash``) is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from pseudopet_bids.errors import ProcessingError, UsageError
+from pseudopet_bids.models import checkpoint as ckpt
+from pseudopet_bids.models.base import Phase, TranslationModel
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    """How to train (not what: that is the model's preset).
+
+    Attributes
+    ----------
+    steps
+        Optimisation steps in total.
+    batch_size
+        Slices per domain per step and per process (split into ``accumulate`` micro-batches).
+    accumulate
+        Micro-batches per step (gradient accumulation).
+    device
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun: the local rank's GPU).
+    amp
+        bf16 autocast on CUDA (ignored on CPU, where bf16 is slower and less exact).
+    checkpoint_every, checkpoint_minutes
+        Save the resumable state every that many steps or minutes, whichever comes first.
+    val_every
+        Run the validation callback every that many steps (and at the end); 0 = only at the end.
+    log_every
+        Steps between rows of the loss log.
+    seed
+        Seeds torch (all devices) before the first step.
+    resume
+        Continue from ``state/`` when present.
+    """
+
+    steps: int
+    batch_size: int
+    accumulate: int = 1
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    checkpoint_every: int = 500
+    checkpoint_minutes: float = 10.0
+    val_every: int = 0
+    log_every: int = 10
+    seed: int = 42
+    resume: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; a CUDA request without a GPU is refused."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} was requested but no CUDA GPU is available", None,
+                         "use --device cpu (or auto), or run on a machine with a GPU")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None \
+            and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible",
+                         None, "choose an existing GPU index")
+    return device
+
+
+def lr_lambda(schedule: str, total: int, lr: float, lr_min: float) -> Callable[[int], float]:
+    """Multiplier of the base LR at step ``s`` for the schedules of :class:`Phase`."""
+    if schedule == "linear-half":
+        half = total // 2
+
+        def linear(s: int) -> float:
+            return 1.0 if s < half else max(0.0, 1.0 - (s - half) / max(1, total - half))
+        return linear
+    if schedule == "cosine":
+        floor = lr_min / lr
+
+        def cosine(s: int) -> float:
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        return cosine
+    if schedule == "constant":
+        return lambda s: 1.0
+    raise ValueError(f"unknown LR schedule {schedule!r}")
+
+
+class _Distributed:
+    """Process group from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK)."""
+
+    def __init__(self, device_name: str):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.owned = False
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            use_cuda = device_name != "cpu" and torch.cuda.is_available()
+            self.device = torch.device(f"cuda:{self.local_rank}") if use_cuda \
+                else torch.device("cpu")
+            if use_cuda:
+                torch.cuda.set_device(self.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if use_cuda else "gloo")
+                self.owned = True
+        else:
+            self.device = resolve_device(device_name)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def average_grads(self, params: list[torch.nn.Parameter]) -> None:
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def broadcast_params(self, model: torch.nn.Module) -> None:
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for tensor in list(model.parameters()) + list(model.buffers()):
+                dist.broadcast(tensor, 0)
+
+    def close(self) -> None:
+        if self.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+class Trainer:
+    """Train ``model`` with batches from ``sampler`` into ``model_dir`` (see module docstring).
+
+    Parameters
+    ----------
+    model
+        The model (weights already initialised with the run's seed).
+    sampler
+        Anything with ``batch(step) -> {"mri": array, "pet": array}``; built per rank.
+    settings
+        :class:`TrainSettings`.
+    model_dir
+        ``OUTPUT_DIR/models/<name>``.
+    card
+        Model-card fields fixed before training (model, preset, hyper-parameters, grid,
+        scaling, data, ``config_hash``); the trainer adds weights, metrics and timings.
+    validate
+        ``validate(model) -> dict[str, float]`` on held-out paired data (EMA weights applied),
+        or None.
+    """
+
+    def __init__(self, model: TranslationModel, sampler, settings: TrainSettings,
+                 model_dir: Path, card: dict[str, Any],
+                 validate: Callable[[TranslationModel], dict[str, float]] | None = None,
+                 dist: _Distributed | None = None):
+        self.dist = dist or _Distributed(settings.device)
+        self.device = self.dist.device
+        # near-zero initial layers (NCSN++) produce denormal floats, which make CPU
+        # convolutions up to 5x slower; flushing them changes nothing measurable
+        torch.set_flush_denormal(True)
+        self.model = model.to(self.device)
+        if settings.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.sampler = sampler
+        self.s = settings
+        self.model_dir = Path(model_dir)
+        self.card = dict(card)
+        self.validate = validate
+        self.phases: list[Phase] = model.phases()
+        self.params = {ph.name: [p for m in ph.modules
+                                 for p in getattr(model, m).parameters()]
+                       for ph in self.phases}
+        self.optimizers = {ph.name: torch.optim.Adam(self.params[ph.name], lr=ph.lr,
+                                                     betas=ph.betas) for ph in self.phases}
+        self.schedulers = {ph.name: torch.optim.lr_scheduler.LambdaLR(
+            self.optimizers[ph.name], lr_lambda(ph.schedule, settings.steps, ph.lr, ph.lr_min))
+            for ph in self.phases}
+        self.amp = settings.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no scaling
+        self.ema = {name: p.detach().clone() for name, p in model.named_parameters()
+                    if model.ema_decay and name.split(".")[0] in model.ema_modules}
+        self.step = 0
+        self.accumulate = settings.accumulate
+        self.log_rows: list[dict[str, float]] = []
+        self.val_rows: list[dict[str, float]] = []
+        self.elapsed = 0.0
+
+    # -- state -------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (see module docstring)."""
+        cuda_rng = [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() \
+            else []
+        return {"step": self.step, "config_hash": self.card["config_hash"],
+                "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                "scaler": self.scaler.state_dict(), "ema": {k: v.cpu() for k, v in
+                                                            self.ema.items()},
+                "extra": self.model.extra_state(), "accumulate": self.accumulate,
+                "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng},
+                "log_rows": self.log_rows, "val_rows": self.val_rows, "elapsed": self.elapsed,
+                "settings": asdict(self.s)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state["config_hash"] != self.card["config_hash"]:
+            raise UsageError("the saved training state was made with another configuration "
+                             f"(config hash {state['config_hash']} != "
+                             f"{self.card['config_hash']})", self.model_dir / ckpt.STATE_DIR,
+                             "rerun with the original settings, or without --resume "
+                             "after deleting the model folder")
+        self.model.load_state_dict(state["model"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        self.scaler.load_state_dict(state["scaler"])
+        self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
+        self.model.load_extra_state(state["extra"])
+        self.accumulate = int(state["accumulate"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(list(state["rng"]["cuda"]))
+        self.step = int(state["step"])
+        self.log_rows = list(state["log_rows"])
+        self.val_rows = list(state["val_rows"])
+        self.elapsed = float(state["elapsed"])
+
+    @contextmanager
+    def ema_weights(self) -> Iterator[None]:
+        """Temporarily put the EMA weights into the model (validation, export)."""
+        if not self.ema:
+            yield
+            return
+        params = dict(self.model.named_parameters())
+        saved = {k: params[k].detach().clone() for k in self.ema}
+        with torch.no_grad():
+            for k, v in self.ema.items():
+                params[k].copy_(v)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, v in saved.items():
+                    params[k].copy_(v)
+
+    # -- one step ----------------------------------------------------------------------------
+    def _to_device(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        fmt = torch.channels_last if self.s.channels_last else torch.contiguous_format
+        return {k: torch.from_numpy(v).to(self.device).contiguous(memory_format=fmt)
+                for k, v in arrays.items()}
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        n = len(batch["mri"])
+        parts = max(1, min(self.accumulate, n))
+        bounds = np.linspace(0, n, parts + 1).astype(int)
+        micro = [{k: v[a:b] for k, v in batch.items()} for a, b in zip(bounds[:-1], bounds[1:])]
+        ctxs: list[dict[str, Any]] = [{} for _ in micro]
+        logs: dict[str, float] = {}
+        all_params = list(self.model.parameters())
+        for phase in self.phases:
+            mine = {id(p) for p in self.params[phase.name]}
+            for p in all_params:
+                p.requires_grad_(id(p) in mine)
+            opt = self.optimizers[phase.name]
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            for mb, ctx in zip(micro, ctxs):
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+                    loss, parts_log = self.model.phase_loss(phase.name, mb, ctx, self.step)
+                if not torch.isfinite(loss):
+                    raise ProcessingError(f"the {phase.name} loss became {loss.item()} at step "
+                                          f"{self.step}", None, "lower the learning rate or "
+                                          "check the training data")
+                (loss * (len(mb["mri"]) / n)).backward()
+                total += loss.item() * len(mb["mri"]) / n
+                for k, v in parts_log.items():
+                    logs[k] = logs.get(k, 0.0) + v * len(mb["mri"]) / n
+            self.dist.average_grads(self.params[phase.name])
+            opt.step()
+            self.schedulers[phase.name].step()
+            logs[phase.name] = total
+        for p in all_params:
+            p.requires_grad_(True)
+        if self.ema:
+            decay = self.model.ema_decay
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for k, v in self.ema.items():
+                    v.mul_(decay).add_(params[k].detach(), alpha=1 - decay)
+        return logs
+
+    def _step_with_backoff(self, batch_np: dict[str, np.ndarray]) -> dict[str, float]:
+        while True:
+            try:
+                return self._train_step(self._to_device(batch_np))
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if self.accumulate >= len(batch_np["mri"]):
+                    raise ProcessingError(
+                        "CUDA ran out of memory even with one slice per micro-batch", None,
+                        "use a smaller preset, free the GPU, or train with --device cpu"
+                    ) from None
+                self.accumulate *= 2
+                LOGGER.warning("CUDA out of memory: gradient accumulation raised to %d "
+                               "micro-batches per step", self.accumulate)
+
+    # -- outputs -----------------------------------------------------------------------------
+    def _write_logs(self) -> None:
+        from pseudopet_bids.bids.derivatives import atomic_write_text
+
+        for name, rows in (("train_log.csv", self.log_rows), ("validation_log.csv",
+                                                              self.val_rows)):
+            if not rows:
+                continue
+            keys = list(dict.fromkeys(k for r in rows for k in r))
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=keys, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+            atomic_write_text(self.model_dir / name, buf.getvalue())
+
+    def save_checkpoint(self) -> None:
+        """Write the resumable state and the logs (main process only)."""
+        if not self.dist.main:
+            return
+        ckpt.save_training_state(self.model_dir, self.state())
+        self._write_logs()
+        LOGGER.info("checkpoint at step %d written to %s", self.step,
+                    self.model_dir / ckpt.STATE_DIR)
+
+    def export(self) -> dict[str, Any]:
+        """Write the inference weights (EMA applied) and the model card; returns the card."""
+        with self.ema_weights():
+            tensors = {k: v.detach().cpu().contiguous() for k, v in
+                       self.model.state_dict().items()
+                       if k.split(".")[0] in self.model.inference_modules()}
+        sha = ckpt.save_weights(self.model_dir / ckpt.WEIGHTS, tensors)
+        card = {**self.card, "format_version": 1, "weights_sha256": sha,
+                "steps_done": self.step, "training_seconds": round(self.elapsed, 1),
+                "device": str(self.device), "world_size": self.dist.world_size,
+                "software": ckpt.software_versions(),
+                "validation": self.val_rows[-1] if self.val_rows else {},
+                "ema_decay": self.model.ema_decay}
+        ckpt.write_card(self.model_dir, card)
+        return card
+
+    def _validate(self) -> None:
+        if self.validate is None or not self.dist.main:
+            return
+        self.model.eval()
+        with self.ema_weights():
+            metrics = self.validate(self.model)
+        self.model.train()
+        row = {"step": self.step, **{k: round(float(v), 5) for k, v in metrics.items()}}
+        self.val_rows.append(row)
+        LOGGER.info("validation at step %d: %s", self.step,
+                    ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    # -- loop --------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train to ``settings.steps`` (resuming when asked) and export; returns the card."""
+        state_json = self.model_dir / ckpt.STATE_DIR / "training_state.json"
+        if self.s.resume and state_json.exists():
+            self.load_state(ckpt.load_training_state(self.model_dir, "cpu"))
+            LOGGER.info("resumed from step %d", self.step)
+        elif self.s.resume:
+            LOGGER.info("--resume: no saved state in %s, starting at step 0", self.model_dir)
+        self.dist.broadcast_params(self.model)
+        self.model.train()
+        bar = _progress(self.s.steps, self.step, self.dist.main)
+        t_last_ckpt = time.monotonic()
+        t0 = time.monotonic() - self.elapsed
+        window: dict[str, list[float]] = {}
+        while self.step < self.s.steps:
+            logs = self._step_with_backoff(self.sampler.batch(self.step))
+            self.step += 1
+            self.elapsed = time.monotonic() - t0
+            for k, v in logs.items():
+                window.setdefault(k, []).append(v)
+            if self.step % self.s.log_every == 0 or self.step == self.s.steps:
+                row = {"step": self.step, "seconds": round(self.elapsed, 2),
+                       **{f"lr_{k}": s.get_last_lr()[0] for k, s in self.schedulers.items()},
+                       **{k: float(np.mean(v)) for k, v in window.items()}}
+                self.log_rows.append(row)
+                window = {}
+                bar.update(self.step, row)
+            if self.s.val_every and self.step % self.s.val_every == 0 \
+                    and self.step < self.s.steps:
+                self._validate()
+            due = (self.step % self.s.checkpoint_every == 0 or
+                   time.monotonic() - t_last_ckpt > 60 * self.s.checkpoint_minutes)
+            if due and self.step < self.s.steps:
+                self.save_checkpoint()
+                t_last_ckpt = time.monotonic()
+        bar.close()
+        self._validate()
+        card = self.export() if self.dist.main else dict(self.card)
+        self.save_checkpoint()
+        self.dist.close()
+        return card
+
+
+class _progress:
+    """tqdm bar with the losses on a terminal; plain log lines (every ~5 %) otherwise."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+        self.t0, self.start = time.monotonic(), start
+        self.bar = None
+        self.next_line = start
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc="training", unit="step",
+                            dynamic_ncols=True)
+
+    def update(self, step: int, row: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        losses = {k: v for k, v in row.items() if k in ("G", "D")}
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+            return
+        if step >= self.next_line or step == self.total:
+            rate = (step - self.start) / max(time.monotonic() - self.t0, 1e-9)
+            eta = (self.total - step) / rate if rate > 0 else float("nan")
+            LOGGER.info("training step %d/%d  %s  %.2f step/s  ETA %s", step, self.total,
+                        "  ".join(f"{k} {v:.4f}" for k, v in losses.items()), rate,
+                        time.strftime("%H:%M:%S", time.gmtime(eta)) if eta == eta else "?")
+            self.next_line = step + max(1, self.total // 20)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

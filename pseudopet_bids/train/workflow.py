@@ -1,0 +1,285 @@
+"""Group-level training: healthy controls → preprocessed slices → trainer → ``models/<name>/``.
+
+Only participants whose ``participants.tsv`` group is ``control`` are used. Each control is
+preprocessed exactly as at the participant level (and through the same cache in the work
+folder, so the participant level later reuses it), brought to the model grid and scaled
+(``synthesis/modelspace.py``). A control with a T1w but no usable FDG PET still adds its slices
+to the MRI domain. A few controls with both images are held out as a paired validation set
+(SSIM/PSNR logged during training); the others feed the two unpaired slice streams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pseudopet_bids import __version__
+from pseudopet_bids.bids.discovery import SubjectInputs
+from pseudopet_bids.config import RunConfig
+from pseudopet_bids.errors import InputError, PseudopetError, UsageError
+from pseudopet_bids.models.presets import ModelGrid, card_hparams, preset
+
+LOGGER = logging.getLogger(__name__)
+
+
+def _grid_key(grid: ModelGrid) -> str:
+    return hashlib.sha256(json.dumps(grid.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def prepare_control(unit: SubjectInputs, cfg: RunConfig, grid: ModelGrid
+                    ) -> dict[str, Any]:
+    """Preprocess one control (cached) and return its model-grid volumes.
+
+    Returns ``{"key", "hash", "mri", "mask", "pet" (or None)}``; the arrays are cached in
+    ``WORK/<key>/modelgrid-<grid hash>.npz`` next to the preprocessing cache.
+    """
+    from pseudopet_bids.io.intake import combine_frames, load_image
+    from pseudopet_bids.participant import detection_mask
+    from pseudopet_bids.preproc.normalize import normalize_pet
+    from pseudopet_bids.preproc.pipeline import _input_hash, preprocess_cached
+    from pseudopet_bids.synthesis.modelspace import subject_on_grid
+
+    t1 = load_image(unit.t1w, "T1w")
+    pet = None
+    if unit.pet is not None:
+        pet4 = load_image(unit.pet, "PET", ndim=(3, 4))
+        pet, _ = combine_frames(pet4, unit.pet_meta.get("FrameDuration"), unit.pet)
+    work = Path(cfg.work_dir) / unit.key
+    digest = _input_hash(t1, pet, cfg.seed, cfg.skullstrip)
+    cached = work / f"modelgrid-{_grid_key(grid)}.npz"
+    if cached.exists():
+        try:
+            with np.load(cached, allow_pickle=False) as z:
+                if str(z["hash"]) == digest:
+                    return {"key": unit.key, "hash": digest, "mri": z["mri"], "mask": z["mask"],
+                            "pet": z["pet"] if "pet" in z.files else None}
+        except (OSError, ValueError, KeyError):
+            pass
+    pre = preprocess_cached(t1, pet, work, cfg.seed, cfg.omp_nthreads, cfg.skullstrip,
+                            unit.key)
+    pet_norm = None
+    if pre.pet is not None:
+        pet_norm, _, _ = normalize_pet(pre.pet, detection_mask(pre, cfg), method=cfg.normalization)
+    vols = subject_on_grid(pre.registration, pre.t1.get_fdata(dtype=np.float32), pre.mask,
+                           pre.affine, grid, pet_norm)
+    import io
+
+    from pseudopet_bids.bids.derivatives import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, hash=np.array(digest), **vols)
+    atomic_write_bytes(cached, buf.getvalue())
+    return {"key": unit.key, "hash": digest, "pet": vols.get("pet"), "mri": vols["mri"],
+            "mask": vols["mask"]}
+
+
+def _prepare_job(args: tuple) -> dict[str, Any] | str:
+    unit, cfg, grid = args
+    from pseudopet_bids.participant import _set_threads
+
+    _set_threads(cfg.omp_nthreads)
+    try:
+        return prepare_control(unit, cfg, grid)
+    except PseudopetError as exc:
+        return f"{unit.key}: {exc}"
+
+
+def training_units(cfg: RunConfig) -> list[SubjectInputs]:
+    """The controls' (subject, session) units that can feed at least one domain."""
+    from pseudopet_bids.bids.discovery import discover, load_filters, preflight_table
+    from pseudopet_bids.bids.participants import read_participants
+
+    bids = Path(cfg.bids_dir)
+    participants = read_participants(bids)
+    controls = sorted(k for k, p in participants.items() if p.group == "control")
+    if not controls:
+        raise InputError("participants.tsv lists no healthy controls (group = control); only "
+                         "controls can be used for training", bids / "participants.tsv",
+                         "add a 'group' column with 'control' for the healthy participants")
+    if cfg.participant_label:
+        controls = [c for c in controls if c in cfg.participant_label]
+        if not controls:
+            raise UsageError("none of the selected participants is a control", None,
+                             "select controls with --participant-label, or none to use all")
+    units = discover(bids, controls, cfg.session_label or None,
+                     load_filters(Path(cfg.bids_filter_file) if cfg.bids_filter_file else None),
+                     Path(cfg.bids_database_dir) if cfg.bids_database_dir else None,
+                     cfg.allow_any_tracer)
+    LOGGER.info("training pre-flight (controls only):\n%s", preflight_table(units))
+    usable = []
+    for unit in units:
+        if unit.runnable:
+            usable.append(unit)
+        elif unit.t1w is not None and unit.skip_reason in ("no PET image",) or (
+                unit.t1w is not None and unit.skip_reason
+                and unit.skip_reason.startswith("PET tracer is not FDG")):
+            unit.pet = None  # T1w-only control: MRI domain only
+            unit.skip_reason = None
+            usable.append(unit)
+            LOGGER.info("%s: T1w only, used for the MRI domain", unit.key)
+        elif unit.t1w is None and unit.pet is not None:
+            LOGGER.warning("%s: PET without a T1w cannot be brought to the template grid; "
+                           "not used for training", unit.key)
+    if not usable:
+        raise InputError("no control has a usable T1w", bids,
+                         "each training control needs at least a T1w")
+    return usable
+
+
+def split_validation(volumes: list[dict[str, Any]], n_val: int | None, seed: int
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training, validation): ``n_val`` paired controls held out, chosen by the seed.
+
+    ``n_val`` None picks 2 when at least 6 controls have both images, 1 when at least 3, else 0.
+    """
+    paired = [v for v in volumes if v["pet"] is not None]
+    if n_val is None:
+        n_val = 2 if len(paired) >= 6 else 1 if len(paired) >= 3 else 0
+    if n_val > max(0, len(paired) - 1):
+        raise UsageError(f"--val-controls {n_val}: only {len(paired)} control(s) have both "
+                         "T1w and PET, and at least one must remain for training", None,
+                         "lower --val-controls")
+    order = np.random.default_rng(seed).permutation(len(paired))
+    val_keys = {paired[i]["key"] for i in sorted(order[:n_val])}
+    return ([v for v in volumes if v["key"] not in val_keys],
+            [v for v in volumes if v["key"] in val_keys])
+
+
+def paired_metrics(real: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """SSIM (whole grid, 3D), PSNR and MAE (brain) of PET in [0, 1] (model scale mapped)."""
+    from skimage.metrics import structural_similarity
+
+    a = (real.astype(np.float64) + 1) / 2
+    b = (pred.astype(np.float64) + 1) / 2
+    mse = float(np.mean((a[mask] - b[mask]) ** 2))
+    return {"ssim": float(structural_similarity(a, b, data_range=1.0)),
+            "psnr": float(10 * np.log10(1.0 / max(mse, 1e-12))),
+            "mae": float(np.mean(np.abs(a[mask] - b[mask])))}
+
+
+def make_validator(val: list[dict[str, Any]], context: int, seed: int):
+    """A validation callback for the trainer (mean metrics over the held-out controls)."""
+    if not val:
+        return None
+
+    def validate(model) -> dict[str, float]:
+        from pseudopet_bids.synthesis.apply import TrainedModel, translate_volume
+
+        device = next(model.parameters()).device
+        trained = TrainedModel(model, {}, Path("."), None, context)  # type: ignore[arg-type]
+        rows = []
+        for v in val:
+            pred, _ = translate_volume(trained, v["mri"], v["mask"], device, 1, seed)
+            rows.append(paired_metrics(v["pet"], pred, v["mask"]))
+        return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+    return validate
+
+
+def run_training(cfg: RunConfig) -> dict[str, Any]:
+    """``pseudopet BIDS OUT group --train --model {cyclegan,syndiff}``; returns the card."""
+    import torch
+
+    from pseudopet_bids.models import checkpoint as ckpt
+    from pseudopet_bids.models.registry import build_model
+    from pseudopet_bids.synthesis.modelspace import SCALING
+    from pseudopet_bids.train.data import SliceSet, UnpairedSampler
+    from pseudopet_bids.train.trainer import Trainer, TrainSettings, _Distributed
+
+    if cfg.model not in ("cyclegan", "syndiff"):
+        raise UsageError(f"group --train needs --model cyclegan or syndiff (got {cfg.model!r})",
+                         None, "add --model cyclegan or --model syndiff")
+    hp = preset(cfg.model, cfg.preset)
+    grid: ModelGrid = hp["grid"]
+    steps = cfg.train_steps or hp["steps"]
+    batch = cfg.batch_size or hp["batch_size"]
+    name = cfg.model_name or cfg.model
+    model_dir = Path(cfg.output_dir) / "models" / name
+    dist = _Distributed(cfg.device)
+    units = training_units(cfg)
+    t0 = time.monotonic()
+    if dist.world_size > 1 and not dist.main:
+        import torch.distributed as tdist
+
+        tdist.barrier()  # rank 0 fills the preprocessing cache first
+    jobs = [(u, cfg, grid) for u in units]
+    if cfg.nprocs > 1 and len(jobs) > 1 and dist.world_size == 1:
+        with ProcessPoolExecutor(max_workers=cfg.nprocs) as pool:
+            results = list(pool.map(_prepare_job, jobs))
+    else:
+        results = [_prepare_job(j) for j in jobs]
+    if dist.world_size > 1 and dist.main:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    for failure in (r for r in results if isinstance(r, str)):
+        LOGGER.error("not used for training: %s", failure)
+    volumes = [r for r in results if not isinstance(r, str)]
+    LOGGER.info("training data prepared in %.0f s", time.monotonic() - t0)
+    train, val = split_validation(volumes, cfg.val_controls, cfg.seed)
+    k = cfg.context_slices
+    sets = {"mri": SliceSet([v["mri"] for v in train], [v["mask"] for v in train], k),
+            "pet": SliceSet([v["pet"] for v in train if v["pet"] is not None],
+                            [v["mask"] for v in train if v["pet"] is not None], k)}
+    if len(sets["pet"]) == 0:
+        raise InputError("no training control has a usable FDG PET", Path(cfg.bids_dir),
+                         "training needs controls with PET (and --val-controls leaves some)")
+    data_hash = hashlib.sha256("|".join(sorted(v["hash"] for v in volumes)).encode()
+                               ).hexdigest()[:16]
+    config = {"model": cfg.model, "preset": cfg.preset, "context_slices": k, "seed": cfg.seed,
+              "steps": steps, "batch_size": batch, "data_hash": data_hash,
+              "val_controls": sorted(v["key"] for v in val), "version": __version__}
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    if (model_dir / ckpt.CARD).exists() and not cfg.force:
+        card = ckpt.read_card(model_dir)
+        if card.get("config_hash") == config_hash and card.get("steps_done") == steps:
+            LOGGER.info("model %s is already trained with these settings (use --force to "
+                        "retrain)", model_dir)
+            return card
+        if not cfg.resume:
+            ckpt.check_compatible(card, {"config_hash": config_hash}, model_dir)
+    if (model_dir / ckpt.STATE_DIR).exists() and not (cfg.resume or cfg.force):
+        raise UsageError("an unfinished training exists in this model folder", model_dir,
+                         "continue it with --resume, or start over with --force")
+    if cfg.force and not cfg.resume and dist.main:
+        import shutil
+
+        shutil.rmtree(model_dir, ignore_errors=True)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    LOGGER.info("training %s (%s preset) on %d MRI and %d PET slices from %d controls "
+                "(%d held out for validation); %d steps of %d slices per domain",
+                cfg.model, cfg.preset, len(sets["mri"]), len(sets["pet"]), len(train), len(val),
+                steps, batch)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, hp, 2 * k + 1)
+    card = {"model": cfg.model, "preset": cfg.preset, "name": name,
+            "hparams": card_hparams({key: v for key, v in hp.items()
+                                     if key not in ("steps", "batch_size")}),
+            "context_slices": k, "scaling": SCALING,
+            "config_hash": config_hash, "config": config, "data_hash": data_hash,
+            "training_subjects": {
+                "mri": [v["key"] for v in train],
+                "pet": [v["key"] for v in train if v["pet"] is not None],
+                "validation": [v["key"] for v in val]},
+            "n_slices": {"mri": len(sets["mri"]), "pet": len(sets["pet"])},
+            "template": "MNI152NLin2009aSym", "created_by": f"pseudopet {__version__}",
+            "references": ["Zhu et al. ICCV 2017 (CycleGAN)",
+                           "Ozbey et al. IEEE TMI 2023 (SynDiff)"]}
+    settings = TrainSettings(steps=steps, batch_size=batch, accumulate=cfg.accumulate,
+                             device=cfg.device, checkpoint_every=cfg.checkpoint_every,
+                             checkpoint_minutes=cfg.checkpoint_minutes,
+                             val_every=cfg.val_every, seed=cfg.seed, resume=cfg.resume)
+    sampler = UnpairedSampler(sets, batch, cfg.seed, dist.rank, dist.world_size)
+    trainer = Trainer(model, sampler, settings, model_dir, card,
+                      make_validator(val, k, cfg.seed), dist=dist)
+    card = trainer.fit()
+    LOGGER.info("model written to %s (%d steps in %.0f s)", model_dir, trainer.step,
+                trainer.elapsed)
+    return card
