@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= demo
 
-.PHONY: install demo test benchmark clean
+.PHONY: install demo test benchmark benchmark-models clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,15 @@ test: install
 
 benchmark: install
 	$(BIN)/python benchmarks/participant.py
+
+# model sizes/speeds per preset, then trained small models vs the tissue baseline (about 1.5 h
+# on 2 CPU cores): docs/models_benchmark.md, docs/model_comparison.md
+benchmark-models: install
+	$(BIN)/python benchmarks/models.py --presets tiny small paper
+	rm -rf bench_models && mkdir -p bench_models
+	$(BIN)/pseudopet-simulate bench_models/train_bids --controls 10 --seed 2026 --t1-voxel-size 1.5 --nprocs 2
+	$(BIN)/pseudopet-simulate bench_models/test_bids --controls 10 --patients 10 --seed 7 --t1-voxel-size 1.5 --nprocs 2
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/model_comparison.py bench_models
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -175,6 +175,15 @@ def run_participant_level(cfg: RunConfig) -> int:
     if not runnable:
         raise InputError("no participant has the inputs it needs (see the pre-flight table)",
                          bids, "each participant needs a T1w and an FDG PET image")
+    from pseudopet_bids.participant import resolve_model
+
+    model_dir = resolve_model(cfg)  # fail before any work when the model is missing or broken
+    if model_dir is not None:
+        from pseudopet_bids.models.checkpoint import read_card
+
+        card = read_card(model_dir)
+        LOGGER.info("model: %s (%s, %s preset, %s steps)", model_dir, card["model"],
+                    card["preset"], card.get("steps_done"))
     prepare_dirs(cfg)
     init_output(Path(cfg.output_dir), bids)
     t0 = time.monotonic()
@@ -207,9 +216,11 @@ def run_group_level(cfg: RunConfig) -> int:
 
     out = Path(cfg.output_dir)
     if cfg.train:
+        from pseudopet_bids.bids.derivatives import init_output
         from pseudopet_bids.train.workflow import run_training
 
         prepare_dirs(cfg)
+        init_output(out, Path(cfg.bids_dir))
         run_training(cfg)
         return EXIT_OK
     if not out.is_dir():

@@ -257,6 +257,7 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
                 "(%d held out for validation); %d steps of %d slices per domain",
                 cfg.model, cfg.preset, len(sets["mri"]), len(sets["pet"]), len(train), len(val),
                 steps, batch)
+    torch.set_num_threads(max(1, cfg.omp_nthreads))  # --omp-nthreads: threads of the trainer
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, hp, 2 * k + 1)
     card = {"model": cfg.model, "preset": cfg.preset, "name": name,

@@ -1,0 +1,114 @@
+"""End to end with trained models: group --train (tiny presets), then participant --model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pseudopet_bids.cli.run import main
+from pseudopet_bids.models import checkpoint as ckpt
+
+pytestmark = pytest.mark.slow
+FAST = ["--skip-bids-validation", "--omp-nthreads", "1"]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """3 controls (one without PET) + 1 patient, one CycleGAN and one SynDiff trained."""
+    from pseudopet_bids.simulate.cohort import simulate_cohort
+
+    base = tmp_path_factory.mktemp("e2e_models")
+    bids = base / "bids"
+    simulate_cohort(bids, n_controls=3, n_patients=1, seed=5, t1_voxel_mm=2.0)
+    shutil.rmtree(bids / "sub-C03" / "pet")  # a T1w-only control feeds the MRI domain only
+    out = base / "out"
+    codes = {}
+    for model in ("cyclegan", "syndiff"):
+        codes[model] = main([str(bids), str(out), "group", "--train", "--model", model,
+                             "--preset", "tiny", "--train-steps", "4", "--checkpoint-every",
+                             "2", "--nprocs", "2", *FAST])
+    return bids, out, codes
+
+
+def test_training_writes_model_folders(cohort):
+    _, out, codes = cohort
+    assert codes == {"cyclegan": 0, "syndiff": 0}
+    for model in ("cyclegan", "syndiff"):
+        folder = out / "models" / model
+        card = ckpt.read_card(folder)
+        assert card["model"] == model and card["preset"] == "tiny" and card["steps_done"] == 4
+        assert card["weights_sha256"] == ckpt.sha256_file(folder / ckpt.WEIGHTS)
+        assert "sub-C03" in card["training_subjects"]["mri"]
+        assert "sub-C03" not in card["training_subjects"]["pet"]
+        assert "sub-P01" not in json.dumps(card["training_subjects"])  # controls only
+        assert (folder / "train_log.csv").exists()
+        assert (folder / ckpt.STATE_DIR / "training_state.json").exists()
+
+
+def test_retraining_same_settings_is_skipped(cohort, caplog):
+    bids, out, _ = cohort
+    before = (out / "models" / "cyclegan" / ckpt.WEIGHTS).stat().st_mtime_ns
+    assert main([str(bids), str(out), "group", "--train", "--model", "cyclegan", "--preset",
+                 "tiny", "--train-steps", "4", *FAST]) == 0
+    assert "already trained with these settings" in caplog.text
+    assert (out / "models" / "cyclegan" / ckpt.WEIGHTS).stat().st_mtime_ns == before
+
+
+def test_other_settings_refused_without_force(cohort, caplog):
+    bids, out, _ = cohort
+    code = main([str(bids), str(out), "group", "--train", "--model", "cyclegan", "--preset",
+                 "tiny", "--train-steps", "5", *FAST])
+    assert code == 64
+    assert "config_hash" in caplog.text
+
+
+@pytest.mark.parametrize("model", ["cyclegan", "syndiff"])
+def test_participant_with_trained_model(cohort, model):
+    bids, out, _ = cohort
+    extra = ["--n-samples", "2"] if model == "syndiff" else []
+    assert main([str(bids), str(out), "participant", "--participant-label", "P01",
+                 "--model", model, *extra, *FAST]) == 0
+    pet = out / "sub-P01" / "pet"
+    pseudo = next(pet.glob("*_desc-pseudonormal_pet.nii.gz"))
+    side = json.loads(pseudo.with_name(pseudo.name.replace(".nii.gz", ".json")).read_text())
+    card = ckpt.read_card(out / "models" / model)
+    assert side["Model"] == model and side["ModelSHA256"] == card["weights_sha256"]
+    assert side["NSamples"] == (2 if model == "syndiff" else 1)
+    data = np.asarray(nib.load(pseudo).dataobj)
+    mask = np.asarray(nib.load(next((out / "sub-P01" / "anat").glob("*_desc-brain_mask.nii.gz"))
+                               ).dataobj) > 0
+    assert np.isfinite(data).all() and data[mask].std() > 0 and not data[~mask].any()
+    sd = list(pet.glob("*_desc-pseudonormalsd_pet.nii.gz"))
+    assert len(sd) == (1 if model == "syndiff" else 0)
+    assert (pet.parent / "anat").is_dir() and list(pet.glob("*_stat-z_statmap.nii.gz"))
+
+
+def test_missing_model_is_a_usage_error(cohort, tmp_path):
+    bids, _, _ = cohort
+    assert main([str(bids), str(tmp_path / "o"), "participant", "--model", "syndiff",
+                 *FAST]) == 64
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_option_checks(cohort, tmp_path):
+    bids, _, _ = cohort
+    with pytest.raises(SystemExit) as exc:
+        main([str(bids), str(tmp_path / "o"), "participant", "--train", "--model", "cyclegan"])
+    assert exc.value.code == 64
+    with pytest.raises(SystemExit) as exc:
+        main([str(bids), str(tmp_path / "o"), "group", "--train"])
+    assert exc.value.code == 64
+
+
+def test_outputs_with_models_pass_bids_validator(cohort):
+    _, out, _ = cohort
+    from pseudopet_bids.bids.validator import validation_errors, validator_executable
+
+    if validator_executable() is None:
+        pytest.skip("bids-validator-deno is not installed")
+    errors = validation_errors(out)
+    assert not errors, json.dumps(errors[:5], indent=1)
