@@ -374,8 +374,10 @@ class Trainer:
     def export(self) -> dict[str, Any]:
         """Write the inference weights (EMA applied) and the model card; returns the card."""
         with self.ema_weights():
-            tensors = {k: v.detach().cpu().contiguous() for k, v in
-                       self.model.state_dict().items()
+            # copies: .cpu()/.contiguous() may return the parameters themselves, which the
+            # context manager then restores to the raw (non-EMA) weights before saving
+            tensors = {k: v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+                       for k, v in self.model.state_dict().items()
                        if k.split(".")[0] in self.model.inference_modules()}
         sha = ckpt.save_weights(self.model_dir / ckpt.WEIGHTS, tensors)
         card = {**self.card, "format_version": 1, "weights_sha256": sha,
@@ -408,6 +410,8 @@ class Trainer:
             LOGGER.info("resumed from step %d", self.step)
         elif self.s.resume:
             LOGGER.info("--resume: no saved state in %s, starting at step 0", self.model_dir)
+        if self.step == 0:  # TrainSettings.seed (a resumed run restores the saved RNG state)
+            torch.manual_seed(self.s.seed)
         self.dist.broadcast_params(self.model)
         self.model.train()
         bar = _progress(self.s.steps, self.step, self.dist.main)

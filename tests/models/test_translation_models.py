@@ -162,19 +162,22 @@ def test_tiny_cyclegan_learns_a_fixed_translation(tmp_path):
     brain = y > -1
 
     def errors() -> tuple[float, float]:
+        """L1 error on the slices, and the correlation with the target inside the brain."""
         model.eval()
-        err = (model.translate(x) - y).abs()
+        pred = model.translate(x)
         model.train()
-        return float(err.mean()), float(err[brain].mean())
+        corr = np.corrcoef(pred[brain].numpy(), y[brain].numpy())[0, 1]
+        return float((pred - y).abs().mean()), float(corr)
 
-    initial, initial_brain = errors()
+    initial, initial_corr = errors()
     settings = TrainSettings(steps=150, batch_size=2, device="cpu", channels_last=False,
                              checkpoint_every=10 ** 6, log_every=50)
     card = {"model": "cyclegan", "preset": "tiny", "config_hash": "overfit"}
     Trainer(model, _FixedSampler(mri, pet, 2), settings, tmp_path, card).fit()
-    final, final_brain = errors()
+    final, final_corr = errors()
+    # (over init seeds 0-5: L1 ratio 0.15-0.29; brain correlation from < 0.06 to 0.24-0.79)
     assert final < 0.6 * initial, (initial, final)
-    assert final_brain < initial_brain, (initial_brain, final_brain)
+    assert final_corr > max(0.15, initial_corr + 0.1), (initial_corr, final_corr)
 
 
 # --------------------------------------------------------------------------- diffusion math

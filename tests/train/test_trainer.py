@@ -1,0 +1,344 @@
+"""The generic trainer: LR schedules, devices, exact resume, export, logs, data parallelism."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pseudopet_bids.errors import UsageError
+from pseudopet_bids.models import checkpoint as ckpt
+from pseudopet_bids.models.presets import preset
+from pseudopet_bids.models.registry import build_model
+from pseudopet_bids.train.data import SliceSet, UnpairedSampler
+from pseudopet_bids.train.trainer import Trainer, TrainSettings, lr_lambda, resolve_device
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def test_linear_half_schedule():
+    f = lr_lambda("linear-half", 10, 2e-4, 0.0)
+    assert [f(s) for s in range(6)] == [1.0] * 6          # constant for the first half
+    assert f(7) == pytest.approx(0.6)
+    assert f(9) == pytest.approx(0.2)
+    assert f(10) == 0.0 and f(12) == 0.0                   # reaches 0, never negative
+    values = [f(s) for s in range(12)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    g = lr_lambda("linear-half", 7, 1.0, 0.0)              # odd totals: half = 3
+    assert g(2) == 1.0 and g(3) == 1.0 and g(7) == 0.0 and 0 < g(5) < 1
+
+
+def test_cosine_schedule():
+    lr, lr_min, total = 1.6e-4, 1e-5, 20
+    f = lr_lambda("cosine", total, lr, lr_min)
+    assert f(0) == pytest.approx(1.0)
+    assert f(total) == pytest.approx(lr_min / lr)
+    assert f(total + 5) == pytest.approx(lr_min / lr)      # stays at the floor
+    assert f(total // 2) == pytest.approx((1 + lr_min / lr) / 2)
+    values = [f(s) for s in range(total + 1)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert lr_lambda("constant", 5, 1.0, 0.0)(3) == 1.0
+    with pytest.raises(ValueError):
+        lr_lambda("step", 5, 1.0, 0.0)
+
+
+def test_resolve_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(UsageError, match="no CUDA"):
+            resolve_device(name)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _slice_set(rng: np.random.Generator, n_vol: int, channels_k: int = 0) -> SliceSet:
+    vols, masks = [], []
+    for _ in range(n_vol):
+        vol = rng.uniform(-1, 1, (32, 40, 6)).astype(np.float32)
+        mask = np.zeros(vol.shape, bool)
+        mask[4:28, 5:35, 1:5] = True
+        vols.append(np.where(mask, vol, -1.0).astype(np.float32))
+        masks.append(mask)
+    return SliceSet(vols, masks, channels_k)
+
+
+def _sampler(batch: int = 2, seed: int = 3, rank: int = 0, world: int = 1) -> UnpairedSampler:
+    rng = np.random.default_rng(0)
+    return UnpairedSampler({"mri": _slice_set(rng, 2), "pet": _slice_set(rng, 1)}, batch,
+                           seed, rank, world)
+
+
+def _model(kind: str, seed: int = 0, **overrides):
+    hp = preset(kind, "tiny")
+    hp.update(overrides)
+    torch.manual_seed(seed)                    # as train/workflow.py does before building
+    return build_model(kind, hp, 1)
+
+
+def _card(kind: str, config_hash: str = "cfg-1") -> dict:
+    return {"model": kind, "preset": "tiny", "config_hash": config_hash}
+
+
+def _settings(**kw) -> TrainSettings:
+    args = dict(steps=6, batch_size=2, device="cpu", checkpoint_every=10 ** 6, log_every=2)
+    args.update(kw)
+    return TrainSettings(**args)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _InterruptAt:
+    """A sampler that dies when asked for the batch of ``step`` (a killed run)."""
+
+    def __init__(self, sampler, step: int):
+        self.sampler, self.step = sampler, step
+
+    def batch(self, step: int):
+        if step == self.step:
+            raise _Interrupted(step)
+        return self.sampler.batch(step)
+
+
+def _assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def _optimizer_tensors(trainer: Trainer) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, opt in trainer.optimizers.items():
+        for idx, state in opt.state_dict()["state"].items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    out[f"{name}.{idx}.{key}"] = value
+    return out
+
+
+# --------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("kind", ["cyclegan", "syndiff"])
+def test_resume_equals_uninterrupted_training(kind, tmp_path):
+    steps, stop = 6, 3
+    # CycleGAN: an image pool that is full before the interruption, so that its content and
+    # its random swaps matter after it
+    hp = {"pool_size": 3} if kind == "cyclegan" else {}
+    a = Trainer(_model(kind, **hp), _sampler(), _settings(steps=steps), tmp_path / "A",
+                _card(kind))
+    card_a = a.fit()
+    assert a.step == steps
+
+    # a run killed after the checkpoint of step 3 ...
+    b1 = Trainer(_model(kind, **hp), _InterruptAt(_sampler(), stop),
+                 _settings(steps=steps, checkpoint_every=stop), tmp_path / "B", _card(kind))
+    with pytest.raises(_Interrupted):
+        b1.fit()
+    assert b1.step == stop
+    assert not (tmp_path / "B" / ckpt.WEIGHTS).exists()
+    state = ckpt.load_training_state(tmp_path / "B")
+    assert state["step"] == stop
+    # ... continued in a fresh process (fresh model from the same seed, fresh sampler)
+    b2 = Trainer(_model(kind, **hp), _sampler(), _settings(steps=steps, resume=True),
+                 tmp_path / "B", _card(kind))
+    card_b = b2.fit()
+    assert b2.step == steps
+
+    _assert_same_tensors(a.model.state_dict(), b2.model.state_dict())
+    _assert_same_tensors(a.ema, b2.ema)
+    _assert_same_tensors(_optimizer_tensors(a), _optimizer_tensors(b2))
+    assert ckpt.sha256_file(tmp_path / "A" / ckpt.WEIGHTS) == \
+        ckpt.sha256_file(tmp_path / "B" / ckpt.WEIGHTS)
+    assert card_a["weights_sha256"] == card_b["weights_sha256"]
+    assert card_b["steps_done"] == steps
+    _assert_same_tensors(ckpt.load_weights(tmp_path / "A" / ckpt.WEIGHTS),
+                         ckpt.load_weights(tmp_path / "B" / ckpt.WEIGHTS))
+    # training changed the weights (the equality above is not that of two untouched models)
+    fresh = _model(kind, **hp).state_dict()
+    assert any(not torch.equal(fresh[k], v) for k, v in a.model.state_dict().items())
+    if kind == "syndiff":
+        assert a.ema and set(k.split(".")[0] for k in a.ema) == set(a.model.ema_modules)
+
+
+def test_settings_seed_fixes_the_training_randomness(tmp_path):
+    def train(name: str, global_seed: int, seed: int) -> dict:
+        model = _model("syndiff")
+        torch.manual_seed(global_seed)          # whatever ran before the trainer
+        Trainer(model, _sampler(), _settings(steps=2, seed=seed), tmp_path / name,
+                _card("syndiff")).fit()
+        return model.state_dict()
+
+    a, b, c = train("a", 1, 42), train("b", 2, 42), train("c", 1, 43)
+    _assert_same_tensors(a, b)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_refuses_another_configuration(tmp_path):
+    Trainer(_model("cyclegan"), _sampler(), _settings(steps=2), tmp_path,
+            _card("cyclegan")).fit()
+    other = Trainer(_model("cyclegan"), _sampler(), _settings(steps=4, resume=True), tmp_path,
+                    _card("cyclegan", "cfg-2"))
+    with pytest.raises(UsageError, match="another configuration"):
+        other.fit()
+    assert other.step == 0
+
+
+def test_resume_without_state_starts_at_zero(tmp_path):
+    t = Trainer(_model("cyclegan"), _sampler(), _settings(steps=2, resume=True), tmp_path,
+                _card("cyclegan"))
+    assert t.fit()["steps_done"] == 2
+
+
+# --------------------------------------------------------------------------- export and logs
+
+
+def test_export_and_logs(tmp_path):
+    t = Trainer(_model("syndiff"), _sampler(), _settings(steps=5, log_every=2), tmp_path,
+                _card("syndiff") | {"extra_field": [1, 2]})
+    card = t.fit()
+    weights = tmp_path / ckpt.WEIGHTS
+    assert weights.is_file() and (tmp_path / ckpt.CARD).is_file()
+    on_disk = json.loads((tmp_path / ckpt.CARD).read_text())
+    assert on_disk == card
+    assert card["weights_sha256"] == ckpt.sha256_file(weights)
+    assert card["steps_done"] == 5 and card["world_size"] == 1
+    assert card["format_version"] == 1 and card["extra_field"] == [1, 2]
+    assert card["ema_decay"] == preset("syndiff", "tiny")["ema_decay"]
+    loaded_card, tensors = ckpt.load_model_dir(tmp_path)
+    assert loaded_card == card
+    # inference networks only, with the EMA weights applied
+    assert {k.split(".")[0] for k in tensors} == set(t.model.inference_modules())
+    ema_keys = [k for k in t.ema if k.startswith("gen_diff_pet.")]
+    assert ema_keys
+    params = dict(t.model.named_parameters())
+    for k in ema_keys:
+        assert torch.equal(tensors[k], t.ema[k])
+    assert any(not torch.equal(tensors[k], params[k].detach()) for k in ema_keys)
+
+    with open(tmp_path / "train_log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [2, 4, 5]     # every log_every, and the last
+    for key in ("G", "D", "lr_G", "lr_D", "seconds"):
+        assert all(math.isfinite(float(r[key])) for r in rows), key
+    # cosine schedule: the last logged LR is the floor
+    hp = preset("syndiff", "tiny")
+    assert float(rows[-1]["lr_G"]) == pytest.approx(hp["lr_min"])
+    assert not (tmp_path / "validation_log.csv").exists()
+    assert ckpt.load_training_state(tmp_path)["step"] == 5
+
+
+def test_validation_runs_with_ema_weights_and_is_logged(tmp_path):
+    seen = []
+
+    def validate(model):
+        seen.append({k: v.clone() for k, v in model.gen_diff_pet.state_dict().items()})
+        assert not model.training
+        return {"score": float(len(seen))}
+
+    t = Trainer(_model("syndiff"), _sampler(), _settings(steps=4, val_every=2), tmp_path,
+                _card("syndiff"), validate)
+    card = t.fit()
+    assert len(seen) == 2                                   # at step 2 and at the end
+    assert t.model.training
+    for k, v in seen[-1].items():
+        if f"gen_diff_pet.{k}" in t.ema:
+            assert torch.equal(v, t.ema[f"gen_diff_pet.{k}"])
+    assert card["validation"] == {"step": 4, "score": 2.0}
+    with open(tmp_path / "validation_log.csv", newline="") as fh:
+        assert [int(r["step"]) for r in csv.DictReader(fh)] == [2, 4]
+
+
+# --------------------------------------------------------------------------- data parallel
+
+_DDP_SCRIPT = textwrap.dedent("""
+    import hashlib, json, sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests!r})
+    from test_trainer import _card, _model, _sampler
+    from pseudopet_bids.train.trainer import Trainer, TrainSettings, _Distributed
+
+    def digest(model):
+        h = hashlib.sha256()
+        for k, v in sorted(model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    out = Path(sys.argv[1])
+    dist = _Distributed("cpu")
+    # each rank starts from different weights: the trainer must broadcast rank 0's
+    model = _model("cyclegan", seed=dist.rank)
+    start = digest(model)
+    sampler = _sampler(rank=dist.rank, world=dist.world_size)
+    settings = TrainSettings(steps=3, batch_size=2, device="cpu", checkpoint_every=10 ** 6)
+    trainer = Trainer(model, sampler, settings, out / "model", _card("cyclegan"), dist=dist)
+    card = trainer.fit()
+    (out / f"rank{{dist.rank}}.json").write_text(json.dumps(
+        {{"rank": dist.rank, "world": dist.world_size, "start": start, "end": digest(model),
+          "steps": trainer.step, "card_world": card.get("world_size")}}))
+""")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_data_parallel_gloo_ranks_stay_identical(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(_DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
+    port = _free_port()
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env,
+                                      cwd=REPO, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    deadline = time.monotonic() + 60
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        logs = [p.communicate()[0] for p in procs]
+        pytest.fail("2-process gloo training did not finish within 60 s:\n"
+                    + "\n".join(f"--- rank {r}:\n{log[-3000:]}" for r, log in enumerate(logs)))
+    for rank, (p, log) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"rank {rank} failed (exit {p.returncode}):\n{log[-3000:]}"
+    res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in res] == [2, 2] and [r["steps"] for r in res] == [3, 3]
+    assert res[0]["start"] != res[1]["start"]               # the ranks began apart ...
+    assert res[0]["end"] == res[1]["end"]                   # ... and end identical
+    assert res[0]["end"] != res[0]["start"]                 # training happened
+    # only rank 0 writes the model folder
+    card = json.loads((tmp_path / "model" / ckpt.CARD).read_text())
+    assert card["world_size"] == 2 and card["steps_done"] == 3
+    weights = ckpt.load_weights(tmp_path / "model" / ckpt.WEIGHTS)
+    assert weights and {k.split(".")[0] for k in weights} == {"g_mri2pet"}
+    assert card["weights_sha256"] == ckpt.sha256_file(tmp_path / "model" / ckpt.WEIGHTS)
