@@ -325,7 +325,10 @@ class Trainer:
         for p in all_params:
             p.requires_grad_(True)
         if self.ema:
-            decay = self.model.ema_decay
+            # warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): a plain 0.999
+            # average still holds 37 % of the random initial weights after 1000 steps, which
+            # ruins short (CPU-preset) trainings; long trainings reach the nominal decay
+            decay = min(self.model.ema_decay, (1.0 + self.step) / (10.0 + self.step))
             params = dict(self.model.named_parameters())
             with torch.no_grad():
                 for k, v in self.ema.items():
