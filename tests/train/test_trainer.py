@@ -342,3 +342,18 @@ def test_data_parallel_gloo_ranks_stay_identical(tmp_path):
     weights = ckpt.load_weights(tmp_path / "model" / ckpt.WEIGHTS)
     assert weights and {k.split(".")[0] for k in weights} == {"g_mri2pet"}
     assert card["weights_sha256"] == ckpt.sha256_file(tmp_path / "model" / ckpt.WEIGHTS)
+
+
+def test_ema_warm_up_follows_the_weights_early(tmp_path):
+    """After one step the EMA is mostly the new weights (decay 1/10), not the initial ones."""
+    model = _model("syndiff")
+    init = {k: v.detach().clone() for k, v in model.named_parameters()
+            if k.startswith("gen_diff_pet.")}
+    t = Trainer(model, _sampler(), _settings(steps=1), tmp_path, _card("syndiff"))
+    t.fit()
+    params = dict(t.model.named_parameters())
+    moved = [k for k in init if not torch.equal(init[k], params[k].detach())]
+    assert moved
+    for k in moved[:20]:
+        expected = 0.1 * init[k] + 0.9 * params[k].detach()
+        assert torch.allclose(t.ema[k], expected, atol=1e-6), k
