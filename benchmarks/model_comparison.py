@@ -105,6 +105,37 @@ def synthesis_quality(out: Path, participants: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def threshold_rows(base: Path, thresholds=(1.65, 1.96, 2.33)) -> list[str]:
+    """Detection statistics per model and Z threshold (``benchmarks/detection.py``)."""
+    from detection import subject_rows
+
+    from pseudopet_bids.bids.participants import read_participants
+    from pseudopet_bids.evaluate.group import summarize
+
+    participants = read_participants(base / "test_bids")
+    truth = base / "test_bids_truth"
+    rows = []
+    for model in ("tissue",) + MODELS:
+        out = base / f"test_out_{model}"
+        if not out.exists():
+            continue
+        for thr in thresholds:
+            subjects = subject_rows(out, participants, truth if truth.exists() else None, thr,
+                                    1500.0)
+            s = summarize(subjects).set_index("measure")
+            pats = subjects[subjects["group"] == "patient"]
+
+            def k_of_n(name: str) -> str:
+                return f"{int(s.loc[name, 'count'])}/{int(s.loc[name, 'n'])}"
+
+            hits = f"{int(pats['lesion_hit'].sum())}/{len(pats)}" if truth.exists() else "n/a"
+            rows.append(f"| {model} | {thr:.2f} | {k_of_n('detection_rate')} | "
+                        f"{k_of_n('localization_accuracy_largest')} | {hits} | "
+                        f"{k_of_n('controls_with_clusters')} | "
+                        f"{s.loc['false_clusters_per_control', 'value']:.2f} |")
+    return rows
+
+
 def report(base: Path, times: dict) -> str:
     participants = pd.read_csv(base / "test_bids" / "participants.tsv", sep="\t")
     lines = ["| model | detection rate | localization (largest) | localization (any) | "
@@ -128,6 +159,11 @@ def report(base: Path, times: dict) -> str:
                      f"{s.loc['false_clusters_per_control', 'value']:.1f} | "
                      f"{frac('controls_with_clusters')} | {q['ssim'].mean():.3f} ± "
                      f"{q['ssim'].std():.3f} | {q['psnr'].mean():.2f} | {q['mae'].mean():.4f} |")
+    lines += ["", "### Detection at other Z thresholds (clusters re-formed from the written Z-maps)",
+              "", "| model | Z threshold | detection | localization (largest) | lesion hit | "
+              "controls with clusters | false clusters / control |",
+              "|---|---|---|---|---|---|---|"]
+    lines += threshold_rows(base)
     cards = {}
     for model in MODELS:
         card_path = base / "train_out" / "models" / model / "model.json"

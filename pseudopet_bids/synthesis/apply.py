@@ -24,6 +24,7 @@ from pseudopet_bids.models.presets import ModelGrid, hparams_from_card
 from pseudopet_bids.models.registry import build_model
 from pseudopet_bids.synthesis.modelspace import SCALING
 from pseudopet_bids.train.data import context_slices
+from pseudopet_bids.train.trainer import flush_denormals
 
 LOGGER = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def load_trained(model_dir: Path, device: torch.device) -> TrainedModel:
                          model_dir / ckpt.WEIGHTS, "retrain the model or restore its files"
                          ) from None
     model.to(device).eval()
-    torch.set_flush_denormal(True)  # see train/trainer.py: denormals slow CPU convolutions
+    flush_denormals()
     return TrainedModel(model, card, model_dir, hp["grid"], context)
 
 

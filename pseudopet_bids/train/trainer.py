@@ -79,6 +79,18 @@ class TrainSettings:
     resume: bool = False
 
 
+def flush_denormals() -> None:
+    """Flush denormal floats to zero on CPU.
+
+    Near-zero initial layers (NCSN++) produce denormals, which make CPU convolutions up to 5x
+    slower; flushing them changes nothing measurable. numpy's float limits are computed first:
+    computed afterwards they warn that the smallest subnormal is zero.
+    """
+    for dtype in (np.float16, np.float32, np.float64):
+        np.finfo(dtype).smallest_subnormal
+    torch.set_flush_denormal(True)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when available, else CPU; a CUDA request without a GPU is refused."""
     if name == "auto":
@@ -198,9 +210,7 @@ class Trainer:
                  dist: _Distributed | None = None):
         self.dist = dist or _Distributed(settings.device)
         self.device = self.dist.device
-        # near-zero initial layers (NCSN++) produce denormal floats, which make CPU
-        # convolutions up to 5x slower; flushing them changes nothing measurable
-        torch.set_flush_denormal(True)
+        flush_denormals()
         self.model = model.to(self.device)
         if settings.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
