@@ -10,6 +10,22 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread(request):
+    """Model, training and synthesis tests run torch single-threaded: tiny convolutions gain
+    nothing from threads, and intra-op threads competing with other processes on a small,
+    busy machine slow them down up to 100-fold."""
+    if not {"models", "train", "synthesis"} & set(request.node.path.parts):
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

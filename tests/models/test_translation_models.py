@@ -16,16 +16,6 @@ from pseudopet_bids.train.trainer import Trainer, TrainSettings
 H, W = 32, 40  # the tiny preset's in-plane grid
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # tiny convolutions gain nothing from threads, and competing threads on a small, busy
-    # machine make them up to 100x slower
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _model(kind: str, channels: int = 1, seed: int = 0, **overrides) -> TranslationModel:
     torch.manual_seed(seed)
     hp = preset(kind, "tiny")
