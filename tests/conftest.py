@@ -31,6 +31,16 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+def assert_bids_valid(root: Path) -> None:
+    """bids-validator-deno reports no error for ``root`` (skips when it is not installed)."""
+    from pseudopet_bids.bids.validator import validation_errors, validator_executable
+
+    if validator_executable() is None:
+        pytest.skip("bids-validator-deno is not installed (pip install bids-validator-deno)")
+    errors = validation_errors(root)
+    assert not errors, json.dumps(errors[:5], indent=1)
+
+
 def write_image(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
     """Save a NIfTI image (creating folders)."""
     path.parent.mkdir(parents=True, exist_ok=True)

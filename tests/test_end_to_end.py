@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pseudopet_bids.cli.run import main
+from tests.conftest import assert_bids_valid
 
 pytestmark = pytest.mark.slow
 
@@ -77,12 +78,7 @@ def test_group_level(cohort):
 
 def test_outputs_pass_bids_validator(cohort):
     _, out, _, _ = cohort
-    from pseudopet_bids.bids.validator import validator_executable, validation_errors
-
-    if validator_executable() is None:
-        pytest.skip("bids-validator-deno is not installed (pip install bids-validator-deno)")
-    errors = validation_errors(out)
-    assert not errors, json.dumps(errors[:5], indent=1)
+    assert_bids_valid(out)
 
 
 def test_changed_settings_redo_and_say_why(cohort, caplog, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from pseudopet_bids.cli.run import main
 from pseudopet_bids.models import checkpoint as ckpt
+from tests.conftest import assert_bids_valid
 
 pytestmark = pytest.mark.slow
 FAST = ["--skip-bids-validation", "--omp-nthreads", "1"]
@@ -106,9 +107,4 @@ def test_train_option_checks(cohort, tmp_path):
 
 def test_outputs_with_models_pass_bids_validator(cohort):
     _, out, _ = cohort
-    from pseudopet_bids.bids.validator import validation_errors, validator_executable
-
-    if validator_executable() is None:
-        pytest.skip("bids-validator-deno is not installed")
-    errors = validation_errors(out)
-    assert not errors, json.dumps(errors[:5], indent=1)
+    assert_bids_valid(out)

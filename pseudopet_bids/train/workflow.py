@@ -117,9 +117,8 @@ def training_units(cfg: RunConfig) -> list[SubjectInputs]:
     for unit in units:
         if unit.runnable:
             usable.append(unit)
-        elif unit.t1w is not None and unit.skip_reason in ("no PET image",) or (
-                unit.t1w is not None and unit.skip_reason
-                and unit.skip_reason.startswith("PET tracer is not FDG")):
+        elif unit.t1w is not None and (unit.skip_reason == "no PET image" or
+                                       unit.skip_reason.startswith("PET tracer is not FDG")):
             unit.pet = None  # T1w-only control: MRI domain only
             unit.skip_reason = None
             usable.append(unit)
