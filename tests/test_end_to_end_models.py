@@ -95,6 +95,20 @@ def test_missing_model_is_a_usage_error(cohort, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_cuda_request_without_gpu_is_a_usage_error(cohort, tmp_path, monkeypatch):
+    import torch
+
+    bids, out, _ = cohort
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = str(out / "models" / "cyclegan")
+    assert main([str(bids), str(tmp_path / "o"), "participant", "--model", model,
+                 "--device", "cuda", *FAST]) == 64
+    assert not (tmp_path / "o").exists()
+    assert main([str(bids), str(tmp_path / "t"), "group", "--train", "--model", "cyclegan",
+                 "--preset", "tiny", "--device", "cuda", *FAST]) == 64
+    assert not (tmp_path / "t").exists()
+
+
 def test_train_option_checks(cohort, tmp_path):
     bids, _, _ = cohort
     with pytest.raises(SystemExit) as exc:
