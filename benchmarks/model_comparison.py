@@ -83,8 +83,7 @@ def test(base: Path, nprocs: int) -> dict:
 
 def synthesis_quality(out: Path, participants: pd.DataFrame) -> pd.DataFrame:
     """SSIM / PSNR / MAE of pseudo-normal vs real PET on the controls (module docstring)."""
-    from skimage.metrics import structural_similarity
-
+    from pseudopet_bids.evaluate.translation import volume_metrics
     from pseudopet_bids.synthesis.modelspace import PET_MAX
 
     rows = []
@@ -95,13 +94,10 @@ def synthesis_quality(out: Path, participants: pd.DataFrame) -> pd.DataFrame:
         mask = np.asarray(nib.load(next(anat.glob("*_desc-brain_mask.nii.gz"))).dataobj) > 0
         gm = nib.load(next(anat.glob("*_label-GM_probseg.nii.gz"))).get_fdata() >= 0.5
         ref = float(np.median(real[gm & mask]))
-        a = np.clip(real / ref / PET_MAX, 0, 1) * mask
-        b = np.clip(pseudo / ref / PET_MAX, 0, 1) * mask
-        box = tuple(slice(i.min(), i.max() + 1) for i in np.nonzero(mask))
-        mse = float(np.mean((a[mask] - b[mask]) ** 2))
-        rows.append({"participant_id": pid,
-                     "ssim": structural_similarity(a[box], b[box], data_range=1.0),
-                     "psnr": 10 * np.log10(1.0 / mse), "mae": float(np.mean(np.abs(a - b)[mask]))})
+        m = volume_metrics(np.clip(real / ref / PET_MAX, 0, 1) * mask,
+                           np.clip(pseudo / ref / PET_MAX, 0, 1) * mask, mask)
+        rows.append({"participant_id": pid, "ssim": m["ssim_brain"], "psnr": m["psnr_brain"],
+                     "mae": m["mae_brain"]})
     return pd.DataFrame(rows)
 
 

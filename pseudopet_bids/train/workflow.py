@@ -152,15 +152,11 @@ def split_validation(volumes: list[dict[str, Any]], n_val: int | None, seed: int
 
 
 def paired_metrics(real: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """SSIM (whole grid, 3D), PSNR and MAE (brain) of PET in [0, 1] (model scale mapped)."""
-    from skimage.metrics import structural_similarity
+    """SSIM (whole grid, 3D), PSNR and MAE (brain) of model-scale PET mapped to [0, 1]."""
+    from pseudopet_bids.evaluate.translation import volume_metrics
 
-    a = (real.astype(np.float64) + 1) / 2
-    b = (pred.astype(np.float64) + 1) / 2
-    mse = float(np.mean((a[mask] - b[mask]) ** 2))
-    return {"ssim": float(structural_similarity(a, b, data_range=1.0)),
-            "psnr": float(10 * np.log10(1.0 / max(mse, 1e-12))),
-            "mae": float(np.mean(np.abs(a[mask] - b[mask])))}
+    m = volume_metrics((real + 1) / 2, (pred + 1) / 2, mask)
+    return {"ssim": m["ssim_image"], "psnr": m["psnr_brain"], "mae": m["mae_brain"]}
 
 
 def make_validator(val: list[dict[str, Any]], context: int, seed: int):
