@@ -136,7 +136,7 @@ def main() -> int:
                         help="SynDiff paper on CPU: time this many slices, scale to the volume")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "models_benchmark.md")
     args = parser.parse_args()
-    from pseudopet_bids.train.trainer import flush_denormals
+    from pseudopet_bids.device import flush_denormals
 
     torch.set_num_threads(args.threads)
     flush_denormals()

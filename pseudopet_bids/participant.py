@@ -135,7 +135,7 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     from pseudopet_bids.detect.clusters import find_clusters
     from pseudopet_bids.detect.regions import cluster_table
     from pseudopet_bids.detect.zmap import difference_map, zmap
-    from pseudopet_bids.io.intake import combine_frames, load_image
+    from pseudopet_bids.io.intake import load_image, load_static_pet
     from pseudopet_bids.models import tissue as tissue_module
     from pseudopet_bids.models.tissue import TissueModel
     from pseudopet_bids.preproc.normalize import normalize_pet
@@ -159,7 +159,7 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     trained = None
     if model_dir is not None:
         from pseudopet_bids.synthesis.apply import load_trained
-        from pseudopet_bids.train.trainer import resolve_device
+        from pseudopet_bids.device import resolve_device
 
         device = resolve_device(cfg.device)
         trained = load_trained(model_dir, device)
@@ -170,9 +170,7 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     timings: dict[str, float] = {}
     with timed(timings, "image intake", unit.key):
         t1 = load_image(unit.t1w, "T1w")
-        pet4 = load_image(unit.pet, "PET", ndim=(3, 4))
-        pet, frame_info = combine_frames(pet4, unit.pet_meta.get("FrameDuration"), unit.pet)
-        del pet4
+        pet, frame_info = load_static_pet(unit.pet, unit.pet_meta.get("FrameDuration"))
     for note in unit.notes:
         LOGGER.info("%s: %s", unit.key, note)
     work = Path(cfg.work_dir) / unit.key

@@ -181,7 +181,7 @@ def run_participant_level(cfg: RunConfig) -> int:
     if model_dir is not None:
         from pseudopet_bids.models.checkpoint import read_card
 
-        from pseudopet_bids.train.trainer import resolve_device
+        from pseudopet_bids.device import resolve_device
 
         card = read_card(model_dir)
         resolve_device(cfg.device)  # --device cuda without a GPU: usage error before any work
@@ -220,7 +220,7 @@ def run_group_level(cfg: RunConfig) -> int:
     out = Path(cfg.output_dir)
     if cfg.train:
         from pseudopet_bids.bids.derivatives import init_output
-        from pseudopet_bids.train.trainer import resolve_device
+        from pseudopet_bids.device import resolve_device
         from pseudopet_bids.train.workflow import run_training
 
         resolve_device(cfg.device)  # refuse an impossible device before writing anything

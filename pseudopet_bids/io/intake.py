@@ -187,3 +187,9 @@ def combine_frames(img: nib.Nifti1Image, durations: Sequence[float] | None, path
     info = {"FramesCombined": int(n_frames),
             "FrameCombination": "FrameDuration-weighted mean of all frames"}
     return nib.Nifti1Image(static, img.affine), info
+
+
+def load_static_pet(path: str | Path, durations: Sequence[float] | None
+                    ) -> tuple[nib.Nifti1Image, dict]:
+    """Read a 3D or 4D PET (:func:`load_image`) and make it static (:func:`combine_frames`)."""
+    return combine_frames(load_image(path, "PET", ndim=(3, 4)), durations, path)

@@ -143,8 +143,9 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
 CACHE_VERSION = 1
 
 
-def _input_hash(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, seed: int,
-                skullstrip: str) -> str:
+def input_hash(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, seed: int,
+               skullstrip: str) -> str:
+    """The preprocessing cache key: image data and headers, seed, method, version."""
     import hashlib
 
     from pseudopet_bids import __version__
@@ -162,12 +163,13 @@ def _input_hash(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, seed: int,
 
 def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path,
                       seed: int, omp_nthreads: int = 1, skullstrip: str = "deepbet",
-                      key: str = "subject") -> Preprocessed:
+                      key: str = "subject", digest: str | None = None) -> Preprocessed:
     """:func:`preprocess`, reusing the results kept in ``workdir/preproc`` when valid.
 
     The cache is keyed by a hash of the image data and headers, the seed, the skull-stripping
     method and the software version, and is shared by the group level (training on controls)
-    and the participant level. Arrays are stored with ``np.savez`` and read back without
+    and the participant level (``digest``: :func:`input_hash` when the caller already has it).
+    Arrays are stored with ``np.savez`` and read back without
     pickle; the manifest is written last, so an interrupted write is never mistaken for a
     finished one.
     """
@@ -179,7 +181,7 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
 
     cache = Path(workdir) / "preproc"
     manifest = cache / "manifest.json"
-    digest = _input_hash(t1, pet, seed, skullstrip)
+    digest = digest or input_hash(t1, pet, seed, skullstrip)
     if manifest.exists():
         try:
             info = json.loads(manifest.read_text())

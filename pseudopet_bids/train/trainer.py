@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from pseudopet_bids.device import flush_denormals, resolve_device
 from pseudopet_bids.errors import ProcessingError, UsageError
 from pseudopet_bids.models import checkpoint as ckpt
 from pseudopet_bids.models.base import Phase, TranslationModel
@@ -77,33 +78,6 @@ class TrainSettings:
     log_every: int = 10
     seed: int = 42
     resume: bool = False
-
-
-def flush_denormals() -> None:
-    """Flush denormal floats to zero on CPU.
-
-    Near-zero initial layers (NCSN++) produce denormals, which make CPU convolutions up to 5x
-    slower; flushing them changes nothing measurable. numpy's float limits are computed first:
-    computed afterwards they warn that the smallest subnormal is zero.
-    """
-    for dtype in (np.float16, np.float32, np.float64):
-        np.finfo(dtype).smallest_subnormal
-    torch.set_flush_denormal(True)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; a CUDA request without a GPU is refused."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} was requested but no CUDA GPU is available", None,
-                         "use --device cpu (or auto), or run on a machine with a GPU")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is not None \
-            and device.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible",
-                         None, "choose an existing GPU index")
-    return device
 
 
 def lr_lambda(schedule: str, total: int, lr: float, lr_min: float) -> Callable[[int], float]:
@@ -241,8 +215,7 @@ class Trainer:
     # -- state -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly (see module docstring)."""
-        cuda_rng = [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() \
-            else []
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
         return {"step": self.step, "config_hash": self.card["config_hash"],
                 "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},

@@ -40,19 +40,18 @@ def prepare_control(unit: SubjectInputs, cfg: RunConfig, grid: ModelGrid
     Returns ``{"key", "hash", "mri", "mask", "pet" (or None)}``; the arrays are cached in
     ``WORK/<key>/modelgrid-<grid hash>.npz`` next to the preprocessing cache.
     """
-    from pseudopet_bids.io.intake import combine_frames, load_image
+    from pseudopet_bids.io.intake import load_image, load_static_pet
     from pseudopet_bids.participant import detection_mask
     from pseudopet_bids.preproc.normalize import normalize_pet
-    from pseudopet_bids.preproc.pipeline import _input_hash, preprocess_cached
+    from pseudopet_bids.preproc.pipeline import input_hash, preprocess_cached
     from pseudopet_bids.synthesis.modelspace import subject_on_grid
 
     t1 = load_image(unit.t1w, "T1w")
     pet = None
     if unit.pet is not None:
-        pet4 = load_image(unit.pet, "PET", ndim=(3, 4))
-        pet, _ = combine_frames(pet4, unit.pet_meta.get("FrameDuration"), unit.pet)
+        pet, _ = load_static_pet(unit.pet, unit.pet_meta.get("FrameDuration"))
     work = Path(cfg.work_dir) / unit.key
-    digest = _input_hash(t1, pet, cfg.seed, cfg.skullstrip)
+    digest = input_hash(t1, pet, cfg.seed, cfg.skullstrip)
     cached = work / f"modelgrid-{_grid_key(grid)}.npz"
     if cached.exists():
         try:
@@ -63,7 +62,7 @@ def prepare_control(unit: SubjectInputs, cfg: RunConfig, grid: ModelGrid
         except (OSError, ValueError, KeyError):
             pass
     pre = preprocess_cached(t1, pet, work, cfg.seed, cfg.omp_nthreads, cfg.skullstrip,
-                            unit.key)
+                            unit.key, digest=digest)
     pet_norm = None
     if pre.pet is not None:
         pet_norm, _, _ = normalize_pet(pre.pet, detection_mask(pre, cfg), method=cfg.normalization)

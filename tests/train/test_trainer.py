@@ -22,7 +22,8 @@ from pseudopet_bids.models import checkpoint as ckpt
 from pseudopet_bids.models.presets import preset
 from pseudopet_bids.models.registry import build_model
 from pseudopet_bids.train.data import SliceSet, UnpairedSampler
-from pseudopet_bids.train.trainer import Trainer, TrainSettings, lr_lambda, resolve_device
+from pseudopet_bids.device import resolve_device
+from pseudopet_bids.train.trainer import Trainer, TrainSettings, lr_lambda
 
 REPO = Path(__file__).resolve().parents[2]
 
