@@ -154,6 +154,10 @@ class _Distributed:
         if self.owned:
             import torch.distributed as dist
 
+            # rank 0 still exports while the others are done: tearing gloo down under a peer
+            # that is still connected aborts the process ("terminate called without an
+            # active exception"), so every rank leaves together
+            dist.barrier()
             dist.destroy_process_group()
 
 

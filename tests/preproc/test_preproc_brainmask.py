@@ -5,9 +5,11 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from pseudopet_bids.preproc._ants import dice
-from pseudopet_bids.preproc.brainmask import brain_mask
+from pseudopet_bids.preproc import brainmask
+from pseudopet_bids.preproc.brainmask import _implausible, brain_mask
 
 
 def test_deepbet_on_a_2mm_head(head2mm):
@@ -34,3 +36,39 @@ def test_bad_inputs(head3mm):
     four_d = nib.Nifti1Image(np.zeros(t1.shape + (2,), np.float32), t1.affine)
     with pytest.raises(ValueError, match="3D"):
         brain_mask(four_d)
+
+
+def test_implausible_template_masks_are_recognised(head3mm):
+    t1, truth, _ = head3mm
+    head = np.asarray(t1.dataobj, dtype=np.float32)
+    good = np.asarray(truth["mask"].dataobj) > 0
+    ml = good.sum() * 27 / 1000.0
+    assert _implausible(good, head, t1.affine, ml) is None
+    assert "volume" in _implausible(ndimage.binary_erosion(good, iterations=5), head, t1.affine, ml)
+    # the same brain slid 45 mm down towards the neck
+    low = np.roll(good, -15, axis=2)
+    assert _implausible(low, head, t1.affine, ml) is not None
+    assert _implausible(np.zeros_like(good), head, t1.affine, ml) == "empty mask"
+
+
+def test_template_method_retries_a_failed_registration(head3mm, monkeypatch, caplog):
+    """A start 60 mm off puts the first registration in a wrong minimum; the retry recovers."""
+    t1, truth, _ = head3mm
+    monkeypatch.setattr(brainmask, "TEMPLATE_STARTS",
+                        (((0.0, 0.0, -60.0), 0),) + brainmask.TEMPLATE_STARTS[:1])
+    calls = []
+    real = brainmask._register_template_mask
+    monkeypatch.setattr(brainmask, "_register_template_mask",
+                        lambda *a: calls.append(a[3]) or real(*a))
+    with caplog.at_level("WARNING"):
+        mask = brain_mask(t1, "template", omp_nthreads=2)
+    assert len(calls) == 2 and "implausible" in caplog.text
+    assert dice(np.asarray(mask.dataobj) > 0, np.asarray(truth["mask"].dataobj) > 0) > 0.93
+
+
+def test_template_method_gives_up_with_a_clear_message(head3mm, monkeypatch):
+    t1, _, _ = head3mm
+    monkeypatch.setattr(brainmask, "_register_template_mask",
+                        lambda t1, n, s, o: np.zeros(t1.shape, bool))
+    with pytest.raises(ValueError, match="every start.*--skullstrip deepbet"):
+        brain_mask(t1, "template")
