@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/pseudopet $(DEMO)/bids $(DEMO)/out participant --nprocs 2 --omp-nthreads 1
 	$(BIN)/pseudopet $(DEMO)/bids $(DEMO)/out group
 	@echo
-	@echo "Demo outputs:   $(DEMO)/out  (cluster tables: $(DEMO)/out/sub-*/pet/*_desc-focus_clusters.tsv)"
+	@echo "Demo outputs:   $(DEMO)/out  (cluster tables: $(DEMO)/out/sub-*/pet/*_desc-*Focus_clusters.tsv)"
 	@echo "Group summary:  $(DEMO)/out/group/summary.tsv"
 	@echo "Figures:        $(DEMO)/out/sub-*/figures/"
 	@echo "Ground truth:   $(DEMO)/bids_truth/truth.tsv"

@@ -34,7 +34,7 @@ def subject_rows(out: Path, participants: dict, truth: Path | None, threshold: f
                  min_volume: float) -> pd.DataFrame:
     """One row per subject (``evaluate.group.subject_row``) at a given threshold."""
     rows = []
-    for zfile in sorted(out.glob("sub-*/pet/*_stat-z_statmap.nii.gz")):
+    for zfile in sorted(out.glob("sub-*/pet/*_stat-z_desc-*_statmap.nii.gz")):
         label = zfile.name.split("_")[0][4:]
         anat = zfile.parents[1] / "anat"
         zimg = nib.load(zfile)

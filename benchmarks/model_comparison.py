@@ -90,7 +90,7 @@ def synthesis_quality(out: Path, participants: pd.DataFrame) -> pd.DataFrame:
     for pid in participants.loc[participants["group"] == "control", "participant_id"]:
         pet_dir, anat = out / pid / "pet", out / pid / "anat"
         real = nib.load(next(pet_dir.glob("*_desc-preproc_pet.nii.gz"))).get_fdata()
-        pseudo = nib.load(next(pet_dir.glob("*_desc-pseudonormal_pet.nii.gz"))).get_fdata()
+        pseudo = nib.load(next(pet_dir.glob("*_desc-*Pseudonormal_pet.nii.gz"))).get_fdata()
         mask = np.asarray(nib.load(next(anat.glob("*_desc-brain_mask.nii.gz"))).dataobj) > 0
         gm = nib.load(next(anat.glob("*_label-GM_probseg.nii.gz"))).get_fdata() >= 0.5
         ref = float(np.median(real[gm & mask]))

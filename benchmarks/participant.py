@@ -47,7 +47,7 @@ def main() -> int:
     subprocess.run(cmd, check=True)
     wall = time.monotonic() - t0
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
-    record = next((out / "logs").glob("sub-*_config.toml"))
+    record = next((out / "logs").glob("sub-*_desc-*_config.toml"))
     timings = tomllib.loads(record.read_text())["timings_s"]
     info = machine_info()
     lines = ["# Performance", "",

@@ -13,7 +13,8 @@ from pseudopet_bids import __version__
 
 #: Fields that change what a subject's derivatives contain; their hash decides whether a
 #: finished subject must be redone on rerun.
-OUTPUT_FIELDS = ("model", "model_sha256", "n_samples", "seed", "z_threshold", "cluster_min_volume", "gm_threshold",
+OUTPUT_FIELDS = ("model", "model_sha256", "n_samples", "seed", "z_threshold",
+                 "cluster_min_volume", "gm_threshold", "z_reference", "normative_sha256",
                  "connectivity", "search_region", "skullstrip", "normalization", "pet_fwhm",
                  "allow_any_tracer", "version")
 
@@ -54,6 +55,8 @@ class RunConfig:
     # trained models (participant level)
     n_samples: int = 1
     model_sha256: str = ""  # filled in at run time: the weights that made the outputs
+    z_reference: str = "subject"
+    normative_sha256: str = ""  # filled in at run time with --z-reference controls
     # group-level training
     train: bool = False
     preset: str = "paper"
@@ -67,6 +70,9 @@ class RunConfig:
     checkpoint_every: int = 500
     checkpoint_minutes: float = 10.0
     resume: bool = False
+    # group-level evaluation
+    build_normative: bool = False
+    fid_weights: str = ""
     version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,32 +29,42 @@ LOGGER = logging.getLogger(__name__)
 TEMPLATE = resources.TEMPLATE_NAME
 
 
-def expected_outputs(paths: der.SubjectPaths) -> list[Path]:
-    """Files that a finished subject has (used to decide whether to skip on rerun)."""
+def expected_outputs(paths: der.SubjectPaths, model: str, analysis: str) -> list[Path]:
+    """Files that a finished analysis of a subject has (decides whether to skip on rerun).
+
+    ``model`` and ``analysis`` are the labels of :func:`der.model_label` and
+    :func:`der.analysis_label`.
+    """
     names = [paths.anat(n) for n in ("desc-preproc_T1w.nii.gz", "desc-brain_mask.nii.gz",
                                      "label-GM_probseg.nii.gz", "label-WM_probseg.nii.gz",
                                      "label-CSF_probseg.nii.gz", "desc-lobes_dseg.nii.gz",
-                                     "desc-lobes_dseg.tsv", "desc-focus_mask.nii.gz")]
+                                     "desc-lobes_dseg.tsv")]
     names += [paths.xfm("T1w", TEMPLATE), paths.xfm(TEMPLATE, "T1w")]
-    names += [paths.pet(n) for n in ("space-T1w_desc-preproc_pet.nii.gz",
-                                     "space-T1w_desc-pseudonormal_pet.nii.gz",
-                                     "space-T1w_stat-z_statmap.nii.gz",
-                                     "space-T1w_desc-focus_clusters.tsv")]
+    names += [paths.pet("space-T1w_desc-preproc_pet.nii.gz"), paths.pseudonormal(model),
+              paths.zmap(analysis), paths.clusters(analysis), paths.focus_mask(analysis)]
     return names
 
 
-def is_finished(paths: der.SubjectPaths, cfg: RunConfig) -> tuple[bool, str]:
-    """Whether a subject's outputs are complete and were made with the same output config."""
-    if not paths.config.exists():
+def labels_for(cfg: RunConfig, model_dir: Path | None) -> tuple[str, str]:
+    """(model label, analysis label) of a run: ``tissue`` or the trained model's folder name."""
+    model = "tissue" if model_dir is None else der.model_label(Path(model_dir).name)
+    return model, der.analysis_label(model, cfg.z_reference)
+
+
+def is_finished(paths: der.SubjectPaths, cfg: RunConfig, model: str, analysis: str
+                ) -> tuple[bool, str]:
+    """Whether an analysis of a subject is complete and was made with the same output config."""
+    record = paths.config(analysis)
+    if not record.exists():
         return False, "no finished run recorded"
     try:
-        previous = RunConfig.from_toml(paths.config)
+        previous = RunConfig.from_toml(record)
     except Exception:  # unreadable record: redo
         return False, "the recorded config is unreadable"
     if previous.output_hash() != cfg.output_hash():
         changed = [k for k in OUTPUT_FIELDS if getattr(previous, k) != getattr(cfg, k)]
         return False, f"settings changed since the last run ({', '.join(changed)})"
-    missing = [p.name for p in expected_outputs(paths) if not p.exists()]
+    missing = [p.name for p in expected_outputs(paths, model, analysis) if not p.exists()]
     if missing:
         return False, f"outputs missing ({', '.join(missing[:3])}...)"
     return True, "finished with the same settings"
@@ -111,6 +121,48 @@ def resolve_model(cfg: RunConfig) -> Path | None:
     return folder
 
 
+def model_sha256(model_dir: Path | None) -> str:
+    """sha256 of what makes the pseudo-normal PET: the trained weights, or the tissue model's
+    source file."""
+    if model_dir is None:
+        from pseudopet_bids.models import tissue as tissue_module
+
+        return _sha256(Path(tissue_module.__file__))
+    from pseudopet_bids.models.checkpoint import read_card
+
+    return str(read_card(model_dir)["weights_sha256"])
+
+
+def resolve_normative(cfg: RunConfig, model: str, model_sha: str):
+    """The normative model for ``--z-reference controls`` (None for ``subject``).
+
+    Raises
+    ------
+    UsageError
+        No normative model for this synthesis model, or one built from another model's weights.
+    """
+    if cfg.z_reference != "controls":
+        return None
+    from pseudopet_bids.detect import normative
+
+    folder = Path(cfg.output_dir) / "models" / normative.folder_name(model)
+    build = (f"build it from the controls' outputs: pseudopet BIDS OUT participant "
+             f"--model {cfg.model} (controls), then pseudopet BIDS OUT group --build-normative "
+             f"--model {cfg.model}")
+    try:
+        stats, card = normative.load(folder)
+    except FileNotFoundError:
+        raise UsageError(f"--z-reference controls: no normative model for {model}", folder,
+                         build) from None
+    except (ValueError, OSError, KeyError) as exc:
+        raise UsageError(f"--z-reference controls: unreadable normative model ({exc})", folder,
+                         build) from None
+    if card.get("model_sha256") != model_sha:
+        raise UsageError("--z-reference controls: the normative model was built with other "
+                         f"{model} weights", folder, "rebuild it (group --build-normative)")
+    return stats, card
+
+
 def _clean_stale_staging(root: Path, key: str) -> None:
     for stale in root.glob(f".staging-{key}-*"):
         pid = stale.name.rsplit("-", 1)[-1]
@@ -136,7 +188,6 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     from pseudopet_bids.detect.regions import cluster_table
     from pseudopet_bids.detect.zmap import difference_map, zmap
     from pseudopet_bids.io.intake import load_image, load_static_pet
-    from pseudopet_bids.models import tissue as tissue_module
     from pseudopet_bids.models.tissue import TissueModel
     from pseudopet_bids.preproc.normalize import normalize_pet
     from pseudopet_bids.preproc.pipeline import preprocess_cached, timed
@@ -144,15 +195,18 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     out = Path(cfg.output_dir)
     final = der.SubjectPaths(out, unit.subject, unit.session, unit.pet)
     model_dir = resolve_model(cfg)
+    model_lbl, analysis = labels_for(cfg, model_dir)
+    model_sha = model_sha256(model_dir)
     if model_dir is not None:  # the weights are part of what made the outputs
-        from pseudopet_bids.models.checkpoint import read_card
-
-        cfg = dataclasses.replace(cfg, model_sha256=str(read_card(model_dir)["weights_sha256"]))
-    done, why = is_finished(final, cfg)
+        cfg = dataclasses.replace(cfg, model_sha256=model_sha)
+    normative = resolve_normative(cfg, model_lbl, model_sha)
+    if normative is not None:
+        cfg = dataclasses.replace(cfg, normative_sha256=str(normative[1]["sha256"]))
+    done, why = is_finished(final, cfg, model_lbl, analysis)
     if done and not cfg.force:
-        LOGGER.info("%s: skipped, %s (use --force to redo)", unit.key, why)
+        LOGGER.info("%s: %s skipped, %s (use --force to redo)", unit.key, analysis, why)
         return
-    if final.config.exists():
+    if final.config(analysis).exists():
         LOGGER.info("%s: redoing, %s", unit.key, "--force given" if done else why)
     _clean_stale_staging(out, unit.key)
     _set_threads(cfg.omp_nthreads)
@@ -189,16 +243,26 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
             model = TissueModel(pet_fwhm_mm=cfg.pet_fwhm, symmetric=True, granularity="aal")
             pseudo_norm, model_info = model.predict(pet_norm, pre.tissues, pre.mask,
                                                     pre.voxel_sizes, aal_labels=pre.aal)
-            model_sha = _sha256(Path(tissue_module.__file__))
         else:
             from pseudopet_bids.synthesis.apply import synthesize_subject
 
             pseudo_norm, pseudo_sd, model_info = synthesize_subject(
                 trained, pre, gm, device, cfg.n_samples, cfg.seed)
-            model_sha = trained.sha256
     with timed(timings, "detection", unit.key):
         diff = difference_map(pet_norm, pseudo_norm)
-        z = zmap(diff, gm)
+        if normative is None:
+            z = zmap(diff, gm)
+            z_info = {"ZReference": "subject grey matter (mean/std of D = real - pseudo)"}
+        else:
+            from pseudopet_bids.detect.normative import normative_gm, zmap_against_controls
+
+            z, extra = zmap_against_controls(
+                diff, normative_gm(pre.tissues["GM"], pre.mask, cfg.gm_threshold), gm,
+                pre.registration, normative[0], unit.key)
+            z_info = {"ZReference": "healthy-control normative model (voxel-wise mean/std of "
+                                    "the controls' D - median_GM D)",
+                      "NormativeModel": f"models/{normative[1].get('name', '')}",
+                      "NormativeSHA256": normative[1]["sha256"], **extra}
         labels, clusters = find_clusters(z, gm, float(np.prod(pre.voxel_sizes)),
                                          threshold=cfg.z_threshold,
                                          min_volume_mm3=cfg.cluster_min_volume,
@@ -215,13 +279,14 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
             spaths = der.SubjectPaths(staging, unit.subject, unit.session, unit.pet)
             params = dict(model=model_name, model_info=model_info, norm_info=norm_info,
                           scale=scale, frame_info=frame_info, participant=participant,
-                          model_sha=model_sha, n_samples=cfg.n_samples if pseudo_sd is not None
+                          model_sha=model_sha, model_label=model_lbl, analysis=analysis,
+                          z_info=z_info, n_samples=cfg.n_samples if pseudo_sd is not None
                           else 1, pseudo_sd=None if pseudo_sd is None else pseudo_sd * scale)
             _write_all(spaths, pre, cfg, unit, pet_norm * scale, pseudo_norm * scale, z, labels,
                        table, params)
             _commit(staging, out)
         timings["total"] = round(time.monotonic() - t_start, 2)
-        der.atomic_write_text(final.config, cfg.to_toml() + _timing_toml(timings))
+        der.atomic_write_text(final.config(analysis), cfg.to_toml() + _timing_toml(timings))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     LOGGER.info("%s: finished in %.0f s", unit.key, timings["total"])
@@ -287,11 +352,11 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
     der.write_tsv(paths.anat("desc-lobes_dseg.tsv"), lobe_dseg_table())
     pre.registration.write(paths.xfm("T1w", TEMPLATE), paths.xfm(TEMPLATE, "T1w"))
     focus = labels > 0
-    der.write_nifti(paths.anat("desc-focus_mask.nii.gz"), focus, aff, np.uint8)
+    mlabel, analysis = params["model_label"], params["analysis"]
+    der.write_nifti(paths.focus_mask(analysis), focus, aff, np.uint8)
     thresholds = {"ZThreshold": -cfg.z_threshold, "ClusterMinVolume_mm3": cfg.cluster_min_volume,
                   "GMThreshold": cfg.gm_threshold, "Connectivity": cfg.connectivity,
-                  "SearchRegion": cfg.search_region,
-                  "ZReference": "subject grey matter (mean/std of D = real - pseudo)"}
+                  "SearchRegion": cfg.search_region, **params["z_info"]}
     model = {"Model": params["model"], "ModelSHA256": params["model_sha"],
              "ModelParameters": params["model_info"], "NSamples": params["n_samples"]}
     norm = {"IntensityNormalization": {**params["norm_info"], "Scale": params["scale"]}}
@@ -300,7 +365,7 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
                   "SpatialReference": f"bids::{t1_rel}",
                   "Units": unit.pet_meta.get("Units", "n/a"),
                   "TracerName": unit.tracer, **params["frame_info"]}
-    der.write_json(paths.anat("desc-focus_mask.json"),
+    der.write_json(paths.focus_mask(analysis, ".json"),
                    {**anat, "Sources": [src_pet, src_t1], "Type": "Hypometabolic clusters",
                     **thresholds, **model})
     coreg = pre.coregistration
@@ -310,23 +375,22 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
                                                  "(mutual information) and resampled, masked",
                     "Coregistration": {"Method": "ANTs rigid, Mattes mutual information",
                                        "Metric": getattr(coreg, "metric", None)}})
-    der.write_nifti(paths.pet("space-T1w_desc-pseudonormal_pet.nii.gz"), pseudo * pre.mask, aff)
-    der.write_json(paths.pet("space-T1w_desc-pseudonormal_pet.json"),
+    der.write_nifti(paths.pseudonormal(mlabel), pseudo * pre.mask, aff)
+    der.write_json(paths.pseudonormal(mlabel, ext=".json"),
                    {**pet_common, **model, "Description": "Pseudo-normal PET predicted from "
                                                           "the T1w, same units as desc-preproc"})
     if params["pseudo_sd"] is not None:
-        der.write_nifti(paths.pet("space-T1w_desc-pseudonormalsd_pet.nii.gz"),
-                        params["pseudo_sd"], aff)
-        der.write_json(paths.pet("space-T1w_desc-pseudonormalsd_pet.json"),
+        der.write_nifti(paths.pseudonormal(mlabel, sd=True), params["pseudo_sd"], aff)
+        der.write_json(paths.pseudonormal(mlabel, sd=True, ext=".json"),
                        {**pet_common, **model, "Description": "Voxel-wise standard deviation "
                         "of the stochastic pseudo-normal PET samples (uncertainty), same units"})
-    der.write_nifti(paths.pet("space-T1w_stat-z_statmap.nii.gz"), z, aff)
-    der.write_json(paths.pet("space-T1w_stat-z_statmap.json"),
+    der.write_nifti(paths.zmap(analysis), z, aff)
+    der.write_json(paths.zmap(analysis, ".json"),
                    {**pet_common, **model, **thresholds,
                     "Description": "Z of D = real - pseudo-normal PET over grey matter"})
-    der.write_tsv(paths.pet("space-T1w_desc-focus_clusters.tsv"), table)
-    der.write_json(paths.pet("space-T1w_desc-focus_clusters.json"), _cluster_columns())
-    _write_figure(paths, pre, z, labels)
+    der.write_tsv(paths.clusters(analysis), table)
+    der.write_json(paths.clusters(analysis, ".json"), _cluster_columns())
+    _write_figure(paths, pre, z, labels, analysis)
 
 
 def _cluster_columns() -> dict:
@@ -347,7 +411,8 @@ def _cluster_columns() -> dict:
     }
 
 
-def _write_figure(paths: der.SubjectPaths, pre, z: np.ndarray, labels: np.ndarray) -> None:
+def _write_figure(paths: der.SubjectPaths, pre, z: np.ndarray, labels: np.ndarray,
+                  analysis: str) -> None:
     """A plain per-subject PNG: Z-map (Z < 0) over the T1w with the clusters outlined."""
     import io
 
@@ -374,5 +439,5 @@ def _write_figure(paths: der.SubjectPaths, pre, z: np.ndarray, labels: np.ndarra
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    der.atomic_write_bytes(paths.figure_dir / f"{paths.anat_prefix}_desc-zmap_figure.png",
+    der.atomic_write_bytes(paths.figure(f"desc-{analysis}Zmap"),
                            buf.getvalue())

@@ -37,7 +37,7 @@ def test_participant_level_succeeds(cohort):
     assert code == 0
     assert not any(p.name.startswith(".staging") for p in out.iterdir())
     for sub in truth["participant_id"]:
-        pet = list((out / sub / "pet").glob("*_space-T1w_stat-z_statmap.nii.gz"))
+        pet = list((out / sub / "pet").glob("*_space-T1w_stat-z_desc-*_statmap.nii.gz"))
         assert len(pet) == 1
         sidecar = json.loads(pet[0].with_name(pet[0].name.replace(".nii.gz", ".json"))
                              .read_text())
@@ -51,7 +51,7 @@ def test_lesions_found_in_right_region_and_controls_clean(cohort):
     bids, out, truth, _ = cohort
     truth_dir = bids.parent / f"{bids.name}_truth"
     for row in truth.itertuples():
-        tsv = next((out / row.participant_id / "pet").glob("*_desc-focus_clusters.tsv"))
+        tsv = next((out / row.participant_id / "pet").glob("*_desc-*Focus_clusters.tsv"))
         table = pd.read_csv(tsv, sep="\t")
         if row.group == "patient":
             assert len(table) >= 1, f"{row.participant_id}: lesion not detected"
@@ -59,7 +59,7 @@ def test_lesions_found_in_right_region_and_controls_clean(cohort):
             lesion = nib.as_closest_canonical(
                 nib.load(truth_dir / f"{row.participant_id}_desc-lesion_mask.nii.gz"))
             focus = nib.load(next((out / row.participant_id / "anat")
-                                  .glob("*_desc-focus_mask.nii.gz")))
+                                  .glob("*_desc-*Focus_mask.nii.gz")))
             assert np.allclose(lesion.affine, focus.affine, atol=1e-3)
             overlap = (np.asarray(lesion.dataobj) > 0) & (np.asarray(focus.dataobj) > 0)
             assert overlap.sum() > 0.2 * (np.asarray(lesion.dataobj) > 0).sum()
@@ -94,7 +94,7 @@ def test_changed_settings_redo_and_say_why(cohort, caplog, tmp_path):
 def test_rerun_skips_finished_subjects(cohort, caplog):
     bids, out, truth, _ = cohort
     first = truth["participant_id"].iloc[0]
-    z = next((out / first / "pet").glob("*_stat-z_statmap.nii.gz"))
+    z = next((out / first / "pet").glob("*_stat-z_desc-*_statmap.nii.gz"))
     before = z.stat().st_mtime_ns
     assert main([str(bids), str(out), "participant", "--participant-label", first,
                  "--skip-bids-validation", "--z-threshold", "2.33"]) == 0

@@ -36,10 +36,10 @@ group
 *_xfm.nii.gz
 *_statmap.nii.gz
 *_statmap.json
-*_desc-focus_clusters.tsv
-*_desc-focus_clusters.json
-*_desc-focus_mask.nii.gz
-*_desc-focus_mask.json
+*Focus_clusters.tsv
+*Focus_clusters.json
+*Focus_mask.nii.gz
+*Focus_mask.json
 """
 
 
@@ -112,8 +112,41 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+Z_REFERENCES: tuple[str, ...] = ("subject", "controls")
+
+
+def model_label(name: str) -> str:
+    """BIDS-safe label of a model name: lower-case letters and digits (``cyclegan_2mm`` →
+    ``cyclegan2mm``)."""
+    label = "".join(c for c in str(name).lower() if c.isalnum() and c.isascii())
+    if not label:
+        raise ValueError(f"model name {name!r} has no letters or digits to label outputs with")
+    return label
+
+
+def analysis_label(model: str, z_reference: str = "subject") -> str:
+    """``desc`` label of the Z-map, clusters and focus mask: the model label, plus ``Norm`` when
+    Z is taken against the healthy-control normative model (``--z-reference controls``)."""
+    if z_reference not in Z_REFERENCES:
+        raise ValueError(f"unknown z reference {z_reference!r}; choose from {Z_REFERENCES}")
+    return model_label(model) + ("Norm" if z_reference == "controls" else "")
+
+
+def parse_analysis_label(label: str) -> tuple[str, str]:
+    """Inverse of :func:`analysis_label`: ``(model label, z reference)``."""
+    if label.endswith("Norm"):
+        return label[:-4], "controls"
+    return label, "subject"
+
+
 class SubjectPaths:
-    """Derivative file names of one (subject, session), per DESIGN.md §4."""
+    """Derivative file names of one (subject, session), per DESIGN.md §4.
+
+    Outputs that depend on the model carry its label in ``desc`` (``desc-<model>Pseudonormal``),
+    and those that also depend on the Z reference carry the analysis label
+    (``stat-z_desc-<analysis>``, ``desc-<analysis>Focus``), so that several models and both Z
+    references can live side by side in one output folder.
+    """
 
     def __init__(self, output_dir: Path, subject: str, session: str | None, pet_source: Path):
         self.root = Path(output_dir)
@@ -138,14 +171,33 @@ class SubjectPaths:
         """Transform file name ``from-<source>_to-<target>_mode-image_xfm.nii.gz``."""
         return self.anat(f"from-{source}_to-{target}_mode-image_xfm.nii.gz")
 
-    @property
-    def config(self) -> Path:
-        """Per-subject TOML config, written last: it marks the subject as finished."""
-        return self.root / "logs" / f"{self.anat_prefix}_config.toml"
+    def pseudonormal(self, model: str, sd: bool = False, ext: str = ".nii.gz") -> Path:
+        """``space-T1w_desc-<model>Pseudonormal[sd]_pet`` (model label from :func:`model_label`)."""
+        return self.pet(f"space-T1w_desc-{model}Pseudonormal{'sd' if sd else ''}_pet{ext}")
+
+    def zmap(self, analysis: str, ext: str = ".nii.gz") -> Path:
+        """``space-T1w_stat-z_desc-<analysis>_statmap``."""
+        return self.pet(f"space-T1w_stat-z_desc-{analysis}_statmap{ext}")
+
+    def clusters(self, analysis: str, ext: str = ".tsv") -> Path:
+        """``space-T1w_desc-<analysis>Focus_clusters.tsv``."""
+        return self.pet(f"space-T1w_desc-{analysis}Focus_clusters{ext}")
+
+    def focus_mask(self, analysis: str, ext: str = ".nii.gz") -> Path:
+        """``desc-<analysis>Focus_mask`` (anat)."""
+        return self.anat(f"desc-{analysis}Focus_mask{ext}")
+
+    def config(self, analysis: str) -> Path:
+        """Per-subject TOML config of one analysis, written last: it marks it as finished."""
+        return self.root / "logs" / f"{self.anat_prefix}_desc-{analysis}_config.toml"
 
     @property
     def figure_dir(self) -> Path:
         return self.root / f"sub-{self.subject}" / "figures"
+
+    def figure(self, name: str) -> Path:
+        """``sub-L/figures/sub-L[_ses-S]_<name>.png``."""
+        return self.figure_dir / f"{self.anat_prefix}_{name}.png"
 
 
 def bids_uri(bids_dir: Path, path: Path, dataset: str = "raw") -> str:

@@ -223,4 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grey matter searched: cortex = the eight lobar regions, where a focus "
                         "can be reported; gm = also deep nuclei, insula, cingulate, cerebellum "
                         "(default: %(default)s)")
+    g.add_argument("--z-reference", dest="z_reference", choices=["subject", "controls"],
+                   default="subject",
+                   help="subject = the paper's rule, Z over the subject's own grey matter "
+                        "(flags ~5%% of everyone's GM); controls = voxel-wise against the healthy "
+                        "controls' residuals (needs group --build-normative first) "
+                        "(default: %(default)s)")
+
+    g = parser.add_argument_group("evaluation (group level)")
+    g.add_argument("--build-normative", dest="build_normative", action="store_true",
+                   help="build the healthy-control normative model of --model's residuals "
+                        "from the controls' participant outputs, into "
+                        "OUTPUT_DIR/models/normative-<model>/ (for --z-reference controls)")
+    g.add_argument("--fid-weights", dest="fid_weights", type=Path, default=None, metavar="FILE",
+                   help="InceptionV3 weights for FID (pytorch-fid's pt_inception-2015-12-05 "
+                        ".pth, or as .safetensors); never downloaded. Without it, FID is "
+                        "left out of the translation metrics")
     return parser

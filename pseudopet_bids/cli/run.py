@@ -139,7 +139,9 @@ def make_config(args) -> RunConfig:
         batch_size=args.batch_size, accumulate=args.accumulate,
         context_slices=args.context_slices, val_controls=args.val_controls,
         val_every=args.val_every, checkpoint_every=args.checkpoint_every,
-        checkpoint_minutes=args.checkpoint_minutes, resume=args.resume)
+        checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
+        z_reference=args.z_reference, build_normative=args.build_normative,
+        fid_weights=str(args.fid_weights.resolve()) if args.fid_weights else "")
 
 
 def _run_unit(unit, cfg: RunConfig, participants: dict) -> tuple[str, str | None]:
@@ -175,9 +177,11 @@ def run_participant_level(cfg: RunConfig) -> int:
     if not runnable:
         raise InputError("no participant has the inputs it needs (see the pre-flight table)",
                          bids, "each participant needs a T1w and an FDG PET image")
-    from pseudopet_bids.participant import resolve_model
+    from pseudopet_bids.participant import (labels_for, model_sha256, resolve_model,
+                                            resolve_normative)
 
     model_dir = resolve_model(cfg)  # fail before any work when the model is missing or broken
+    resolve_normative(cfg, labels_for(cfg, model_dir)[0], model_sha256(model_dir))
     if model_dir is not None:
         from pseudopet_bids.models.checkpoint import read_card
 
@@ -231,11 +235,52 @@ def run_group_level(cfg: RunConfig) -> int:
     if not out.is_dir():
         raise InputError("the output folder does not exist: nothing to aggregate", out,
                          "run the participant level first")
+    if cfg.build_normative:
+        from pseudopet_bids.participant import resolve_model
+        from pseudopet_bids.train.normative import build_normative
+
+        resolve_model(cfg)  # a missing model is a usage error before anything is written
+        prepare_dirs(cfg)
+        build_normative(cfg, read_participants(Path(cfg.bids_dir)))
+        return EXIT_OK
+    if cfg.fid_weights and not Path(cfg.fid_weights).is_file():
+        raise InputError("--fid-weights: file not found", Path(cfg.fid_weights),
+                         "give the InceptionV3 weights file (pytorch-fid's "
+                         "pt_inception-2015-12-05-6726825d.pth or a .safetensors copy), or leave "
+                         "--fid-weights out to skip FID")
+    fid_model = None
+    if cfg.fid_weights:  # load before writing anything: a bad file is refused up front
+        from pseudopet_bids.evaluate.fid import load_inception
+
+        fid_model = load_inception(Path(cfg.fid_weights))
     prepare_dirs(cfg)
-    summary = aggregate(out, read_participants(Path(cfg.bids_dir)),
-                        cfg.participant_label or None)
+    participants = read_participants(Path(cfg.bids_dir))
+    summary = aggregate(out, participants, cfg.participant_label or None)
     LOGGER.info("group outputs in %s\n%s", out / "group", summary.to_string(index=False))
+    write_translation_tables(out, participants, fid_model, cfg.device)
     return EXIT_OK
+
+
+def write_translation_tables(out: Path, participants: dict, fid_model, device: str) -> None:
+    """``group/translation*.tsv`` and ``group/spectra.tsv`` from the held-out controls."""
+    from pseudopet_bids.bids.derivatives import write_tsv
+    from pseudopet_bids.evaluate.paired import evaluate_translation
+
+    if fid_model is not None:
+        from pseudopet_bids.device import resolve_device
+
+        device = str(resolve_device(device))
+    per_control, summary, spectra = evaluate_translation(out, participants, fid_model, device)
+    if per_control.empty:
+        LOGGER.info("translation metrics: no held-out control with a real PET in %s", out)
+    for name, table in (("translation", per_control), ("translation_summary", summary),
+                        ("spectra", spectra)):
+        write_tsv(out / "group" / f"{name}.tsv", table)
+    if not summary.empty:
+        cols = ["model", "n_controls", "ssim_brain_mean", "psnr_brain_mean", "rmse_brain_mean",
+                "mae_brain_mean", "fid", "spectrum_distance"]
+        LOGGER.info("translation quality on held-out controls ([0, 1] scale):\n%s",
+                    summary[cols].to_string(index=False, float_format="%.4g"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--train belongs to the group level: pseudopet BIDS OUT group --train ...")
     if args.train and args.model not in ("cyclegan", "syndiff"):
         parser.error("--train needs --model cyclegan or --model syndiff")
+    if args.build_normative and (args.analysis_level != "group" or args.train):
+        parser.error("--build-normative belongs to the group level, without --train: "
+                     "pseudopet BIDS OUT group --build-normative --model M")
+    if args.z_reference != "subject" and args.analysis_level != "participant":
+        parser.error("--z-reference belongs to the participant level")
     cfg = make_config(args)
     # ITK fixes its thread count at its first use in a process: set it before any ANTs call.
     for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS"):

@@ -62,6 +62,20 @@ class TemplateRegistration:
     metric: float = float("nan")
     brain_box: tuple[slice, slice, slice] | None = None
 
+    @classmethod
+    def from_files(cls, t1: nib.Nifti1Image, forward_path: Path, inverse_path: Path
+                   ) -> "TemplateRegistration":
+        """The mapping written by :meth:`write` (the derivatives' ``_xfm.nii.gz`` pair).
+
+        ``t1`` is the image that defines the T1w grid (``desc-preproc_T1w``).
+        """
+        for path in (forward_path, inverse_path):
+            if not Path(path).is_file():
+                raise FileNotFoundError(path)
+        return cls(t1_affine=t1.affine, t1_shape=tuple(int(n) for n in t1.shape[:3]),
+                   forward=[str(forward_path)], inverse=[str(inverse_path)],
+                   inverse_invert=[False])
+
     def _t1_ref(self, box: tuple[slice, slice, slice] | None = None):
         shape = self.t1_shape if box is None else tuple(s.stop - s.start for s in box)
         affine = self.t1_affine if box is None else box_affine(self.t1_affine, box)
