@@ -69,11 +69,12 @@ def slice_metrics(real: np.ndarray, pred: np.ndarray, mask: np.ndarray, axis: in
                   data_range: float = 1.0) -> list[dict[str, float]]:
     """Per-slice SSIM (2D, whole slice), PSNR, RMSE, MAE (inside the mask) of slices with brain."""
     rows = []
-    for k in range(real.shape[axis]):
-        r, p, m = (np.take(a, k, axis=axis) for a in (real, pred, mask))
-        if not m.any():
-            continue
-        row = {"slice": k, **error_metrics(r[m], p[m], data_range)}
+    # views, not np.take: taking a slice of a 256³ Fortran-ordered NIfTI array copies ~0.1 s
+    real, pred, mask = (np.moveaxis(np.asarray(a), axis, 0) for a in (real, pred, mask))
+    has_brain = mask.reshape(len(mask), -1).any(axis=1)
+    for k in np.flatnonzero(has_brain):
+        r, p, m = real[k], pred[k], mask[k]
+        row = {"slice": int(k), **error_metrics(r[m], p[m], data_range)}
         row["ssim"] = _ssim(r, p, data_range)
         rows.append(row)
     return rows
