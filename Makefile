@@ -24,8 +24,8 @@ demo: install
 	$(BIN)/pseudopet $(DEMO)/bids $(DEMO)/out participant --nprocs 2 --omp-nthreads 1
 	$(BIN)/pseudopet $(DEMO)/bids $(DEMO)/out group
 	@echo
-	@echo "Demo outputs:   $(DEMO)/out  (cluster tables: $(DEMO)/out/sub-*/pet/*_desc-*Focus_clusters.tsv)"
-	@echo "Group summary:  $(DEMO)/out/group/summary.tsv"
+	@echo "Demo outputs:   $(DEMO)/out  (cluster tables: $(DEMO)/out/sub-*/pet/*_desc-*Focus_clusters.tsv; reports: $(DEMO)/out/sub-*.html)"
+	@echo "Group report:   $(DEMO)/out/group/group.html  (tables: $(DEMO)/out/group/*.tsv)"
 	@echo "Figures:        $(DEMO)/out/sub-*/figures/"
 	@echo "Ground truth:   $(DEMO)/bids_truth/truth.tsv"
 
