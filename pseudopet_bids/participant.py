@@ -289,7 +289,28 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
         der.atomic_write_text(final.config(analysis), cfg.to_toml() + _timing_toml(timings))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    write_reports(out, cfg, unit.subject, participant)
     LOGGER.info("%s: finished in %.0f s", unit.key, timings["total"])
+
+
+def write_reports(out: Path, cfg: RunConfig, subject: str, participant: Participant | None
+                  ) -> None:
+    """The subject's HTML report and the folder's citation boilerplate, both rebuilt from what
+    is on disk (so they cover every model and session) and written atomically.
+
+    A failure here is logged and does not fail the subject: its derivatives are complete.
+    """
+    from pseudopet_bids.reports.citation import cards_in_output, write_citation
+    from pseudopet_bids.reports.subject import write_subject_report
+
+    try:
+        write_citation(out, cfg, cards_in_output(out))
+        page = write_subject_report(out, subject, participant)
+        LOGGER.info("sub-%s: report %s", subject, page)
+    except Exception as exc:  # noqa: BLE001 - reports must not undo a finished analysis
+        LOGGER.debug("report traceback", exc_info=True)
+        LOGGER.error("sub-%s: report or citation not written: %s: %s", subject,
+                     type(exc).__name__, exc)
 
 
 def _timing_toml(timings: dict[str, float]) -> str:
@@ -390,7 +411,10 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
                     "Description": "Z of D = real - pseudo-normal PET over grey matter"})
     der.write_tsv(paths.clusters(analysis), table)
     der.write_json(paths.clusters(analysis, ".json"), _cluster_columns())
-    _write_figure(paths, pre, z, labels, analysis)
+    from pseudopet_bids.reports.subject import write_subject_figures
+
+    write_subject_figures(paths, pre, pet, pseudo, params["pseudo_sd"], z, labels, mlabel,
+                          analysis, cfg.z_threshold)
 
 
 def _cluster_columns() -> dict:
@@ -409,35 +433,3 @@ def _cluster_columns() -> dict:
         "region": {"Description": "Lobe holding most of the cluster (or other)"},
         "region_fraction": {"Description": "Share of the cluster's voxels in that region"},
     }
-
-
-def _write_figure(paths: der.SubjectPaths, pre, z: np.ndarray, labels: np.ndarray,
-                  analysis: str) -> None:
-    """A plain per-subject PNG: Z-map (Z < 0) over the T1w with the clusters outlined."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import nibabel as nib
-    from nilearn import plotting
-
-    zimg = nib.Nifti1Image(np.minimum(z, 0).astype(np.float32), pre.affine)
-    t1 = nib.Nifti1Image(pre.t1.get_fdata(dtype=np.float32), pre.affine)
-    fig = plt.figure(figsize=(11, 3.2))
-    cut = None
-    if labels.any():
-        idx = np.argwhere(labels == 1).mean(axis=0)
-        cut = nib.affines.apply_affine(pre.affine, idx)
-    display = plotting.plot_stat_map(zimg, bg_img=t1, threshold=1.0, cut_coords=cut, figure=fig,
-                                     cmap="Blues_r", title=f"{paths.anat_prefix}: Z (real - "
-                                                           "pseudo-normal PET)")
-    if labels.any():
-        display.add_contours(nib.Nifti1Image((labels > 0).astype(np.float32), pre.affine),
-                             levels=[0.5], colors="r")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    der.atomic_write_bytes(paths.figure(f"desc-{analysis}Zmap"),
-                           buf.getvalue())

@@ -1,0 +1,379 @@
+"""Group visual report: ``OUTPUT_DIR/group/group.html`` and its figures.
+
+Built from the group tables (``group/summary.tsv``, ``lobes.tsv``, ``subjects.tsv`` and, when
+the translation evaluation ran, ``translation.tsv``, ``translation_summary.tsv``,
+``spectra.tsv``): a side-by-side comparison of the analyses (model × Z reference), bar charts
+with Wilson 95 % confidence intervals, the breakdown by region, every subject with a link to
+its own report, translation quality on held-out controls, and the methods text. Figures go to
+``group/figures/``; the page references them by relative path and loads nothing from the
+network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pseudopet_bids.bids import derivatives as der
+from pseudopet_bids.reports import html as H
+from pseudopet_bids.reports.subject import analysis_order
+
+LOGGER = logging.getLogger(__name__)
+
+MEASURE_NAMES = {
+    "detection_rate": "Detection rate (patients with ≥ 1 cluster)",
+    "localization_accuracy_largest": "Localization accuracy, largest cluster",
+    "localization_accuracy_any": "Localization accuracy, any cluster",
+    "controls_with_clusters": "Controls with ≥ 1 cluster",
+    "false_clusters_per_control": "False clusters per control",
+}
+METRIC_NAMES = (("ssim_brain", "SSIM brain"), ("psnr_brain", "PSNR brain (dB)"),
+                ("rmse_brain", "RMSE brain"), ("mae_brain", "MAE brain"),
+                ("ssim_image", "SSIM image"), ("psnr_image", "PSNR image (dB)"),
+                ("slice_ssim_brain", "slice SSIM brain"))
+
+
+#: Columns read as text (a session label "1" must not become 1.0).
+TEXT_COLUMNS = ("analysis", "model", "z_reference", "participant_id", "session", "group",
+                "focus", "regions", "largest_region", "region", "measure", "source")
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Strings, with missing values as ``n/a``."""
+    return values.map(lambda v: "n/a" if pd.isna(v) else str(v))
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    """A TSV as a data frame (``n/a`` → NaN), or None when missing or unreadable."""
+    if not Path(path).is_file():
+        return None
+    try:
+        return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
+                           dtype={c: str for c in TEXT_COLUMNS})
+    except (OSError, ValueError, pd.errors.EmptyDataError) as exc:
+        LOGGER.warning("group report: %s unreadable (%s)", path, exc)
+        return None
+
+
+def _num(value) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return out
+
+
+def _cell(rec: pd.Series | None, measure: str) -> str:
+    if rec is None:
+        return "n/a"
+    value, n, k = _num(rec.get("value")), _num(rec.get("n")), _num(rec.get("count"))
+    counts = f" ({k:.0f}/{n:.0f})" if np.isfinite(n) and np.isfinite(k) else ""
+    if not np.isfinite(value):
+        return f"n/a (n = {n:.0f})" if np.isfinite(n) else "n/a"
+    if measure == "false_clusters_per_control":
+        return f"{value:.2f}{counts}"
+    lo, hi = _num(rec.get("ci95_low")), _num(rec.get("ci95_high"))
+    ci = f" [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+    return f"{value:.2f}{ci}{counts}"
+
+
+def comparison_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Rows = measures, columns = analyses, cells ``value [95 % CI] (k/n)``."""
+    analyses = sorted(summary["analysis"].astype(str).unique(), key=analysis_order)
+    measures = list(MEASURE_NAMES) + [m for m in summary["measure"].astype(str).unique()
+                                      if m not in MEASURE_NAMES]
+    rows = []
+    for measure in measures:
+        row = {"measure": MEASURE_NAMES.get(measure, measure)}
+        for analysis in analyses:
+            sel = summary[(summary["analysis"].astype(str) == analysis)
+                          & (summary["measure"] == measure)]
+            row[analysis] = _cell(sel.iloc[0] if len(sel) else None, measure)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _analysis_header(summary: pd.DataFrame) -> pd.DataFrame:
+    """Analysis, model and Z reference of every analysis (a small key table)."""
+    cols = [c for c in ("analysis", "model", "z_reference") if c in summary]
+    key = summary[cols].drop_duplicates()
+    key = key.iloc[sorted(range(len(key)), key=lambda i: analysis_order(str(key.iloc[i, 0])))]
+    if "z_reference" in key:
+        key = key.assign(z_reference=key["z_reference"].map(
+            {"subject": "subject's own grey matter", "controls": "healthy-control normative model"}
+        ).fillna(key["z_reference"]))
+    return key.rename(columns={"z_reference": "Z reference"})
+
+
+def lobe_tables(lobes: pd.DataFrame) -> str:
+    """One table per analysis: patients with a focus in each region, detected, localized."""
+    parts = []
+    for analysis in sorted(lobes["analysis"].astype(str).unique(), key=analysis_order):
+        rows = lobes[lobes["analysis"].astype(str) == analysis]
+        view = pd.DataFrame({
+            "region": rows["region"].astype(str),
+            "patients with focus": rows["patients_with_focus"].astype(int),
+            "detected [95 % CI]": [
+                f"{int(d)}/{int(n)} = {r:.2f} [{lo:.2f}, {hi:.2f}]" if n > 0 and np.isfinite(r)
+                else f"{int(d)}/{int(n)}"
+                for d, n, r, lo, hi in zip(rows["detected"], rows["patients_with_focus"],
+                                           rows["detection_rate"].map(_num),
+                                           rows["detection_ci95_low"].map(_num),
+                                           rows["detection_ci95_high"].map(_num))],
+            "localized: largest / any": [f"{int(a)} / {int(b)}" for a, b in
+                                          zip(rows["localized_largest"], rows["localized_any"])],
+            "localization (any) [95 % CI]": [
+                f"{r:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(r) else "n/a"
+                for r, lo, hi in zip(rows["localization_any_rate"].map(_num),
+                                     rows["localization_any_ci95_low"].map(_num),
+                                     rows["localization_any_ci95_high"].map(_num))],
+            "controls with a cluster here": rows["controls_with_cluster_here"].astype(int),
+        })
+        parts.append(H.details(f"Regions: {analysis}", H.table_html(view),
+                               open_=len(parts) == 0))
+    return "\n".join(parts) or '<p class="muted">(no region breakdown)</p>'
+
+
+def subjects_table(subjects: pd.DataFrame, output_dir: Path, page_dir: Path) -> str:
+    """Rows = (participant, session), columns = group, focus and one column per analysis
+    (``clusters: regions``, ✓ when a cluster lies in the focus); participants link to their
+    report when it exists."""
+    analyses = sorted(subjects["analysis"].astype(str).unique())
+    subjects = subjects.assign(participant_id=_text(subjects["participant_id"]),
+                               session=_text(subjects["session"]),
+                               analysis=_text(subjects["analysis"]))
+    keys = subjects[["participant_id", "session"]].drop_duplicates()
+    keys = keys.sort_values(["participant_id", "session"])
+    head = ["participant", "session", "group", "focus"] + analyses
+    out = ["<table><thead><tr>" + "".join(f'<th class="text">{H.esc(h)}</th>' for h in head)
+           + "</tr></thead><tbody>"]
+    for pid, ses in keys.itertuples(index=False):
+        rows = subjects[(subjects["participant_id"] == pid) & (subjects["session"] == ses)]
+        first = rows.iloc[0]
+        page = output_dir / f"{pid}.html"
+        href = Path(os.path.relpath(page, page_dir)).as_posix()
+        name = f'<a href="{H.esc(href)}">{H.esc(pid)}</a>' if page.is_file() else H.esc(pid)
+        cells = [name, H.esc(ses)] + [H.esc("n/a" if pd.isna(first.get(c)) else first.get(c))
+                                      for c in ("group", "focus")]
+        for analysis in analyses:
+            sel = rows[rows["analysis"] == analysis]
+            if not len(sel):
+                cells.append('<span class="muted">not run</span>')
+                continue
+            rec = sel.iloc[0]
+            count = _num(rec.get("n_clusters"))
+            n = int(count) if np.isfinite(count) else 0
+            regions = "n/a" if pd.isna(rec.get("regions")) else str(rec.get("regions"))
+            text = f"{n}" + (f": {regions.replace(';', ', ')}" if n and regions != "n/a" else "")
+            loc = rec.get("localized_any")
+            mark = ""
+            if str(loc).lower() in ("true", "1", "1.0"):
+                mark = ' <span class="ok" title="a cluster lies in the focus">✓ focus</span>'
+            elif str(loc).lower() in ("false", "0", "0.0"):
+                mark = ' <span class="warn" title="no cluster in the focus">✗ focus</span>'
+            cls = "warn" if n and str(rec.get("group")) == "control" else ""
+            cells.append(f'<span class="{cls}">{H.esc(text)}</span>{mark}')
+        out.append("<tr>" + "".join(f'<td class="text">{c}</td>' for c in cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def translation_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Model, number of controls, ``mean ± sd`` of each metric, FID and spectrum distance."""
+    rows = []
+    for rec in summary.to_dict("records"):
+        row = {"model": rec.get("model"), "controls": rec.get("n_controls")}
+        for key, name in METRIC_NAMES:
+            mean, sd = _num(rec.get(f"{key}_mean")), _num(rec.get(f"{key}_sd"))
+            if not np.isfinite(mean):
+                if f"{key}_mean" in rec:
+                    row[name] = "n/a"
+                continue
+            row[name] = f"{mean:.3g}" + (f" ± {sd:.2g}" if np.isfinite(sd) else "")
+        fid = _num(rec.get("fid"))
+        row["FID"] = f"{fid:.3g}" if np.isfinite(fid) else "n/a"
+        dist = _num(rec.get("spectrum_distance"))
+        row["spectrum distance (L1)"] = f"{dist:.3g}" if np.isfinite(dist) else "n/a"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _write_figure(fig_dir: Path, name: str, make, *args) -> Path | None:
+    try:
+        path = fig_dir / name
+        der.atomic_write_bytes(path, make(*args))
+        return path
+    except Exception as exc:  # a figure must not cost the whole report
+        LOGGER.warning("group report: figure %s not made: %s: %s", name,
+                       type(exc).__name__, exc)
+        return None
+
+
+def _methods(output_dir: Path, analyses: list[str]) -> str | None:
+    """The run's ``logs/CITATION.md`` as HTML, else the methods text of each analysis' run
+    config; None without the citation module."""
+    try:
+        from pseudopet_bids.reports import citation
+    except ImportError:
+        return None
+    md = output_dir / "logs" / "CITATION.md"
+    try:
+        if md.is_file():
+            return citation.methods_html(md.read_text(encoding="utf-8"))
+    except Exception as exc:
+        LOGGER.warning("group report: CITATION.md not rendered: %s", exc)
+    from pseudopet_bids.reports.subject import methods_block
+
+    parts = []
+    for analysis in analyses:
+        config = next(iter(sorted((output_dir / "logs").glob(f"*_desc-{analysis}_config.toml"))),
+                      None)
+        if config is None:
+            continue
+        block = methods_block(output_dir, config, der.parse_analysis_label(analysis)[0])
+        if block:
+            parts.append(H.details(f"Methods text of {analysis}", block, open_=not parts))
+    return "\n".join(parts) or None
+
+
+def write_group_report(output_dir: Path) -> Path:
+    """Write ``OUTPUT_DIR/group/group.html`` (and ``group/figures/*.png``) from the group
+    tables; missing optional tables give a note, never an error.
+
+    Returns
+    -------
+    Path
+        The page (written atomically).
+    """
+    from pseudopet_bids.reports import group_figures as F
+
+    output_dir = Path(output_dir)
+    group_dir = output_dir / "group"
+    fig_dir = group_dir / "figures"
+    page_path = group_dir / "group.html"
+    summary = _read(group_dir / "summary.tsv")
+    lobes = _read(group_dir / "lobes.tsv")
+    subjects = _read(group_dir / "subjects.tsv")
+    translation = _read(group_dir / "translation.tsv")
+    tsummary = _read(group_dir / "translation_summary.tsv")
+    spectra = _read(group_dir / "spectra.tsv")
+
+    analyses: list[str] = []
+    for table in (summary, subjects, lobes):
+        if table is not None and "analysis" in table:
+            analyses += [str(a) for a in table["analysis"].dropna().unique()]
+    analyses = sorted(dict.fromkeys(analyses), key=analysis_order)
+    models = list(dict.fromkeys([der.parse_analysis_label(a)[0] for a in analyses]
+                                + ([str(m) for m in tsummary["model"].dropna().unique()]
+                                   if tsummary is not None and "model" in tsummary else [])))
+    nav = [("overview", "Overview"), ("detection", "Detection"), ("regions", "Regions"),
+           ("subjects", "Subjects"), ("translation", "Translation quality")]
+    body = []
+
+    # overview
+    over = []
+    if subjects is not None and {"participant_id", "group"} <= set(subjects.columns):
+        people = subjects.drop_duplicates(["participant_id", "session"])
+        counts = people["group"].astype(str).value_counts()
+        cards = [("patients", int(counts.get("patient", 0))),
+                 ("controls", int(counts.get("control", 0))),
+                 ("unknown group", int(counts.get("unknown", 0))),
+                 ("analyses", len(analyses)), ("models", len(models))]
+        over.append('<div class="cards">' + "".join(
+            f'<div class="card">{H.esc(k)}<b>{H.esc(v)}</b></div>' for k, v in cards) + "</div>")
+        if not counts.get("patient", 0):
+            over.append(H.note("No patients: detection rate and localization accuracy are "
+                               "undefined (n/a)."))
+        if not counts.get("control", 0):
+            over.append(H.note("No controls: false clusters per control are undefined (n/a)."))
+    over.append(H.key_values({"analyses": ", ".join(analyses) or "none",
+                              "models": ", ".join(models) or "none",
+                              "output folder": str(output_dir)}))
+    if summary is not None and len(summary):
+        over.append(H.table_html(_analysis_header(summary)))
+    body.append(H.section("overview", "Overview", "\n".join(over)))
+
+    # detection statistics
+    det = []
+    if summary is None or summary.empty or "measure" not in summary:
+        det.append(H.note("No group summary (group/summary.tsv): run the group level first "
+                          "(pseudopet BIDS OUT group)."))
+    else:
+        det.append(H.table_html(comparison_table(summary),
+                                caption="Analyses side by side: value [Wilson 95 % CI] (k/n)"))
+        fig = _write_figure(fig_dir, "rates.png", F.rates_figure, summary)
+        if fig is not None:
+            det.append(H.figure_html(_rel(group_dir, fig),
+                                     "Detection rate, localization accuracy and controls with "
+                                     "clusters per analysis (error bars: Wilson 95 % CI; k/n "
+                                     "above each bar), and false clusters per control."))
+    body.append(H.section("detection", "Detection statistics", "\n".join(det)))
+
+    # regions
+    body.append(H.section("regions", "Breakdown by region",
+                          lobe_tables(lobes) if lobes is not None and len(lobes)
+                          and "analysis" in lobes
+                          else H.note("No region breakdown (group/lobes.tsv).")))
+
+    # subjects
+    body.append(H.section("subjects", "Subjects",
+                          subjects_table(subjects, output_dir, group_dir)
+                          if subjects is not None and len(subjects) and "analysis" in subjects
+                          else H.note("No per-subject table (group/subjects.tsv).")))
+
+    # translation quality
+    tr = []
+    if tsummary is None or tsummary.empty:
+        tr.append(H.note("No translation metrics: group/translation_summary.tsv is missing or "
+                         "empty. They are computed at the group level from held-out healthy "
+                         "controls with a real PET (controls not used to train the model)."))
+    else:
+        tr.append(H.table_html(translation_table(tsummary), caption="Per model: mean ± SD over "
+                               "held-out controls, PET scaled to [0, 1]"))
+        fids = pd.to_numeric(tsummary.get("fid", pd.Series(dtype=float)), errors="coerce")
+        if not np.isfinite(fids).any():
+            tr.append(H.note("FID not computed: it needs InceptionV3 weights given with "
+                             "--fid-weights at the group level."))
+        if "tissue" in set(tsummary["model"].astype(str)):
+            tr.append('<p class="muted">The tissue baseline is fitted to each subject\'s own '
+                      "PET: its numbers show how much of the real PET the tissue pattern "
+                      "explains, not a translation from the MRI alone.</p>")
+    if translation is not None and len(translation):
+        fig = _write_figure(fig_dir, "translation_metrics.png", F.metric_distributions_figure,
+                            translation)
+        if fig is not None:
+            tr.append(H.figure_html(_rel(group_dir, fig), "Per-control translation metrics "
+                                    "inside the brain (one point per held-out control)."))
+    elif tsummary is not None and len(tsummary):
+        tr.append(H.note("No per-control metrics (group/translation.tsv)."))
+    if spectra is not None and len(spectra):
+        fig = _write_figure(fig_dir, "spectra.png", F.spectra_figure, spectra)
+        if fig is not None:
+            tr.append(H.figure_html(_rel(group_dir, fig), "Mean normalised singular-value "
+                                    "spectra of axial brain slices, real (dashed) and "
+                                    "synthetic (solid), per model."))
+    elif tsummary is not None and len(tsummary):
+        tr.append(H.note("No spectra (group/spectra.tsv)."))
+    body.append(H.section("translation", "Translation quality (held-out controls)",
+                          "\n".join(tr)))
+
+    methods = _methods(output_dir, analyses)
+    if methods:
+        nav.append(("methods", "Methods"))
+        body.append(H.section("methods", "Methods", methods))
+
+    text = H.page("pseudopet group report", "\n".join(body), nav)
+    der.atomic_write_text(page_path, text)
+    return page_path
+
+
+def _rel(page_dir: Path, target: Path) -> str:
+    return target.resolve().relative_to(page_dir.resolve()).as_posix()
+
+
+__all__ = ["write_group_report", "comparison_table", "subjects_table", "lobe_tables",
+           "translation_table"]

@@ -1,0 +1,471 @@
+"""Per-participant visual report: the quality-check figures and ``OUTPUT_DIR/sub-<L>.html``.
+
+:func:`write_subject_report` builds the page **from the files on disk**, so it covers every
+session, PET, model and analysis present, whichever job wrote them; it references only figures
+that exist, by relative path, and loads nothing from the network.
+
+Figures are made by :mod:`subject_figures` (names there).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pseudopet_bids.bids import derivatives as der
+from pseudopet_bids.reports import html as H
+from pseudopet_bids.reports.subject_figures import (anat_figure, pet_figure_path,  # noqa: F401
+                                                    write_subject_figures)
+
+LOGGER = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- on-disk discovery
+
+@dataclass
+class _Pet:
+    prefix: str
+    models: list[str] = field(default_factory=list)
+    analyses: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Unit:
+    """One (subject, session) folder on disk."""
+
+    paths: der.SubjectPaths
+    pets: list[_Pet] = field(default_factory=list)
+
+    @property
+    def session(self) -> str | None:
+        return self.paths.session
+
+
+def _paths(output_dir: Path, subject: str, session: str | None, pet_prefix: str
+           ) -> der.SubjectPaths:
+    return der.SubjectPaths(output_dir, subject, session, Path(f"{pet_prefix}_pet.nii.gz"))
+
+
+_PREPROC = re.compile(r"^(?P<p>.+)_space-T1w_desc-preproc_pet\.nii(\.gz)?$")
+_PSEUDO = re.compile(r"^(?P<p>.+)_space-T1w_desc-(?P<m>[A-Za-z0-9]+?)Pseudonormal_pet\.nii(\.gz)?$")
+_ZMAP = re.compile(r"^(?P<p>.+)_space-T1w_stat-z_desc-(?P<a>[A-Za-z0-9]+)_statmap\.nii(\.gz)?$")
+_CLUST = re.compile(r"^(?P<p>.+)_space-T1w_desc-(?P<a>[A-Za-z0-9]+)Focus_clusters\.tsv$")
+
+
+def discover(output_dir: Path, subject: str) -> list[_Unit]:
+    """Sessions, PETs, models and analyses of one subject, from the files on disk."""
+    root = Path(output_dir) / f"sub-{subject}"
+    folders: list[tuple[str | None, Path]] = []
+    if (root / "anat").is_dir() or (root / "pet").is_dir():
+        folders.append((None, root))
+    for ses in sorted(p for p in root.glob("ses-*") if p.is_dir()):
+        folders.append((ses.name[4:], ses))
+    units = []
+    for session, folder in folders:
+        pets: dict[str, _Pet] = {}
+        pet_dir = folder / "pet"
+        names = sorted(p.name for p in pet_dir.iterdir()) if pet_dir.is_dir() else []
+        for name in names:
+            for pattern, key in ((_PREPROC, None), (_PSEUDO, "m"), (_ZMAP, "a"), (_CLUST, "a")):
+                match = pattern.match(name)
+                if not match:
+                    continue
+                pet = pets.setdefault(match["p"], _Pet(match["p"]))
+                if key == "m" and match["m"] not in pet.models:
+                    pet.models.append(match["m"])
+                elif key == "a" and match["a"] not in pet.analyses:
+                    pet.analyses.append(match["a"])
+                break
+        first = next(iter(pets), f"sub-{subject}" + (f"_ses-{session}" if session else ""))
+        unit = _Unit(_paths(output_dir, subject, session, first), list(pets.values()))
+        for pet in unit.pets:
+            pet.models.sort()
+            pet.analyses.sort(key=analysis_order)
+        units.append(unit)
+    return units
+
+
+def analysis_order(analysis: str) -> tuple[str, bool, str]:
+    """Sort key of analysis labels: by model, the subject's own Z reference first."""
+    model, reference = der.parse_analysis_label(analysis)
+    return model, reference != "subject", analysis
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_tsv(path: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
+                           dtype={"region": str, "participant_id": str, "session": str,
+                                  "group": str, "focus": str})
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return None
+
+
+def _rel(page_dir: Path, target: Path) -> str:
+    return target.resolve().relative_to(page_dir.resolve()).as_posix()
+
+
+def _figure(page_dir: Path, path: Path | None, caption: str) -> str:
+    if path is None or not path.is_file():
+        return f'<p class="muted">(figure not available: {H.esc(caption)})</p>'
+    return H.figure_html(_rel(page_dir, path), caption)
+
+
+def _first_existing(*paths: Path) -> Path | None:
+    return next((p for p in paths if p.is_file()), None)
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- participant info
+
+def _participant_info(output_dir: Path, subject: str, participant, configs: list[Path]
+                      ) -> tuple[str | None, tuple[str, ...]]:
+    """(group, foci) of a subject: the argument, else ``group/subjects.tsv``, else the input
+    dataset's ``participants.tsv`` named in a run config; (None, ()) when unknown."""
+    if participant is not None:
+        return getattr(participant, "group", None), tuple(getattr(participant, "foci", ()) or ())
+    table = _read_tsv(Path(output_dir) / "group" / "subjects.tsv")
+    if table is not None and {"participant_id", "group"} <= set(table.columns):
+        rows = table[table["participant_id"] == f"sub-{subject}"]
+        if len(rows):
+            focus = rows.iloc[0].get("focus")
+            focus = "" if pd.isna(focus) else str(focus)
+            foci = tuple(f for f in focus.split(";") if f and f != "n/a")
+            group = rows.iloc[0]["group"]
+            return (None if pd.isna(group) else str(group)), foci
+    for config in configs:
+        bids_dir = _read_toml(config).get("pseudopet", {}).get("bids_dir")
+        if bids_dir and (Path(bids_dir) / "participants.tsv").is_file():
+            try:
+                from pseudopet_bids.bids.participants import read_participants
+
+                info = read_participants(Path(bids_dir)).get(subject)
+            except Exception:  # an unreadable participants.tsv only loses this summary line
+                info = None
+            if info is not None:
+                return info.group, tuple(info.foci)
+            break
+    return None, ()
+
+
+# --------------------------------------------------------------------------- methods
+
+def _model_card(output_dir: Path, model: str) -> dict | None:
+    for card in sorted((Path(output_dir) / "models").glob("*/model.json")):
+        try:
+            if der.model_label(card.parent.name) == model:
+                return _read_json(card) or None
+        except ValueError:
+            continue
+    return None
+
+
+def methods_block(output_dir: Path, config: Path | None, model: str) -> str | None:
+    """Methods text (HTML) of one analysis from its run config, or None when the citation
+    module or the config is unavailable."""
+    try:
+        from pseudopet_bids.reports import citation
+    except ImportError:
+        return None
+    try:
+        if config is not None and config.is_file():
+            from pseudopet_bids.config import RunConfig
+
+            cfg = RunConfig.from_toml(config)
+            card = None if model == "tissue" else _model_card(output_dir, model)
+            markdown = citation.methods_markdown(cfg, card, citation.software_versions())
+            return citation.methods_html(markdown)
+        md = Path(output_dir) / "logs" / "CITATION.md"
+        if md.is_file():
+            return citation.methods_html(md.read_text(encoding="utf-8"))
+    except Exception as exc:  # the methods text is optional: never fail the report for it
+        LOGGER.warning("methods text not written into the report: %s: %s",
+                       type(exc).__name__, exc)
+    return None
+
+
+# --------------------------------------------------------------------------- page sections
+
+CLUSTER_VIEW = (("cluster_id", "cluster", 0), ("region", "region", None),
+                ("region_fraction", "share in region", "pct"), ("volume_mm3", "volume (ml)", "ml"),
+                ("peak_z", "peak Z", 2), ("mean_z", "mean Z", 2))
+
+
+def cluster_view(table: pd.DataFrame | None) -> pd.DataFrame:
+    """A readable cluster table: region, volume in ml, Z, peak coordinates (T1w and template)."""
+    if table is None or table.empty:
+        return pd.DataFrame()
+    out = pd.DataFrame()
+    for col, title, kind in CLUSTER_VIEW:
+        if col not in table:
+            continue
+        values = table[col]
+        if kind == "pct":
+            out[title] = [f"{v:.0%}" if pd.notna(v) else "n/a" for v in values]
+        elif kind == "ml":
+            out[title] = [f"{v / 1000:.2f}" if pd.notna(v) else "n/a" for v in values]
+        elif kind is None:
+            out[title] = [str(v) for v in values]
+        else:
+            out[title] = [_fmt(float(v), kind) if pd.notna(v) else "n/a" for v in values]
+    for cols, title in ((("peak_x", "peak_y", "peak_z_mm"), "peak, T1w (mm)"),
+                        (("peak_template_x", "peak_template_y", "peak_template_z"),
+                         "peak, template (mm)")):
+        if set(cols) <= set(table.columns):
+            out[title] = ["(" + ", ".join(_fmt(float(r[c]), 0) if pd.notna(r[c]) else "n/a"
+                                           for c in cols) + ")" for _, r in table.iterrows()]
+    return out
+
+
+def _provenance(paths: der.SubjectPaths, analysis: str, model: str, config: Path) -> str:
+    side = _read_json(paths.zmap(analysis, ".json")) or _read_json(
+        paths.focus_mask(analysis, ".json"))
+    toml = _read_toml(config) if config.is_file() else {}
+    run = toml.get("pseudopet", {})
+    ref = der.parse_analysis_label(analysis)[1]
+    items: dict[str, object] = {
+        "pseudopet version": side.get("pseudopetVersion", run.get("version", "n/a")),
+        "model": f"{side.get('Model', model)} (label {model})",
+        "model sha256": side.get("ModelSHA256", "n/a"),
+        "samples": side.get("NSamples", run.get("n_samples", "n/a")),
+        "seed": side.get("Seed", run.get("seed", "n/a")),
+        "Z reference": side.get("ZReference", ref),
+    }
+    if side.get("NormativeModel"):
+        items["normative model"] = f"{side['NormativeModel']} ({side.get('NormativeSHA256', '')})"
+    for key, label in (("ZThreshold", "Z threshold"),
+                       ("ClusterMinVolume_mm3", "minimum cluster volume (mm³)"),
+                       ("GMThreshold", "GM threshold"), ("Connectivity", "connectivity"),
+                       ("SearchRegion", "search region")):
+        if key in side:
+            items[label] = side[key]
+    norm = side.get("IntensityNormalization")
+    if isinstance(norm, dict):
+        items["PET normalisation"] = (f"{norm.get('Method', 'n/a')}, scale "
+                                      f"{_fmt(norm.get('Scale'), 4)}")
+    for key, label in (("skullstrip", "skull stripping"), ("pet_fwhm", "PET FWHM (mm)"),
+                       ("device", "device")):
+        if key in run:
+            items[label] = run[key]
+    first = config.read_text(encoding="utf-8").splitlines()[0] if config.is_file() else ""
+    match = re.search(r"output hash (\w+)", first)
+    if match:
+        items["output hash"] = match.group(1)
+    items["run config"] = config.relative_to(paths.root).as_posix() if config.is_file() \
+        else "missing (the analysis did not finish, or its config was removed)"
+    sources = side.get("Sources") or []
+    if sources:
+        items["inputs"] = "; ".join(str(s) for s in sources)
+    body = H.key_values(items)
+    timings = toml.get("timings_s")
+    if isinstance(timings, dict) and timings:
+        frame = pd.DataFrame({"step": list(timings),
+                              "seconds": [float(v) for v in timings.values()]})
+        body += H.table_html(frame, "{:.1f}", caption="Run time per step")
+    return body
+
+
+def _summary_table(units: list[_Unit], foci: tuple[str, ...]) -> pd.DataFrame:
+    rows = []
+    for unit in units:
+        for pet in unit.pets:
+            paths = _paths(unit.paths.root, unit.paths.subject, unit.session, pet.prefix)
+            for analysis in pet.analyses:
+                model, reference = der.parse_analysis_label(analysis)
+                table = _read_tsv(paths.clusters(analysis))
+                finished = paths.config(analysis).is_file()
+                regions = [str(r) for r in table["region"]] if table is not None and \
+                    "region" in table else []
+                row = {"session": unit.session or "n/a", "PET": pet.prefix,
+                       "analysis": analysis, "model": model, "Z reference": reference,
+                       "status": "finished" if finished else "incomplete",
+                       "clusters": len(regions) if table is not None else "n/a",
+                       "regions (largest first)": "; ".join(dict.fromkeys(regions)) or "none",
+                       "total volume (ml)": (f"{table['volume_mm3'].sum() / 1000:.2f}"
+                                             if table is not None and "volume_mm3" in table
+                                             and len(table) else "0"),
+                       "min peak Z": (_fmt(float(table["peak_z"].min()))
+                                      if table is not None and "peak_z" in table and len(table)
+                                      else "n/a")}
+                if foci:
+                    row["focus found (any / largest)"] = (
+                        f"{'yes' if set(regions) & set(foci) else 'no'} / "
+                        f"{'yes' if regions and regions[0] in foci else 'no'}"
+                        if regions else "no cluster")
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_subject_report(output_dir: Path, subject: str, participant=None) -> Path:
+    """Write ``OUTPUT_DIR/sub-<subject>.html`` from the subject's files on disk.
+
+    Parameters
+    ----------
+    output_dir
+        The derivatives folder.
+    subject
+        Label without ``sub-``.
+    participant
+        Optional record with ``.group`` and ``.foci`` (a
+        :class:`~pseudopet_bids.bids.participants.Participant`); otherwise read from
+        ``group/subjects.tsv`` or the input ``participants.tsv`` when available.
+
+    Returns
+    -------
+    Path
+        The page (written atomically).
+    """
+    output_dir = Path(output_dir)
+    subject = subject[4:] if subject.startswith("sub-") else subject
+    page_path = output_dir / f"sub-{subject}.html"
+    units = discover(output_dir, subject)
+    configs = sorted((output_dir / "logs").glob(f"sub-{subject}_*config.toml"))
+    group, foci = _participant_info(output_dir, subject, participant, configs)
+    sessions = [u.session for u in units if u.session]
+    pets = [p for u in units for p in u.pets]
+    analyses = sorted({a for p in pets for a in p.analyses}, key=analysis_order)
+    models = sorted({m for p in pets for m in p.models} | {der.parse_analysis_label(a)[0]
+                                                            for a in analyses})
+    summary_table = _summary_table(units, foci)
+    n_clusters = int(pd.to_numeric(summary_table.get("clusters", pd.Series(dtype=float)),
+                                   errors="coerce").fillna(0).sum()) if len(summary_table) else 0
+    referenced: set[Path] = set()
+    nav: list[tuple[str, str]] = [("summary", "Summary"), ("anatomy", "Anatomy")]
+    body: list[str] = []
+
+    # summary
+    cards = [("group", group or "unknown"), ("clinical focus", ", ".join(foci) or "n/a"),
+             ("sessions", len(sessions) or "1 (no session)"), ("PET images", len(pets)),
+             ("analyses", len(analyses)), ("clusters (all analyses)", n_clusters)]
+    summary = ['<div class="cards">' + "".join(
+        f'<div class="card">{H.esc(k)}<b>{H.esc(v)}</b></div>' for k, v in cards) + "</div>"]
+    facts = {"models": ", ".join(models) or "none", "analyses": ", ".join(analyses) or "none"}
+    if sessions:
+        facts["sessions"] = ", ".join(sessions)
+    summary.append(H.key_values(facts))
+    if not units or not pets:
+        summary.append(H.note(f"No pseudopet outputs found for sub-{subject} in {output_dir}."))
+    summary.append(H.table_html(summary_table))
+    if (output_dir / "group" / "group.html").is_file():
+        summary.append('<p><a href="group/group.html">Group report</a></p>')
+    body.append(H.section("summary", "Summary", "\n".join(summary)))
+
+    # anatomy
+    anat = []
+    for unit in units:
+        label = f"session {unit.session}" if unit.session else "anatomy"
+        seg = anat_figure(unit.paths, "segmentation")
+        tpl = anat_figure(unit.paths, "templatereg")
+        referenced |= {seg, tpl}
+        anat.append(f"<h3>{H.esc(unit.paths.anat_prefix)} ({H.esc(label)})</h3>")
+        anat.append(_figure(output_dir, seg, "Brain mask (red) and grey matter with probability "
+                            "≥ 0.5 (blue) on the T1w: the mask must follow the brain surface "
+                            "and the grey matter the cortical ribbon."))
+        anat.append(_figure(output_dir, tpl, "T1w brain resampled to the template (2 mm), "
+                            "template brain outline (red) and template edges (green): the "
+                            "sulci, ventricles and outline should line up."))
+    body.append(H.section("anatomy", "Anatomy", "\n".join(anat) or
+                          '<p class="muted">(no anatomical outputs)</p>'))
+
+    # PETs
+    for unit in units:
+        for pet in unit.pets:
+            paths = _paths(output_dir, subject, unit.session, pet.prefix)
+            anchor = pet.prefix
+            nav.append((anchor, pet.prefix))
+            parts = []
+            coreg = pet_figure_path(paths, "coregistration")
+            referenced.add(coreg)
+            parts.append(_figure(output_dir, coreg, "PET resampled to the T1w with the T1w "
+                                 "brain's edges (Canny) on top: the cortical ribbon and the "
+                                 "ventricles of both should coincide."))
+            for model in pet.models:
+                fig = pet_figure_path(paths, f"{model}Pet")
+                referenced.add(fig)
+                parts.append(f'<h3 id="{H.esc(anchor)}-{H.esc(model)}">Model '
+                             f"{H.esc(model)}: real vs pseudo-normal PET</h3>")
+                has_sd = paths.pseudonormal(model, sd=True).is_file()
+                parts.append(_figure(output_dir, fig, "Real and pseudo-normal PET on one colour "
+                                     "scale (same slices), D = real − pseudo-normal"
+                                     + (", and the SD of the stochastic samples" if has_sd
+                                        else "") + "."))
+            for analysis in pet.analyses:
+                model, reference = der.parse_analysis_label(analysis)
+                sub_anchor = f"{anchor}-{analysis}"
+                against = "healthy controls" if reference == "controls" else "own grey matter"
+                parts.append(f'<h3 id="{H.esc(sub_anchor)}">Analysis {H.esc(analysis)} '
+                             f"(model {H.esc(model)}, Z against {against})</h3>")
+                zfig = _first_existing(pet_figure_path(paths, f"{analysis}Zmap"),
+                                       paths.figure(f"desc-{analysis}Zmap"))
+                if zfig is not None:
+                    referenced.add(zfig)
+                parts.append(_figure(output_dir, zfig, "Negative Z (real below pseudo-normal) "
+                                     "over the T1w; surviving clusters outlined, cut through "
+                                     "the largest cluster."))
+                table = _read_tsv(paths.clusters(analysis))
+                if table is None:
+                    parts.append(H.note("No cluster table (the analysis did not finish)."))
+                elif table.empty:
+                    parts.append('<p class="ok">No cluster survived the threshold.</p>')
+                else:
+                    parts.append(H.table_html(cluster_view(table),
+                                              caption=f"Clusters ({analysis})"))
+                config = paths.config(analysis)
+                parts.append(H.details(f"Provenance of {analysis}",
+                                       _provenance(paths, analysis, model, config)))
+                methods = methods_block(output_dir, config if config.is_file() else None, model)
+                if methods:
+                    parts.append(H.details(f"Methods text of {analysis}", methods))
+            title = pet.prefix + (f" (session {unit.session})" if unit.session else "")
+            body.append(H.section(anchor, f"PET {title}", "\n".join(parts)))
+
+    # figures found on disk and not shown above (other runs, older names)
+    fig_dir = output_dir / f"sub-{subject}" / "figures"
+    others = sorted(p for p in fig_dir.glob("*.png")
+                    if p.resolve() not in {r.resolve() for r in referenced if r.is_file()}) \
+        if fig_dir.is_dir() else []
+    if others:
+        nav.append(("other-figures", "Other figures"))
+        body.append(H.section("other-figures", "Other figures",
+                              "\n".join(H.figure_html(_rel(output_dir, p), p.name)
+                                        for p in others)))
+    text = H.page(f"pseudopet report: sub-{subject}", "\n".join(body), nav)
+    der.atomic_write_text(page_path, text)
+    return page_path
+
+
+__all__ = ["write_subject_figures", "write_subject_report", "discover", "cluster_view",
+           "analysis_order",
+           "anat_figure", "pet_figure_path"]
