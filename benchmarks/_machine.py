@@ -1,9 +1,12 @@
-"""Machine facts recorded beside every benchmark's numbers."""
+"""Machine facts recorded beside every benchmark's numbers, and the logged command runner the
+benchmarks share."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import time
 from pathlib import Path
 
 
@@ -30,3 +33,15 @@ def machine_info() -> dict[str, object]:
             "python": platform.python_version(), "numpy": numpy.__version__,
             "torch": torch.__version__, "pseudopet": pseudopet_bids.__version__,
             "load_avg_start": os.getloadavg()}
+
+
+def run_logged(args: list[str], log: Path) -> float:
+    """Run a command with its output appended to ``log``; wall seconds. Exits on failure."""
+    t0 = time.monotonic()
+    with open(log, "a") as fh:
+        fh.write("\n$ " + " ".join(args) + "\n")
+        fh.flush()
+        code = subprocess.call(args, stdout=fh, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise SystemExit(f"command failed ({code}): {' '.join(args)}; see {log}")
+    return time.monotonic() - t0

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -36,18 +34,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import run_logged  # noqa: E402
 MODELS = ("cyclegan", "syndiff")
-
-
-def _run(args: list[str], log: Path) -> float:
-    t0 = time.monotonic()
-    with open(log, "a") as fh:
-        fh.write("\n$ " + " ".join(args) + "\n")
-        fh.flush()
-        code = subprocess.call(args, stdout=fh, stderr=subprocess.STDOUT)
-    if code != 0:
-        raise SystemExit(f"command failed ({code}): {' '.join(args)}; see {log}")
-    return time.monotonic() - t0
 
 
 def train(base: Path, preset: str, nprocs: int, threads: int, steps: dict[str, int | None]
@@ -61,7 +49,7 @@ def train(base: Path, preset: str, nprocs: int, threads: int, steps: dict[str, i
                 "--val-every", "250"]
         if steps.get(model):
             args += ["--train-steps", str(steps[model])]
-        times[model] = _run(args, base / "train.log")
+        times[model] = run_logged(args, base / "train.log")
     return times
 
 
@@ -72,11 +60,11 @@ def test(base: Path, nprocs: int) -> dict:
     for model in ("tissue",) + MODELS:
         spec = model if model == "tissue" else str(base / "train_out" / "models" / model)
         out = base / f"test_out_{model}"
-        times[model] = _run(["pseudopet", str(base / "test_bids"), str(out), "participant",
+        times[model] = run_logged(["pseudopet", str(base / "test_bids"), str(out), "participant",
                              "--model", spec, "-w", str(work), "--nprocs", str(nprocs),
                              "--omp-nthreads", "1", "--skip-bids-validation"],
                             base / "test.log")
-        _run(["pseudopet", str(base / "test_bids"), str(out), "group",
+        run_logged(["pseudopet", str(base / "test_bids"), str(out), "group",
               "--skip-bids-validation"], base / "test.log")
     return times
 

@@ -20,26 +20,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import run_logged  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 MEASURES = ("detection_rate", "localization_accuracy_largest", "localization_accuracy_any",
             "controls_with_clusters", "false_clusters_per_control")
-
-
-def _run(args: list[str], log: Path) -> float:
-    t0 = time.monotonic()
-    with open(log, "a") as fh:
-        fh.write("\n$ " + " ".join(args) + "\n")
-        fh.flush()
-        code = subprocess.call(args, stdout=fh, stderr=subprocess.STDOUT)
-    if code != 0:
-        raise SystemExit(f"command failed ({code}): {' '.join(args)}; see {log}")
-    return time.monotonic() - t0
 
 
 def run(bids: Path, out_base: Path, model: str, thresholds: list[float], nprocs: int,
@@ -53,14 +44,14 @@ def run(bids: Path, out_base: Path, model: str, thresholds: list[float], nprocs:
     for thr in thresholds:
         out = out_base.parent / f"{out_base.name}_z{thr:g}"
         z = ["--z-threshold", f"{thr:g}"]
-        times[f"participant subject z{thr:g}"] = _run(
+        times[f"participant subject z{thr:g}"] = run_logged(
             ["pseudopet", str(bids), str(out), "participant", *common, *z], log)
-        times[f"build normative z{thr:g}"] = _run(
+        times[f"build normative z{thr:g}"] = run_logged(
             ["pseudopet", str(bids), str(out), "group", "--build-normative", *common], log)
-        times[f"participant controls z{thr:g}"] = _run(
+        times[f"participant controls z{thr:g}"] = run_logged(
             ["pseudopet", str(bids), str(out), "participant", "--z-reference", "controls",
              *common, *z], log)
-        times[f"group z{thr:g}"] = _run(["pseudopet", str(bids), str(out), "group", *common],
+        times[f"group z{thr:g}"] = run_logged(["pseudopet", str(bids), str(out), "group", *common],
                                         log)
         summary = pd.read_csv(out / "group" / "summary.tsv", sep="\t")
         summary.insert(0, "z_threshold", thr)
