@@ -7,6 +7,7 @@ import shutil
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from pseudopet_bids.cli.run import main
@@ -117,6 +118,31 @@ def test_train_option_checks(cohort, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main([str(bids), str(tmp_path / "o"), "group", "--train"])
     assert exc.value.code == 64
+
+
+def test_both_models_side_by_side_in_reports_and_citation(cohort):
+    from pseudopet_bids.reports.html import check_links
+
+    bids, out, _ = cohort
+    for model in ("cyclegan", "syndiff"):  # (no-op when the parametrized test ran first)
+        assert main([str(bids), str(out), "participant", "--participant-label", "P01",
+                     "--model", model, *FAST]) == 0
+    pet = out / "sub-P01" / "pet"
+    for model in ("cyclegan", "syndiff"):
+        assert len(list(pet.glob(f"*_desc-{model}Focus_clusters.tsv"))) == 1
+    page = (out / "sub-P01.html").read_text()
+    assert "cyclegan" in page and "syndiff" in page
+    assert check_links(out / "sub-P01.html") == []
+    citation = (out / "logs" / "CITATION.md").read_text()
+    assert "CycleGAN" in citation and "SynDiff" in citation
+    bib = (out / "logs" / "CITATION.bib").read_text()
+    assert "zhu2017cyclegan" in bib.lower() or "cyclegan" in bib.lower()
+    assert main([str(bids), str(out), "group", *FAST]) == 0
+    summary = pd.read_csv(out / "group" / "summary.tsv", sep="\t")
+    assert {"cyclegan", "syndiff"} <= set(summary["analysis"])
+    group_page = (out / "group" / "group.html").read_text()
+    assert "cyclegan" in group_page and "syndiff" in group_page
+    assert check_links(out / "group" / "group.html") == []
 
 
 def test_outputs_with_models_pass_bids_validator(cohort):

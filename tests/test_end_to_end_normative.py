@@ -86,6 +86,27 @@ def test_group_compares_both_references(cohort):
     translation = pd.read_csv(out / "group" / "translation.tsv", sep="\t")
     assert sorted(translation["participant_id"]) == [f"sub-C0{i}" for i in range(1, 5)]
     assert (translation["ssim_brain"] > 0.5).all()
+    assert {"lobes.tsv", "subjects.tsv", "spectra.tsv", "translation_summary.tsv",
+            "group.html"} <= {p.name for p in (out / "group").iterdir()}
+
+
+def test_reports_cover_both_analyses_without_broken_links(cohort):
+    from pseudopet_bids.reports.html import check_links
+
+    _, out, truth, _ = cohort
+    group_page = out / "group" / "group.html"
+    assert "tissueNorm" in group_page.read_text() and check_links(group_page) == []
+    for sub in truth["participant_id"]:
+        page = out / f"{sub}.html"
+        text = page.read_text()
+        assert "tissueNorm" in text and "normative" in text.lower()
+        assert check_links(page) == []
+        figures = list((out / sub / "figures").glob("*.png"))
+        assert {f.name.split("_desc-")[-1] for f in figures} >= {
+            "segmentation.png", "templatereg.png", "coregistration.png", "tissuePet.png",
+            "tissueZmap.png", "tissueNormZmap.png"}
+    citation = (out / "logs" / "CITATION.md").read_text()
+    assert "normative" in citation.lower() and (out / "logs" / "CITATION.bib").exists()
 
 
 def test_outputs_with_both_references_pass_bids_validator(cohort):
