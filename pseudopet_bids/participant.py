@@ -300,11 +300,12 @@ def write_reports(out: Path, cfg: RunConfig, subject: str, participant: Particip
 
     A failure here is logged and does not fail the subject: its derivatives are complete.
     """
-    from pseudopet_bids.reports.citation import cards_in_output, write_citation
+    from pseudopet_bids.reports.citation import (cards_in_output, write_citation,
+                                                 z_references_in_output)
     from pseudopet_bids.reports.subject import write_subject_report
 
     try:
-        write_citation(out, cfg, cards_in_output(out))
+        write_citation(out, cfg, cards_in_output(out), z_references_in_output(out))
         page = write_subject_report(out, subject, participant)
         LOGGER.info("sub-%s: report %s", subject, page)
     except Exception as exc:  # noqa: BLE001 - reports must not undo a finished analysis
@@ -314,9 +315,12 @@ def write_reports(out: Path, cfg: RunConfig, subject: str, participant: Particip
 
 
 def _timing_toml(timings: dict[str, float]) -> str:
+    """``[timings_s]`` and ``[software]`` (versions) sections appended to the analysis record."""
     import tomli_w
 
-    return "\n" + tomli_w.dumps({"timings_s": timings})
+    from pseudopet_bids.reports.citation import software_versions
+
+    return "\n" + tomli_w.dumps({"timings_s": timings, "software": software_versions()})
 
 
 def _set_threads(n: int) -> None:

@@ -258,11 +258,12 @@ def run_group_level(cfg: RunConfig) -> int:
     summary = aggregate(out, participants, cfg.participant_label or None)
     LOGGER.info("group outputs in %s\n%s", out / "group", summary.to_string(index=False))
     write_translation_tables(out, participants, fid_model, cfg.device)
-    from pseudopet_bids.reports.citation import cards_in_output, write_citation
+    from pseudopet_bids.reports.citation import (cards_in_output, write_citation,
+                                                 z_references_in_output)
     from pseudopet_bids.reports.group import write_group_report
     from pseudopet_bids.reports.subject import write_subject_report
 
-    write_citation(out, cfg, cards_in_output(out))
+    write_citation(out, cfg, cards_in_output(out), z_references_in_output(out))
     for subject in sorted({p.parent.name[4:] for p in out.glob("sub-*/figures")}):
         write_subject_report(out, subject, participants.get(subject))
     LOGGER.info("group report: %s", write_group_report(out))

@@ -184,7 +184,8 @@ def _unique(cards: Iterable[dict | None]) -> list[dict | None]:
     return out
 
 
-def _render(cfg, cards: list[dict | None], versions: dict[str, str]) -> str:
+def _render(cfg, cards: list[dict | None], versions: dict[str, str],
+            z_references: Iterable[str] | None = None) -> str:
     from pseudopet_bids import resources
 
     fragments = _fragments()
@@ -204,9 +205,15 @@ def _render(cfg, cards: list[dict | None], versions: dict[str, str]) -> str:
         raise ValueError(f"no methods text for connectivity = {cfg.connectivity!r}")
     base["connectivity_text"] = _CONNECTIVITY[base["connectivity"]]
     for option, value in (("skullstrip", cfg.skullstrip), ("normalization", cfg.normalization),
-                          ("search_region", cfg.search_region),
-                          ("z_reference", getattr(cfg, "z_reference", "subject"))):
+                          ("search_region", cfg.search_region)):
         base[option] = _fill(_pick(fragments, option, value), base)
+    order = {"subject": 0, "controls": 1}
+    refs = sorted(dict.fromkeys(z_references or [getattr(cfg, "z_reference", "subject")]),
+                  key=lambda r: order.get(r, 2))
+    texts = [_fill(_pick(fragments, "z_reference", r), base) for r in refs]
+    base["z_reference"] = texts[0] if len(texts) == 1 else \
+        " ".join([_fill(fragments["both_z_references"], base)]
+                 + [f"({i}) {t}" for i, t in zip(("i", "ii"), texts)])
     cards = _unique(cards) or [None]
     paragraphs = [_synthesis(card, cfg, base, fragments) for card in cards]
     if len(cards) > 1:
@@ -319,7 +326,8 @@ def methods_html(markdown: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_citation(output_dir: Path, cfg, cards: list[dict | None]) -> tuple[Path, Path]:
+def write_citation(output_dir: Path, cfg, cards: list[dict | None],
+                   z_references: Iterable[str] | None = None) -> tuple[Path, Path]:
     """Write ``logs/CITATION.md`` and ``logs/CITATION.bib`` of an output folder atomically.
 
     Parameters
@@ -331,6 +339,9 @@ def write_citation(output_dir: Path, cfg, cards: list[dict | None]) -> tuple[Pat
     cards
         Model cards of every model used in the folder (None, or an empty list: the tissue
         baseline); one synthesis paragraph per distinct model.
+    z_references
+        The Z references (``subject``, ``controls``) of the analyses in the folder; both give
+        both paragraphs. Default: ``cfg.z_reference``.
 
     Returns
     -------
@@ -340,7 +351,7 @@ def write_citation(output_dir: Path, cfg, cards: list[dict | None]) -> tuple[Pat
     """
     from pseudopet_bids.bids.derivatives import atomic_write_text
 
-    text = _render(cfg, list(cards), software_versions())
+    text = _render(cfg, list(cards), software_versions(), z_references)
     logs = Path(output_dir) / "logs"
     md_path, bib_path = logs / "CITATION.md", logs / "CITATION.bib"
     bib = bibtex(cited_keys(text))  # before writing: an unknown key leaves no files behind
@@ -369,3 +380,13 @@ def cards_in_output(output_dir: Path) -> list[dict | None]:
             continue
     return [None if label == "tissue" else cards_by_label[label]
             for label in labels if label == "tissue" or label in cards_by_label]
+
+
+def z_references_in_output(output_dir: Path) -> list[str]:
+    """The Z references of the analyses with cluster tables in an output folder."""
+    from pseudopet_bids.bids.derivatives import parse_analysis_label
+    from pseudopet_bids.bids.entities import parse_entities
+
+    labels = {parse_entities(p).get("desc", "")[:-len("Focus")]
+              for p in Path(output_dir).glob("sub-*/**/pet/*_desc-*Focus_clusters.tsv")}
+    return sorted({parse_analysis_label(label)[1] for label in labels if label})

@@ -288,6 +288,9 @@ def _provenance(paths: der.SubjectPaths, analysis: str, model: str, config: Path
     sources = side.get("Sources") or []
     if sources:
         items["inputs"] = "; ".join(str(s) for s in sources)
+    software = toml.get("software")
+    if isinstance(software, dict) and software:
+        items["software"] = ", ".join(f"{k} {v}" for k, v in software.items())
     body = H.key_values(items)
     timings = toml.get("timings_s")
     if isinstance(timings, dict) and timings:

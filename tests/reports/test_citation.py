@@ -261,3 +261,22 @@ def test_concurrent_writes_leave_a_complete_file(cfg, tmp_path):
     assert text in expected and text.rstrip().endswith("## References")
     bib = (logs / "CITATION.bib").read_text(encoding="utf-8")
     assert all(entry.count("{") == entry.count("}") for _, entry in cit.parse_bib(bib))
+
+
+def test_both_z_references_in_one_folder_are_both_described(cfg, tmp_path):
+    only = cit.methods_markdown(cfg, None, {})
+    assert "normative model" not in only
+    md_path, _ = cit.write_citation(tmp_path, cfg, [None], ["subject", "controls"])
+    text = md_path.read_text()
+    assert "side by side" in text and "(i) As in the original method" in text
+    assert "(ii) Instead of the within-subject" in text and "leave-one-out" in text
+
+
+def test_z_references_found_in_an_output_folder(tmp_path):
+    pet = tmp_path / "sub-01" / "pet"
+    pet.mkdir(parents=True)
+    assert cit.z_references_in_output(tmp_path) == []
+    (pet / "sub-01_trc-FDG_space-T1w_desc-cycleganNormFocus_clusters.tsv").write_text("x\n")
+    assert cit.z_references_in_output(tmp_path) == ["controls"]
+    (pet / "sub-01_trc-FDG_space-T1w_desc-tissueFocus_clusters.tsv").write_text("x\n")
+    assert cit.z_references_in_output(tmp_path) == ["controls", "subject"]
