@@ -50,7 +50,7 @@ def run(bids: Path, out_base: Path, model: str, thresholds: list[float], nprocs:
             ["pseudopet", str(bids), str(out), "group", "--build-normative", *common], log)
         times[f"participant controls z{thr:g}"] = run_logged(
             ["pseudopet", str(bids), str(out), "participant", "--z-reference", "controls",
-             *common, *z], log)
+             "--force", *common, *z], log)  # the normative model was just rebuilt
         times[f"group z{thr:g}"] = run_logged(["pseudopet", str(bids), str(out), "group", *common],
                                         log)
         summary = pd.read_csv(out / "group" / "summary.tsv", sep="\t")

@@ -22,21 +22,38 @@ def _stats(values, shape=SHAPE):
 def test_mean_sd_and_leave_one_out_match_numpy():
     values = [1.0, 2.0, 3.0, 4.0, 5.0]
     stats = _stats(values)
-    mean, sd, ok = stats.mean_sd()
-    assert ok.all()
+    mean, sd, ok, n = stats.mean_sd()
+    assert ok.all() and (n == 5).all()
     assert np.allclose(mean, 3.0) and np.allclose(sd, np.std(values, ddof=1), rtol=1e-5)
-    mean, sd, ok = stats.mean_sd((np.full(SHAPE, 5.0), np.ones(SHAPE, bool)))
+    mean, sd, ok, n = stats.mean_sd((np.full(SHAPE, 5.0), np.ones(SHAPE, bool)))
     assert np.allclose(mean, 2.5) and np.allclose(sd, np.std(values[:4], ddof=1), rtol=1e-5)
+    assert (n == 4).all()
 
 
 def test_voxels_with_too_few_controls_are_not_tested():
     stats = _stats([0.0, 1.0, 2.0])
-    mean, sd, ok = stats.mean_sd()
+    mean, sd, ok, _ = stats.mean_sd()
     assert ok.all()
-    mean, sd, ok = stats.mean_sd((np.zeros(SHAPE), np.ones(SHAPE, bool)))  # leaves 2 < 3
-    assert not ok.any() and not sd.any()
-    z = normative.normative_z(np.ones(SHAPE), np.ones(SHAPE, bool), mean, sd, ok)
+    mean, sd, ok, n = stats.mean_sd((np.zeros(SHAPE), np.ones(SHAPE, bool)))  # leaves 2 < 3
+    assert not ok.any() and not sd.any() and not n.any()
+    z = normative.normative_z(np.ones(SHAPE), ok, mean, sd, n)
     assert not z.any()
+
+
+def test_single_case_z_matches_the_t_distribution():
+    """Z of the Crawford-Howell t: its tail probability is the t tail with n - 1 df."""
+    from scipy import stats as st
+
+    n = np.array([4, 9, 30, 1000])
+    mean, sd = np.zeros(4), np.ones(4)
+    r = np.array([-2.0, -2.0, -2.0, -2.0])
+    z = normative.normative_z(r, np.ones(4, bool), mean, sd, n)
+    t = r / np.sqrt(1 + 1 / n)
+    assert np.allclose(st.norm.cdf(z), st.t.cdf(t, df=n - 1), rtol=1e-4)
+    # few controls: a residual 2 SD low is less extreme than a Z of -2; many: about -2
+    assert z[0] > z[1] > z[2] > -2.0 and z[3] == pytest.approx(-2.0, abs=0.01)
+    assert normative.normative_z(np.array([2.0]), np.ones(1, bool), np.zeros(1), np.ones(1),
+                                 np.array([9]))[0] == pytest.approx(-z[1], rel=1e-6)
 
 
 def test_adding_a_control_twice_is_refused():
@@ -47,7 +64,7 @@ def test_adding_a_control_twice_is_refused():
 
 def test_sd_is_floored():
     stats = _stats([1.0, 1.0, 1.0, 1.0])  # no spread at all
-    _, sd, ok = stats.mean_sd()
+    _, sd, ok, _ = stats.mean_sd()
     assert ok.all() and (sd > 0).all()
 
 
