@@ -75,7 +75,7 @@ def test_participant_with_trained_model(cohort, model):
     assert main([str(bids), str(out), "participant", "--participant-label", "P01",
                  "--model", model, *extra, *FAST]) == 0
     pet = out / "sub-P01" / "pet"
-    pseudo = next(pet.glob("*_desc-*Pseudonormal_pet.nii.gz"))
+    pseudo = next(pet.glob(f"*_desc-{model}Pseudonormal_pet.nii.gz"))
     side = json.loads(pseudo.with_name(pseudo.name.replace(".nii.gz", ".json")).read_text())
     card = ckpt.read_card(out / "models" / model)
     assert side["Model"] == model and side["ModelSHA256"] == card["weights_sha256"]
@@ -84,9 +84,10 @@ def test_participant_with_trained_model(cohort, model):
     mask = np.asarray(nib.load(next((out / "sub-P01" / "anat").glob("*_desc-brain_mask.nii.gz"))
                                ).dataobj) > 0
     assert np.isfinite(data).all() and data[mask].std() > 0 and not data[~mask].any()
-    sd = list(pet.glob("*_desc-*Pseudonormalsd_pet.nii.gz"))
+    sd = list(pet.glob(f"*_desc-{model}Pseudonormalsd_pet.nii.gz"))
     assert len(sd) == (1 if model == "syndiff" else 0)
-    assert (pet.parent / "anat").is_dir() and list(pet.glob("*_stat-z_desc-*_statmap.nii.gz"))
+    assert (pet.parent / "anat").is_dir()
+    assert list(pet.glob(f"*_stat-z_desc-{model}_statmap.nii.gz"))
 
 
 def test_missing_model_is_a_usage_error(cohort, tmp_path):
