@@ -282,6 +282,9 @@ def write_translation_tables(out: Path, participants: dict, fid_model, device: s
     per_control, summary, spectra = evaluate_translation(out, participants, fid_model, device)
     if per_control.empty:
         LOGGER.info("translation metrics: no held-out control with a real PET in %s", out)
+    elif fid_model is None:
+        LOGGER.info("translation metrics: FID left out (it needs InceptionV3 weights: "
+                    "--fid-weights FILE, see docs/evaluation.md)")
     for name, table in (("translation", per_control), ("translation_summary", summary),
                         ("spectra", spectra)):
         write_tsv(out / "group" / f"{name}.tsv", table)
