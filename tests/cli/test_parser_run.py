@@ -77,6 +77,39 @@ def test_group_without_results(tmp_path):
     assert main([str(root), str(tmp_path / "o"), "group", "--skip-bids-validation"]) == 66
 
 
+@pytest.mark.parametrize("weights", ["missing.pth", "garbage.pth", "weights.txt"])
+def test_bad_fid_weights_exit_66_before_writing(tmp_path, caplog, weights):
+    root = make_bids(tmp_path / "ds", {"01": {}})
+    out = tmp_path / "o"
+    out.mkdir()
+    (tmp_path / "garbage.pth").write_bytes(b"not a torch file")
+    (tmp_path / "weights.txt").write_text("x")
+    assert main([str(root), str(out), "group", "--skip-bids-validation", "--fid-weights",
+                 str(tmp_path / weights)]) == 66
+    assert weights in caplog.text  # the message names the file
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["participant", "--build-normative"],
+                                  ["group", "--build-normative", "--train", "--model",
+                                   "cyclegan"],
+                                  ["group", "--z-reference", "controls"]])
+def test_evaluation_options_at_the_wrong_level_exit_64(tmp_path, args):
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path), str(tmp_path / "o"), *args])
+    assert info.value.code == 64
+
+
+def test_build_normative_without_control_outputs_exit_66(tmp_path, caplog):
+    root = make_bids(tmp_path / "ds", {"01": {}})
+    out = tmp_path / "o"
+    out.mkdir()
+    assert main([str(root), str(out), "group", "--build-normative", "--model", "tissue",
+                 "--skip-bids-validation"]) == 66
+    assert "at least 3 healthy controls" in caplog.text
+    assert not (out / "models").exists()
+
+
 def _truncate(path):
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])
