@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from pseudopet_bids.reports.figures import DPI, _plt
+from pseudopet_bids.reports.mosaic import DPI, _plt
 from pseudopet_bids.reports.html import png_bytes
 
 MODEL_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",

@@ -44,7 +44,7 @@ def pet_figure_path(paths: der.SubjectPaths, desc: str) -> Path:
 def template_at(mm: float = TEMPLATE_FIGURE_MM) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
     """The template T1w and brain mask on a ``mm`` grid covering the 1 mm template."""
     from pseudopet_bids import resources
-    from pseudopet_bids.reports.figures import _resample
+    from pseudopet_bids.reports.mosaic import _resample
 
     t1 = resources.load_template("T1w")
     mask = resources.load_template("mask")

@@ -72,7 +72,7 @@ class IdentityRegistration:
     """Stands in for TemplateRegistration: T1w and template share one physical space."""
 
     def to_template(self, img, interpolation="linear", reference=None):
-        from pseudopet_bids.reports.figures import _resample
+        from pseudopet_bids.reports.mosaic import _resample
 
         data = _resample(np.asarray(img.dataobj, np.float32), img.affine,
                          reference.shape[:3], reference.affine, 1)
