@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pseudopet_bids.bids.derivatives import model_label
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import run_logged  # noqa: E402
 
@@ -54,6 +56,8 @@ def run(bids: Path, out_base: Path, model: str, thresholds: list[float], nprocs:
         times[f"group z{thr:g}"] = run_logged(["pseudopet", str(bids), str(out), "group", *common],
                                         log)
         summary = pd.read_csv(out / "group" / "summary.tsv", sep="\t")
+        # the folder may hold other models' analyses too (shared work and output folders)
+        summary = summary[summary["model"] == model_label(Path(model).name)]
         summary.insert(0, "z_threshold", thr)
         rows.append(summary)
     return pd.concat(rows, ignore_index=True), times
@@ -108,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     table, times = run(args.bids.resolve(), args.out.resolve(), args.model, args.z_thresholds,
                        args.nprocs, args.omp_nthreads)
-    text = report(table, times, args.bids, args.model)
+    text = report(table, times, args.bids, model_label(Path(args.model).name))
     args.doc.write_text(text)
     print(text)
 
