@@ -60,7 +60,16 @@ def main() -> int:
              f"- simulating the subject (not part of the target): {t_sim:.1f} s", "",
              "| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {sec:.1f} |" for stage, sec in timings.items()]
-    lines += ["", "Machine:", ""] + [f"- {k}: {v}" for k, v in info.items()] + [""]
+    lines += ["", "`writing derivatives` includes the five report figures (about 7 s); the subject's HTML "
+              "page and the citation files are written after the stages (within the wall time).",
+              "", "Machine:", ""] + [f"- {k}: {v}" for k, v in info.items()] + [""]
+    lines += ["## Trained models", "",
+              "Model sizes (parameters, GFLOPs per slice), training seconds per step and "
+              "whole-volume inference time per preset: [models_benchmark.md](models_benchmark.md) "
+              "(`python benchmarks/models.py`). Training time of the `small` presets on 10 "
+              "simulated controls and their comparison with the tissue baseline: "
+              "[model_comparison.md](model_comparison.md). Group-level evaluation timings: "
+              "[evaluation.md](evaluation.md).", ""]
     args.output.write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
