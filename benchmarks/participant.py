@@ -60,8 +60,9 @@ def main() -> int:
              f"- simulating the subject (not part of the target): {t_sim:.1f} s", "",
              "| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {sec:.1f} |" for stage, sec in timings.items()]
-    lines += ["", "`writing derivatives` includes the five report figures (about 7 s); the subject's HTML "
-              "page and the citation files are written after the stages (within the wall time).",
+    lines += ["", "`writing derivatives` includes the five report figures (about 7 s); the "
+              "subject's HTML page and the citation files are written after the stages (within "
+              "the wall time).",
               "", "Machine:", ""] + [f"- {k}: {v}" for k, v in info.items()] + [""]
     lines += ["## Trained models", "",
               "Model sizes (parameters, GFLOPs per slice), training seconds per step and "
