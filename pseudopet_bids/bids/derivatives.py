@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pseudopet_bids import __version__
-from pseudopet_bids.bids.entities import entity_prefix
+from pseudopet_bids.bids.entities import entity_prefix, parse_entities
 from pseudopet_bids.errors import OutputError
 
 BIDS_VERSION = "1.10.0"
@@ -139,6 +139,46 @@ def parse_analysis_label(label: str) -> tuple[str, str]:
     return label, "subject"
 
 
+def subject_key(subject: str, session: str | None = None) -> str:
+    """``sub-L[_ses-S]``: the anat prefix, log key and normative-model key of a subject."""
+    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
+
+
+def sidecar(path: Path) -> Path:
+    """The JSON sidecar of a derivative image (``x.nii.gz`` → ``x.json``)."""
+    path = Path(path)
+    return path.with_name(path.name.replace(".nii.gz", ".json").replace(".nii", ".json"))
+
+
+#: Derivatives carrying a label in ``desc``: kind → (glob under OUTPUT_DIR, suffix of the desc).
+LABELLED = {"pseudonormal": ("sub-*/**/pet/*_desc-*Pseudonormal_pet.nii.gz", "Pseudonormal"),
+            "clusters": ("sub-*/**/pet/*_desc-*Focus_clusters.tsv", "Focus")}
+
+
+def labelled_outputs(output_dir: Path, kind: str) -> list[tuple[Path, str]]:
+    """``(file, label)`` of every pseudo-normal PET (label = model) or cluster table (label =
+    analysis) in an output folder, sorted by path."""
+    pattern, suffix = LABELLED[kind]
+    found = []
+    for path in sorted(Path(output_dir).glob(pattern)):
+        desc = parse_entities(path).get("desc", "")
+        if desc.endswith(suffix) and len(desc) > len(suffix):
+            found.append((path, desc[:-len(suffix)]))
+    return found
+
+
+def model_cards(output_dir: Path) -> dict[str, dict]:
+    """Model label → card (``models/<name>/model.json``) of the trained models of a folder;
+    unreadable cards are left out. JSON only: no torch import."""
+    cards = {}
+    for path in sorted((Path(output_dir) / "models").glob("*/model.json")):
+        try:
+            cards[model_label(path.parent.name)] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return cards
+
+
 class SubjectPaths:
     """Derivative file names of one (subject, session), per DESIGN.md §4.
 
@@ -150,7 +190,7 @@ class SubjectPaths:
 
     def __init__(self, output_dir: Path, subject: str, session: str | None, pet_source: Path):
         self.root = Path(output_dir)
-        prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+        prefix = subject_key(subject, session)
         folder = self.root / f"sub-{subject}" / (f"ses-{session}" if session else "")
         self.anat_dir = folder / "anat"
         self.pet_dir = folder / "pet"
@@ -158,6 +198,12 @@ class SubjectPaths:
         self.pet_prefix = entity_prefix(pet_source)
         self.subject = subject
         self.session = session
+
+    @classmethod
+    def of(cls, output_dir: Path, derivative: Path) -> "SubjectPaths":
+        """The paths of the subject, session and PET a derivative file belongs to."""
+        ents = parse_entities(derivative)
+        return cls(output_dir, ents["sub"], ents.get("ses"), derivative)
 
     def anat(self, name: str) -> Path:
         """``<anat>/sub-L[_ses-S]_<name>``."""

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pseudopet_bids.bids.derivatives import subject_key
+
 import nibabel as nib
 
 from pseudopet_bids.bids.entities import parse_entities
@@ -53,7 +55,7 @@ class SubjectInputs:
 
     @property
     def key(self) -> str:
-        return f"sub-{self.subject}" + (f"_ses-{self.session}" if self.session else "")
+        return subject_key(self.subject, self.session)
 
 
 def is_fdg(name: str | None) -> bool:

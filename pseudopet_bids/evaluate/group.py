@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pseudopet_bids.bids.derivatives import parse_analysis_label, write_tsv
+from pseudopet_bids.bids.derivatives import (labelled_outputs, parse_analysis_label,
+                                             write_tsv)
 from pseudopet_bids.bids.entities import parse_entities
 from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.errors import InputError
@@ -60,12 +61,11 @@ def collect_subjects(output_dir: Path, participants: dict[str, Participant],
     Z reference (:func:`pseudopet_bids.bids.derivatives.analysis_label`).
     """
     rows, clusters = [], []
-    for tsv in sorted(Path(output_dir).glob("sub-*/**/pet/*_desc-*Focus_clusters.tsv")):
+    for tsv, analysis in labelled_outputs(output_dir, "clusters"):
         ents = parse_entities(tsv)
         subject = ents.get("sub")
         if labels and subject not in labels:
             continue
-        analysis = ents.get("desc", "")[:-len("Focus")]
         model, reference = parse_analysis_label(analysis)
         session = ents.get("ses")
         table = pd.read_csv(tsv, sep="\t", na_values=["n/a"])

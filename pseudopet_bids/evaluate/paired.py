@@ -27,8 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from pseudopet_bids.bids.derivatives import model_label
-from pseudopet_bids.bids.entities import parse_entities
+from pseudopet_bids.bids import derivatives as der
 from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.evaluate.translation import (singular_value_spectrum, slice_metrics,
                                                  spectrum_distance, volume_metrics)
@@ -82,21 +81,12 @@ def control_metrics(real01: np.ndarray, pseudo01: np.ndarray, mask: np.ndarray
     return {k: row[k] for k in METRICS}
 
 
-def _sidecar(path: Path) -> dict:
-    return json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
-
-
 def training_keys(output_dir: Path) -> dict[str, set[str]]:
     """Model label → keys of the subjects whose MRI or PET trained it (from the model cards)."""
     seen: dict[str, set[str]] = {}
-    for card_path in sorted(Path(output_dir).glob("models/*/model.json")):
-        try:
-            card = json.loads(card_path.read_text())
-        except (OSError, ValueError):
-            continue
+    for label, card in der.model_cards(output_dir).items():
         subjects = card.get("training_subjects", {})
-        seen[model_label(card_path.parent.name)] = set(subjects.get("mri", [])) | \
-            set(subjects.get("pet", []))
+        seen[label] = set(subjects.get("mri", [])) | set(subjects.get("pet", []))
     return seen
 
 
@@ -104,21 +94,18 @@ def find_pairs(output_dir: Path, participants: dict[str, Participant]) -> list[d
     """Held-out controls with a real and a pseudo-normal PET, per model label."""
     trained_on = training_keys(output_dir)
     pairs = []
-    for pseudo in sorted(Path(output_dir).glob("sub-*/**/pet/*_desc-*Pseudonormal_pet.nii.gz")):
-        ents = parse_entities(pseudo)
-        info = participants.get(ents.get("sub", ""))
+    for pseudo, model in der.labelled_outputs(output_dir, "pseudonormal"):
+        paths = der.SubjectPaths.of(output_dir, pseudo)
+        info = participants.get(paths.subject)
         if info is None or info.group != "control":
             continue
-        model = ents["desc"][:-len("Pseudonormal")]
-        key = f"sub-{ents['sub']}" + (f"_ses-{ents['ses']}" if "ses" in ents else "")
+        key = paths.anat_prefix
         if key in trained_on.get(model, set()):
             continue
-        anat = pseudo.parent.parent / "anat"
-        pairs.append({"model": model, "participant_id": f"sub-{ents['sub']}",
-                      "session": ents.get("ses", "n/a"), "key": key, "pseudo": pseudo,
-                      "real": Path(str(pseudo).replace(f"_desc-{model}Pseudonormal_pet",
-                                                       "_desc-preproc_pet")),
-                      "mask": anat / f"{key}_desc-brain_mask.nii.gz"})
+        pairs.append({"model": model, "participant_id": f"sub-{paths.subject}",
+                      "session": paths.session or "n/a", "key": key, "pseudo": pseudo,
+                      "real": paths.pet("space-T1w_desc-preproc_pet.nii.gz"),
+                      "mask": paths.anat("desc-brain_mask.nii.gz")})
     return pairs
 
 
@@ -136,7 +123,8 @@ def evaluate_translation(output_dir: Path, participants: dict[str, Participant],
     rows, slices = [], {}
     for pair in find_pairs(output_dir, participants):
         try:
-            scale = float(_sidecar(pair["real"])["IntensityNormalization"]["Scale"])
+            scale = float(json.loads(der.sidecar(pair["real"]).read_text())
+                          ["IntensityNormalization"]["Scale"])
             real = to_unit(np.asarray(nib.load(pair["real"]).dataobj), scale)
             pseudo = to_unit(np.asarray(nib.load(pair["pseudo"]).dataobj), scale)
             mask = np.asarray(nib.load(pair["mask"]).dataobj) > 0

@@ -364,29 +364,17 @@ def write_citation(output_dir: Path, cfg, cards: list[dict | None],
 def cards_in_output(output_dir: Path) -> list[dict | None]:
     """Model cards of every model with a pseudo-normal PET in an output folder (None for the
     tissue baseline), in label order."""
-    import json
+    from pseudopet_bids.bids.derivatives import labelled_outputs, model_cards
 
-    from pseudopet_bids.bids.derivatives import model_label
-    from pseudopet_bids.bids.entities import parse_entities
-
-    out = Path(output_dir)
-    labels = sorted({parse_entities(p).get("desc", "")[:-len("Pseudonormal")]
-                     for p in out.glob("sub-*/**/pet/*_desc-*Pseudonormal_pet.nii.gz")})
-    cards_by_label = {}
-    for card_path in sorted(out.glob("models/*/model.json")):
-        try:
-            cards_by_label[model_label(card_path.parent.name)] = json.loads(card_path.read_text())
-        except (OSError, ValueError):
-            continue
+    labels = sorted({label for _, label in labelled_outputs(output_dir, "pseudonormal")})
+    cards_by_label = model_cards(output_dir)
     return [None if label == "tissue" else cards_by_label[label]
             for label in labels if label == "tissue" or label in cards_by_label]
 
 
 def z_references_in_output(output_dir: Path) -> list[str]:
     """The Z references of the analyses with cluster tables in an output folder."""
-    from pseudopet_bids.bids.derivatives import parse_analysis_label
-    from pseudopet_bids.bids.entities import parse_entities
+    from pseudopet_bids.bids.derivatives import labelled_outputs, parse_analysis_label
 
-    labels = {parse_entities(p).get("desc", "")[:-len("Focus")]
-              for p in Path(output_dir).glob("sub-*/**/pet/*_desc-*Focus_clusters.tsv")}
-    return sorted({parse_analysis_label(label)[1] for label in labels if label})
+    return sorted({parse_analysis_label(label)[1]
+                   for _, label in labelled_outputs(output_dir, "clusters")})

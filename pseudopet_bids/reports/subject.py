@@ -83,7 +83,7 @@ def discover(output_dir: Path, subject: str) -> list[_Unit]:
                 elif key == "a" and match["a"] not in pet.analyses:
                     pet.analyses.append(match["a"])
                 break
-        first = next(iter(pets), f"sub-{subject}" + (f"_ses-{session}" if session else ""))
+        first = next(iter(pets), der.subject_key(subject, session))
         unit = _Unit(_paths(output_dir, subject, session, first), list(pets.values()))
         for pet in unit.pets:
             pet.models.sort()
@@ -183,13 +183,7 @@ def _participant_info(output_dir: Path, subject: str, participant, configs: list
 # --------------------------------------------------------------------------- methods
 
 def _model_card(output_dir: Path, model: str) -> dict | None:
-    for card in sorted((Path(output_dir) / "models").glob("*/model.json")):
-        try:
-            if der.model_label(card.parent.name) == model:
-                return _read_json(card) or None
-        except ValueError:
-            continue
-    return None
+    return der.model_cards(output_dir).get(model) or None
 
 
 def methods_block(output_dir: Path, config: Path | None, model: str) -> str | None:

@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from pseudopet_bids import __version__, resources
-from pseudopet_bids.bids.entities import parse_entities
+from pseudopet_bids.bids import derivatives as der
 from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.config import RunConfig
 from pseudopet_bids.detect import normative
@@ -27,34 +27,25 @@ from pseudopet_bids.errors import InputError
 LOGGER = logging.getLogger(__name__)
 
 
-def control_residual(pet_file: Path, pseudo_file: Path, gm_threshold: float
-                     ) -> tuple[np.ndarray, np.ndarray, object]:
+def control_residual(paths: der.SubjectPaths, pseudo_file: Path, gm_threshold: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Centred residual of one control from its derivatives, on the 2 mm template grid.
 
-    Returns ``(residual, valid)`` on :func:`normative.grid_reference` and the registration.
+    Returns ``(residual, valid)`` on :func:`normative.grid_reference`.
     """
     from pseudopet_bids.preproc.template_reg import TemplateRegistration
 
-    pet_dir = pet_file.parent
-    ents = parse_entities(pet_file)
-    anat_prefix = f"sub-{ents['sub']}" + (f"_ses-{ents['ses']}" if "ses" in ents else "")
-    anat = pet_dir.parent / "anat"
-    t1 = nib.load(anat / f"{anat_prefix}_desc-preproc_T1w.nii.gz")
-    gm = normative.normative_gm(np.asarray(nib.load(anat / f"{anat_prefix}_label-GM_probseg.nii.gz")
-                                 .dataobj),
-                      np.asarray(nib.load(anat / f"{anat_prefix}_desc-brain_mask.nii.gz").dataobj),
-                      gm_threshold)
-    scale = float(json.loads(pet_file.with_name(pet_file.name.replace(".nii.gz", ".json"))
-                             .read_text())["IntensityNormalization"]["Scale"])
-    real = np.asarray(nib.load(pet_file).dataobj, dtype=np.float32)
-    pseudo = np.asarray(nib.load(pseudo_file).dataobj, dtype=np.float32)
-    residual = normative.centred_residual((real - pseudo) / scale, gm)
+    load = (lambda path: np.asarray(nib.load(path).dataobj, dtype=np.float32))
+    pet_file = paths.pet("space-T1w_desc-preproc_pet.nii.gz")
+    gm = normative.normative_gm(load(paths.anat("label-GM_probseg.nii.gz")),
+                                load(paths.anat("desc-brain_mask.nii.gz")), gm_threshold)
+    scale = float(json.loads(der.sidecar(pet_file).read_text())
+                  ["IntensityNormalization"]["Scale"])
+    residual = normative.centred_residual((load(pet_file) - load(pseudo_file)) / scale, gm)
     template = resources.TEMPLATE_NAME
-    reg = TemplateRegistration.from_files(
-        t1, anat / f"{anat_prefix}_from-T1w_to-{template}_mode-image_xfm.nii.gz",
-        anat / f"{anat_prefix}_from-{template}_to-T1w_mode-image_xfm.nii.gz")
-    res_t, valid_t = normative.residual_to_template(residual, gm, reg)
-    return res_t, valid_t, reg
+    reg = TemplateRegistration.from_files(nib.load(paths.anat("desc-preproc_T1w.nii.gz")),
+                                          paths.xfm("T1w", template), paths.xfm(template, "T1w"))
+    return normative.residual_to_template(residual, gm, reg)
 
 
 def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Path:
@@ -76,21 +67,19 @@ def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Pat
     stats = normative.NormativeStats.empty(ref.shape[:3], ref.affine)
     skipped: list[str] = []
     t0 = time.monotonic()
-    for pseudo in sorted(out.glob(f"sub-*/**/pet/*_desc-{model}Pseudonormal_pet.nii.gz")):
-        ents = parse_entities(pseudo)
-        if ents.get("sub") not in controls:
+    for pseudo, label in der.labelled_outputs(out, "pseudonormal"):
+        paths = der.SubjectPaths.of(out, pseudo)
+        if label != model or paths.subject not in controls:
             continue
-        key = f"sub-{ents['sub']}" + (f"_ses-{ents['ses']}" if "ses" in ents else "")
-        sidecar = json.loads(pseudo.with_name(pseudo.name.replace(".nii.gz", ".json")).read_text())
-        if sidecar.get("ModelSHA256") != sha:
+        key = paths.anat_prefix
+        if json.loads(der.sidecar(pseudo).read_text()).get("ModelSHA256") != sha:
             skipped.append(f"{key} (made with other {model} weights)")
             continue
         if key in stats.controls:
             skipped.append(f"{key} (a second PET of the same session; the first one is used)")
             continue
-        pet = Path(str(pseudo).replace(f"_desc-{model}Pseudonormal_pet", "_desc-preproc_pet"))
         try:
-            res_t, valid_t, _ = control_residual(pet, pseudo, cfg.gm_threshold)
+            res_t, valid_t = control_residual(paths, pseudo, cfg.gm_threshold)
         except (OSError, KeyError, ValueError) as exc:
             skipped.append(f"{key} ({type(exc).__name__}: {exc})")
             continue
