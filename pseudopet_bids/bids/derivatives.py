@@ -251,30 +251,49 @@ def bids_uri(bids_dir: Path, path: Path, dataset: str = "raw") -> str:
     return f"bids:{dataset}:{Path(path).resolve().relative_to(Path(bids_dir).resolve()).as_posix()}"
 
 
-def dataset_description(bids_dir: Path, container: str | None = None) -> dict[str, Any]:
-    """Content of the derivative ``dataset_description.json`` (deterministic)."""
+def dataset_description(bids_dir: Path, container: str | None = None,
+                        derivatives: dict[str, str] | None = None) -> dict[str, Any]:
+    """Content of the derivative ``dataset_description.json`` (deterministic).
+
+    ``derivatives`` (``-d`` name → root) become ``DatasetLinks`` so that the sidecars'
+    ``bids:<name>:…`` URIs of reused files resolve, and ``SourceDatasets``.
+    """
     generated = {"Name": "pseudopet", "Version": __version__,
                  "Description": "Pseudo-normal FDG PET from T1w MRI and hypometabolism Z-maps",
                  "CodeURL": "https://github.com/pseudopet/pseudopet"}
     if container:
         generated["Container"] = {"Type": container}
+    links = {"raw": Path(bids_dir).resolve().as_uri()}
+    links.update({k: Path(v).resolve().as_uri() for k, v in sorted((derivatives or {}).items())})
     return {"Name": "pseudopet derivatives", "BIDSVersion": BIDS_VERSION,
             "DatasetType": "derivative", "GeneratedBy": [generated],
-            "DatasetLinks": {"raw": Path(bids_dir).resolve().as_uri()},
-            "SourceDatasets": [{"URL": Path(bids_dir).resolve().as_uri()}]}
+            "DatasetLinks": links,
+            "SourceDatasets": [{"URL": url} for url in links.values()]}
 
 
-def init_output(output_dir: Path, bids_dir: Path) -> None:
+def init_output(output_dir: Path, bids_dir: Path,
+                derivatives: dict[str, str] | None = None) -> None:
     """Create the output folder with ``dataset_description.json`` and ``.bidsignore``.
 
     Idempotent: the files are rewritten only when their content differs, atomically, so that
-    concurrent participant jobs cannot leave them half-written.
+    concurrent participant jobs cannot leave them half-written. ``DatasetLinks`` of earlier
+    runs (other ``--derivatives``) are kept: their URIs are in those runs' sidecars.
     """
+    from urllib.parse import unquote, urlparse
+
     output_dir = Path(output_dir)
     container = "docker" if Path("/.dockerenv").exists() else (
         "singularity" if os.environ.get("SINGULARITY_NAME") or os.environ.get("APPTAINER_NAME")
         else None)
-    desc = json.dumps(_jsonable(dataset_description(bids_dir, container)), indent=2,
+    links = dict(derivatives or {})
+    try:
+        old = json.loads((output_dir / "dataset_description.json").read_text())
+        for name, url in old.get("DatasetLinks", {}).items():
+            if name != "raw" and name not in links and str(url).startswith("file://"):
+                links[name] = unquote(urlparse(url).path)
+    except (OSError, ValueError, AttributeError):
+        pass  # none yet, or unreadable: rewritten below
+    desc = json.dumps(_jsonable(dataset_description(bids_dir, container, links)), indent=2,
                       sort_keys=True) + "\n"
     for name, text in (("dataset_description.json", desc), (".bidsignore", BIDSIGNORE)):
         target = output_dir / name

@@ -29,6 +29,7 @@ from pseudopet_bids.bids.derivatives import subject_key
 import nibabel as nib
 
 from pseudopet_bids.bids.entities import parse_entities
+from pseudopet_bids.bids.reuse import Reused, build_layouts, find_reused
 from pseudopet_bids.errors import InputError, NoSelectionError, UsageError
 
 LOGGER = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class SubjectInputs:
     n_frames: int | None = None
     skip_reason: str | None = None
     notes: list[str] = field(default_factory=list)
+    reused: Reused = field(default_factory=Reused)
 
     @property
     def runnable(self) -> bool:
@@ -159,8 +161,8 @@ def _header_shape(path: Path) -> tuple[tuple[int, ...] | None, str | None]:
 
 def discover(bids_dir: Path, participant_labels: list[str] | None = None,
              session_labels: list[str] | None = None, filters: dict | None = None,
-             database_dir: Path | None = None, allow_any_tracer: bool = False
-             ) -> list[SubjectInputs]:
+             database_dir: Path | None = None, allow_any_tracer: bool = False,
+             derivatives: dict[str, Path] | None = None) -> list[SubjectInputs]:
     """Find the inputs of every selected (subject, session) and decide who can run.
 
     Parameters
@@ -175,6 +177,9 @@ def discover(bids_dir: Path, participant_labels: list[str] | None = None,
         pybids database folder to create or reuse.
     allow_any_tracer
         Accept non-FDG PET (the method is only validated for FDG).
+    derivatives
+        ``-d/--derivatives`` datasets (name → root) whose anatomical and PET preprocessing is
+        reused (:mod:`pseudopet_bids.bids.reuse`).
 
     Returns
     -------
@@ -198,13 +203,17 @@ def discover(bids_dir: Path, participant_labels: list[str] | None = None,
                              f"(found: {', '.join(subjects) or 'none'})", bids_dir,
                              "check --participant-label against the sub-* folders")
         subjects = [s for s in subjects if s in participant_labels]
+    deriv_layouts = build_layouts(derivatives) if derivatives else {}
     units: list[SubjectInputs] = []
     for subject in subjects:
         sessions = sorted(layout.get_sessions(subject=subject)) or [None]
         if session_labels:
             sessions = [s for s in sessions if s in session_labels]
         for session in sessions:
-            units.append(_discover_unit(layout, subject, session, filters, allow_any_tracer))
+            unit = _discover_unit(layout, subject, session, filters, allow_any_tracer)
+            if deriv_layouts:
+                _attach_reused(unit, deriv_layouts, derivatives or {})
+            units.append(unit)
     if not units:
         raise NoSelectionError("the participant/session selection matched nothing", bids_dir,
                                "check --participant-label / --session-label / the filter file")
@@ -229,9 +238,7 @@ def _discover_unit(layout, subject: str, session: str | None, filters: dict,
             t1s = _files(layout, **t1_query)
         if t1s:
             unit.notes.append("T1w taken from another session")
-    if not t1s:
-        unit.skip_reason = "no T1w image"
-    elif len(t1s) > 1:
+    if len(t1s) > 1:
         unit.notes.append(f"{len(t1s)} T1w images, chose {choose_t1w(t1s).name}")
     if t1s:
         unit.t1w = choose_t1w(t1s)
@@ -267,18 +274,32 @@ def _discover_unit(layout, subject: str, session: str | None, filters: dict,
             shape, unit.skip_reason = _header_shape(path)
             if path == unit.pet and shape is not None:
                 unit.n_frames = int(shape[3]) if len(shape) > 3 else 1
+    if not t1s:  # decided last: a T1w of a --derivatives dataset may stand in for it
+        unit.skip_reason = unit.skip_reason or "no T1w image"
     return unit
+
+
+def _attach_reused(unit: SubjectInputs, layouts: dict, datasets: dict[str, Path]) -> None:
+    """Find the unit's reusable derivatives; a T1w found only there makes the unit runnable."""
+    unit.reused = find_reused(layouts, datasets, unit.subject, unit.session, unit.t1w, unit.pet)
+    unit.notes.extend(unit.reused.notes)
+    if unit.skip_reason == "no T1w image" and unit.reused.has("t1w"):
+        unit.skip_reason = None
+    if unit.reused.problem and unit.skip_reason is None:
+        unit.skip_reason = unit.reused.problem
 
 
 def preflight_table(units: list[SubjectInputs]) -> str:
     """A plain-text table: subject × session × inputs → will run / skipped because …"""
-    rows = [("subject", "session", "T1w", "PET", "tracer", "frames", "decision")]
+    reuse = any(u.reused.files for u in units)
+    rows = [("subject", "session", "T1w", "PET", "tracer", "frames")
+            + (("reused derivatives",) if reuse else ()) + ("decision",)]
     for u in units:
         rows.append((f"sub-{u.subject}", u.session or "-", u.t1w.name if u.t1w else "-",
                      u.pet.name if u.pet else "-", str(u.tracer or "-"),
-                     str(u.n_frames or "-"),
+                     str(u.n_frames or "-")) + ((u.reused.summary(),) if reuse else ()) + (
                      "will run" + (f" ({'; '.join(u.notes)})" if u.notes else "")
-                     if u.runnable else f"skipped: {u.skip_reason}"))
+                     if u.runnable else f"skipped: {u.skip_reason}",))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     return "\n".join(lines)

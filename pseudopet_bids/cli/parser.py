@@ -93,6 +93,17 @@ def _label(text: str) -> str:
     return label
 
 
+def _derivative_spec(text: str) -> str:
+    name, sep, path = text.partition("=")
+    if sep and not (name and name.replace("-", "").replace("_", "").isalnum()):
+        raise argparse.ArgumentTypeError(f"{text!r}: NAME in NAME=PATH must be letters, digits, "
+                                         "'-' or '_'")
+    folder = Path(path if sep else text).expanduser()
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"derivatives folder {str(folder)!r} does not exist")
+    return f"{name}={folder.resolve()}" if sep else str(folder.resolve())
+
+
 def _device(text: str) -> str:
     if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
         return text
@@ -141,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bids-database-dir", dest="bids_database_dir",
                    type=lambda t: Path(t).expanduser().resolve(), metavar="DIR",
                    help="pybids database folder to create or reuse")
+    g.add_argument("-d", "--derivatives", nargs="+", type=_derivative_spec, default=[],
+                   metavar="NAME=PATH",
+                   help="reuse fMRIPrep/sMRIPrep/PETPrep outputs instead of computing them: "
+                        "desc-preproc_T1w, desc-brain_mask, label-GM/WM/CSF_probseg, the "
+                        "MNI152NLin2009aSym transforms, and space-T1w_desc-preproc_pet "
+                        "(e.g. -d smriprep=/data/derivatives/smriprep petprep=/data/petprep)")
     g.add_argument("--allow-any-tracer", dest="allow_any_tracer", action="store_true",
                    help="also run PET whose tracer is not FDG (the method assumes FDG)")
 

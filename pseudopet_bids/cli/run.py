@@ -58,6 +58,12 @@ def validate_paths(cfg: RunConfig) -> None:
     if cfg.work_dir and _inside(Path(cfg.work_dir), bids):
         raise UsageError("the work folder is inside the input dataset", Path(cfg.work_dir),
                          "choose a work folder outside the BIDS dataset (-w)")
+    for name, root in cfg.derivatives.items():
+        for what, folder in (("output", out), ("work", Path(cfg.work_dir or out))):
+            if _inside(folder, Path(root)):
+                raise UsageError(f"the {what} folder is inside the --derivatives dataset "
+                                 f"{name!r}", folder, "choose a folder outside the datasets "
+                                 "pseudopet reads (they are never modified)")
     if cfg.work_dir and _inside(Path(cfg.work_dir), out):
         raise UsageError("the work folder is inside the output folder", Path(cfg.work_dir),
                          "choose a work folder outside the output folder (-w)")
@@ -127,6 +133,7 @@ def make_config(args) -> RunConfig:
         session_label=list(args.session_label),
         bids_filter_file=str(args.bids_filter_file or ""),
         bids_database_dir=str(args.bids_database_dir or ""),
+        derivatives={k: str(v) for k, v in _derivatives(args.derivatives).items()},
         skip_bids_validation=args.skip_bids_validation, nprocs=args.nprocs,
         omp_nthreads=args.omp_nthreads, mem_gb=float(args.mem_gb or 0.0), device=args.device,
         model=args.model, seed=args.seed, force=args.force, verbosity=args.verbosity,
@@ -142,6 +149,15 @@ def make_config(args) -> RunConfig:
         checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
         z_reference=args.z_reference, build_normative=args.build_normative,
         fid_weights=str(args.fid_weights.resolve()) if args.fid_weights else "")
+
+
+def _derivatives(specs: list[str]) -> dict[str, Path]:
+    """``-d`` values → {name: root}; a bad dataset is reported as an input error (exit 66)."""
+    if not specs:
+        return {}
+    from pseudopet_bids.bids.reuse import parse_derivative_specs
+
+    return parse_derivative_specs(specs)
 
 
 def _run_unit(unit, cfg: RunConfig, participants: dict) -> tuple[str, str | None]:
@@ -171,7 +187,7 @@ def run_participant_level(cfg: RunConfig) -> int:
     units = discover(bids, cfg.participant_label or None, cfg.session_label or None,
                      load_filters(Path(cfg.bids_filter_file) if cfg.bids_filter_file else None),
                      Path(cfg.bids_database_dir) if cfg.bids_database_dir else None,
-                     cfg.allow_any_tracer)
+                     cfg.allow_any_tracer, {k: Path(v) for k, v in cfg.derivatives.items()})
     LOGGER.info("pre-flight:\n%s", preflight_table(units))
     runnable = [u for u in units if u.runnable]
     if not runnable:
@@ -192,7 +208,7 @@ def run_participant_level(cfg: RunConfig) -> int:
         LOGGER.info("model: %s (%s, %s preset, %s steps)", model_dir, card["model"],
                     card["preset"], card.get("steps_done"))
     prepare_dirs(cfg)
-    init_output(Path(cfg.output_dir), bids)
+    init_output(Path(cfg.output_dir), bids, cfg.derivatives)
     t0 = time.monotonic()
     nprocs = cfg.nprocs
     if cfg.mem_gb and nprocs > 1:
@@ -308,12 +324,12 @@ def main(argv: list[str] | None = None) -> int:
                      "pseudopet BIDS OUT group --build-normative --model M")
     if args.z_reference != "subject" and args.analysis_level != "participant":
         parser.error("--z-reference belongs to the participant level")
-    cfg = make_config(args)
     # ITK fixes its thread count at its first use in a process: set it before any ANTs call.
     for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS"):
-        os.environ.setdefault(var, str(cfg.omp_nthreads))
-    setup_logging(cfg.verbosity)
+        os.environ.setdefault(var, str(args.omp_nthreads))
+    setup_logging(args.verbosity)
     try:
+        cfg = make_config(args)
         validate_paths(cfg)
         LOGGER.info("pseudopet %s, %s level, input %s, output %s", __version__,
                     cfg.analysis_level, cfg.bids_dir, cfg.output_dir)

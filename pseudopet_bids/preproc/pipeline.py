@@ -11,13 +11,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import nibabel as nib
 import numpy as np
 
 from pseudopet_bids import resources
 from pseudopet_bids.errors import ProcessingError
+
+if TYPE_CHECKING:
+    from pseudopet_bids.io.inputs import Provided
 
 LOGGER = logging.getLogger(__name__)
 
@@ -77,8 +80,8 @@ def timed(timings: dict[str, float], step: str, key: str) -> Iterator[None]:
 
 
 def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, seed: int,
-               omp_nthreads: int = 1, skullstrip: str = "deepbet", key: str = "subject"
-               ) -> Preprocessed:
+               omp_nthreads: int = 1, skullstrip: str = "deepbet", key: str = "subject",
+               provided: "Provided | None" = None) -> Preprocessed:
     """Run the preprocessing steps of one subject.
 
     Parameters
@@ -96,16 +99,25 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
         ``deepbet`` or ``template`` (see ``preproc/brainmask.py``).
     key
         Name used in log lines.
+    provided
+        Results reused from ``--derivatives`` datasets (:class:`pseudopet_bids.io.inputs.
+        Provided`): the steps they cover are not run, and the log says so.
     """
+    from pseudopet_bids.io.inputs import Provided
     from pseudopet_bids.preproc.brainmask import brain_mask
-    from pseudopet_bids.preproc.coregister import coregister_pet_to_t1, resample_pet_to_t1
+    from pseudopet_bids.preproc.coregister import (RigidResult, coregister_pet_to_t1,
+                                                   resample_pet_to_t1)
     from pseudopet_bids.preproc.segment import segment_tissues
     from pseudopet_bids.preproc.template_reg import register_t1_to_template
 
+    provided = provided or Provided()
     workdir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    with timed(timings, "brain mask", key):
-        mask_img = brain_mask(t1, method=skullstrip, omp_nthreads=omp_nthreads)
+    if provided.mask is not None:
+        mask_img = _reused(timings, "brain mask", key, provided.sources["mask"], provided.mask)
+    else:
+        with timed(timings, "brain mask", key):
+            mask_img = brain_mask(t1, method=skullstrip, omp_nthreads=omp_nthreads)
     mask = np.asarray(mask_img.dataobj) > 0
     brain_ml = mask.sum() * np.prod(t1.header.get_zooms()[:3]) / 1000.0
     LOGGER.info("%s: brain mask volume %.0f ml", key, brain_ml)
@@ -113,24 +125,38 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
         raise ProcessingError(f"the brain mask has an implausible volume ({brain_ml:.0f} ml); "
                               "the T1w may be partial, not a head, or badly oriented",
                               None, "check the T1w image; try --skullstrip template")
-    with timed(timings, "T1w to template registration", key):
-        registration = register_t1_to_template(t1, mask_img, workdir, seed=seed,
-                                               omp_nthreads=omp_nthreads)
+    if provided.xfm is not None:
+        registration = _reused(timings, "T1w to template registration", key,
+                               provided.sources["xfm_forward"],
+                               reused_registration(t1, mask, *provided.xfm))
+    else:
+        with timed(timings, "T1w to template registration", key):
+            registration = register_t1_to_template(t1, mask_img, workdir, seed=seed,
+                                                   omp_nthreads=omp_nthreads)
     with timed(timings, "atlas to T1w", key):
         aal = np.asarray(registration.to_t1(resources.load_aal(), "nearest").dataobj
                          ).astype(np.int16)
         lobes = resources.aal_to_lobes(aal)
         priors = {k: registration.to_t1(resources.load_template(k), "linear")
                   for k in ("GM", "WM", "CSF")}
-    with timed(timings, "tissue segmentation", key):
-        tissue_imgs = segment_tissues(t1, mask_img, seed=seed, priors=priors)
+    if provided.tissues is not None:
+        tissue_imgs = _reused(timings, "tissue segmentation", key, provided.sources["GM"],
+                              provided.tissues)
+    else:
+        with timed(timings, "tissue segmentation", key):
+            tissue_imgs = segment_tissues(t1, mask_img, seed=seed, priors=priors)
     tissues = {k: np.asarray(v.dataobj, dtype=np.float32) for k, v in tissue_imgs.items()}
     if pet is None:
         return Preprocessed(t1=t1, mask=mask, tissues=tissues, pet=None, lobes=lobes, aal=aal,
                             registration=registration, coregistration=None, timings=timings)
-    with timed(timings, "PET to T1w coregistration", key):
-        coreg = coregister_pet_to_t1(pet, t1, mask_img, seed=seed, omp_nthreads=omp_nthreads)
-        pet_t1 = np.asarray(resample_pet_to_t1(pet, t1, coreg).dataobj, dtype=np.float32)
+    if provided.pet_in_t1w:  # already in T1w space: resampled by the identity
+        coreg = _reused(timings, "PET to T1w coregistration", key, provided.sources["pet"],
+                        RigidResult(t1_to_pet=np.eye(4)))
+    else:
+        with timed(timings, "PET to T1w coregistration", key):
+            coreg = coregister_pet_to_t1(pet, t1, mask_img, seed=seed,
+                                         omp_nthreads=omp_nthreads)
+    pet_t1 = np.asarray(resample_pet_to_t1(pet, t1, coreg).dataobj, dtype=np.float32)
     if not np.any(pet_t1[mask] > 0):
         raise ProcessingError("after coregistration the PET has no signal inside the brain "
                               "mask; PET and T1w do not overlap", None,
@@ -140,17 +166,59 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
                         registration=registration, coregistration=coreg, timings=timings)
 
 
-CACHE_VERSION = 1
+def _reused(timings: dict[str, float], step: str, key: str, source: str, value):
+    """Log and time-stamp a step whose result came from a derivative dataset."""
+    LOGGER.info("%s: %s reused from %s", key, step, source)
+    timings[f"{step} (reused)"] = 0.0
+    return value
+
+
+#: A reused template transform must bring the template's brain onto the subject's brain mask
+#: at least this well (Dice); a wrong subject, direction or template gives far less.
+MIN_REUSED_XFM_DICE = 0.6
+
+
+def reused_registration(t1: nib.Nifti1Image, mask: np.ndarray, forward: Path, inverse: Path):
+    """A :class:`TemplateRegistration` from a derivative dataset's transform pair, checked.
+
+    Raises
+    ------
+    ProcessingError
+        The template brain mask brought onto the T1w through ``inverse`` overlaps the subject's
+        brain mask with Dice < :data:`MIN_REUSED_XFM_DICE`.
+    """
+    from pseudopet_bids.preproc._ants import mask_box
+    from pseudopet_bids.preproc.template_reg import TemplateRegistration
+
+    reg = TemplateRegistration.from_files(t1, forward, inverse)
+    reg.brain_box = mask_box(mask, t1.affine, 20.0)
+    try:
+        warped = np.asarray(reg.to_t1(resources.load_template("mask"), "linear").dataobj) > 0.5
+    except Exception as exc:  # ITK raises RuntimeError for unreadable/incompatible files
+        raise ProcessingError(f"the reused template transform cannot be applied ({exc})",
+                              inverse, "check the file, or drop --derivatives") from exc
+    dice = 2.0 * float((warped & mask).sum()) / max(1.0, float(warped.sum() + mask.sum()))
+    if dice < MIN_REUSED_XFM_DICE:
+        raise ProcessingError(f"the reused template transform does not align the template with "
+                              f"this T1w (brain Dice {dice:.2f} < {MIN_REUSED_XFM_DICE}): wrong "
+                              "subject, direction or template?", inverse,
+                              "give the transforms made from this T1w, or drop --derivatives")
+    reg.metric = dice
+    return reg
+
+
+CACHE_VERSION = 2
 
 
 def input_hash(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, seed: int,
-               skullstrip: str) -> str:
-    """The preprocessing cache key: image data and headers, seed, method, version."""
+               skullstrip: str, provided: str = "") -> str:
+    """The preprocessing cache key: image data and headers, seed, method, version, and the
+    fingerprint of the files reused from ``--derivatives`` (``Provided.fingerprint``)."""
     import hashlib
 
     from pseudopet_bids import __version__
 
-    h = hashlib.sha256(f"{CACHE_VERSION}|{__version__}|{seed}|{skullstrip}".encode())
+    h = hashlib.sha256(f"{CACHE_VERSION}|{__version__}|{seed}|{skullstrip}|{provided}".encode())
     for img in (t1, pet):
         if img is None:
             h.update(b"none")
@@ -163,7 +231,8 @@ def input_hash(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, seed: int,
 
 def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path,
                       seed: int, omp_nthreads: int = 1, skullstrip: str = "deepbet",
-                      key: str = "subject", digest: str | None = None) -> Preprocessed:
+                      key: str = "subject", digest: str | None = None,
+                      provided: "Provided | None" = None) -> Preprocessed:
     """:func:`preprocess`, reusing the results kept in ``workdir/preproc`` when valid.
 
     The cache is keyed by a hash of the image data and headers, the seed, the skull-stripping
@@ -181,7 +250,8 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
 
     cache = Path(workdir) / "preproc"
     manifest = cache / "manifest.json"
-    digest = digest or input_hash(t1, pet, seed, skullstrip)
+    digest = digest or input_hash(t1, pet, seed, skullstrip,
+                                  provided.fingerprint if provided else "")
     if manifest.exists():
         try:
             info = json.loads(manifest.read_text())
@@ -206,7 +276,7 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
                     coregistration=coreg, timings={"preprocessing (cached)": 0.0})
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             LOGGER.info("%s: preprocessing cache unusable (%s): recomputing", key, exc)
-    pre = preprocess(t1, pet, workdir, seed, omp_nthreads, skullstrip, key)
+    pre = preprocess(t1, pet, workdir, seed, omp_nthreads, skullstrip, key, provided)
     import io
 
     arrays = {"mask": pre.mask, "lobes": pre.lobes, "aal": pre.aal, **pre.tissues}

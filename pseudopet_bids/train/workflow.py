@@ -40,18 +40,16 @@ def prepare_control(unit: SubjectInputs, cfg: RunConfig, grid: ModelGrid
     Returns ``{"key", "hash", "mri", "mask", "pet" (or None)}``; the arrays are cached in
     ``WORK/<key>/modelgrid-<grid hash>.npz`` next to the preprocessing cache.
     """
-    from pseudopet_bids.io.intake import load_image, load_static_pet
+    from pseudopet_bids.io.inputs import load_inputs
     from pseudopet_bids.participant import detection_mask
     from pseudopet_bids.preproc.normalize import normalize_pet
     from pseudopet_bids.preproc.pipeline import input_hash, preprocess_cached
     from pseudopet_bids.synthesis.modelspace import subject_on_grid
 
-    t1 = load_image(unit.t1w, "T1w")
-    pet = None
-    if unit.pet is not None:
-        pet, _ = load_static_pet(unit.pet, unit.pet_meta.get("FrameDuration"))
+    images = load_inputs(unit)
+    t1, pet, provided = images.t1, images.pet, images.provided
     work = Path(cfg.work_dir) / unit.key
-    digest = input_hash(t1, pet, cfg.seed, cfg.skullstrip)
+    digest = input_hash(t1, pet, cfg.seed, cfg.skullstrip, provided.fingerprint)
     cached = work / f"modelgrid-{_grid_key(grid)}.npz"
     if cached.exists():
         try:
@@ -62,7 +60,7 @@ def prepare_control(unit: SubjectInputs, cfg: RunConfig, grid: ModelGrid
         except (OSError, ValueError, KeyError):
             pass
     pre = preprocess_cached(t1, pet, work, cfg.seed, cfg.omp_nthreads, cfg.skullstrip,
-                            unit.key, digest=digest)
+                            unit.key, digest=digest, provided=provided)
     pet_norm = None
     if pre.pet is not None:
         pet_norm, _, _ = normalize_pet(pre.pet, detection_mask(pre, cfg), method=cfg.normalization)
@@ -110,7 +108,7 @@ def training_units(cfg: RunConfig) -> list[SubjectInputs]:
     units = discover(bids, controls, cfg.session_label or None,
                      load_filters(Path(cfg.bids_filter_file) if cfg.bids_filter_file else None),
                      Path(cfg.bids_database_dir) if cfg.bids_database_dir else None,
-                     cfg.allow_any_tracer)
+                     cfg.allow_any_tracer, {k: Path(v) for k, v in cfg.derivatives.items()})
     LOGGER.info("training pre-flight (controls only):\n%s", preflight_table(units))
     usable = []
     for unit in units:
