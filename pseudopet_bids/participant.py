@@ -24,6 +24,7 @@ from pseudopet_bids.bids.discovery import SubjectInputs
 from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.config import OUTPUT_FIELDS, RunConfig
 from pseudopet_bids.errors import UsageError
+from pseudopet_bids.progress import SubjectStatus, participant_stages, timed
 
 LOGGER = logging.getLogger(__name__)
 TEMPLATE = resources.TEMPLATE_NAME
@@ -183,15 +184,10 @@ def _pid_alive(pid: int) -> bool:
 
 def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participant | None
                     ) -> None:
-    """Process one (subject, session) and write its derivatives (see module docstring)."""
-    from pseudopet_bids.detect.clusters import find_clusters
-    from pseudopet_bids.detect.regions import cluster_table
-    from pseudopet_bids.detect.zmap import difference_map, zmap
-    from pseudopet_bids.io.inputs import load_inputs
-    from pseudopet_bids.models.tissue import TissueModel
-    from pseudopet_bids.preproc.normalize import normalize_pet
-    from pseudopet_bids.preproc.pipeline import preprocess_cached, timed
+    """Process one (subject, session) and write its derivatives (see module docstring).
 
+    Its progress is kept in ``logs/<key>_status.json`` (:class:`SubjectStatus`).
+    """
     out = Path(cfg.output_dir)
     final = der.SubjectPaths(out, unit.subject, unit.session, unit.pet)
     model_dir = resolve_model(cfg)
@@ -203,11 +199,47 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     if normative is not None:
         cfg = dataclasses.replace(cfg, normative_sha256=str(normative[1]["sha256"]))
     done, why = is_finished(final, cfg, model_lbl, analysis)
+    status = SubjectStatus(final.status, unit.subject, unit.session,
+                           participant_stages(_model_name(model_dir)))
     if done and not cfg.force:
         LOGGER.info("%s: %s skipped, %s (use --force to redo)", unit.key, analysis, why)
+        status.skipped(why)
         return
     if final.config(analysis).exists():
         LOGGER.info("%s: redoing, %s", unit.key, "--force given" if done else why)
+    try:
+        _process(unit, cfg, participant, status, model_dir, (model_lbl, analysis, model_sha),
+                 normative)
+    except BaseException as exc:
+        status.fail(exc)
+        raise
+    status.done()
+
+
+def _model_name(model_dir: Path | None) -> str:
+    """``tissue``, or the architecture of a trained model (as its ``TrainedModel.name``)."""
+    if model_dir is None:
+        return "tissue"
+    from pseudopet_bids.models.checkpoint import read_card
+
+    return str(read_card(model_dir)["model"])
+
+
+def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | None,
+             status: SubjectStatus, model_dir: Path | None, labels: tuple[str, str, str],
+             normative) -> None:
+    """The work of :func:`run_participant` once it is known to be needed."""
+    from pseudopet_bids.detect.clusters import find_clusters
+    from pseudopet_bids.detect.regions import cluster_table
+    from pseudopet_bids.detect.zmap import difference_map, zmap
+    from pseudopet_bids.io.inputs import load_inputs
+    from pseudopet_bids.models.tissue import TissueModel
+    from pseudopet_bids.preproc.normalize import normalize_pet
+    from pseudopet_bids.preproc.pipeline import preprocess_cached
+
+    model_lbl, analysis, model_sha = labels
+    out = Path(cfg.output_dir)
+    final = der.SubjectPaths(out, unit.subject, unit.session, unit.pet)
     _clean_stale_staging(out, unit.key)
     _set_threads(cfg.omp_nthreads)
     trained = None
@@ -222,16 +254,16 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     model_name = "tissue" if trained is None else trained.name
     t_start = time.monotonic()
     timings: dict[str, float] = {}
-    with timed(timings, "image intake", unit.key):
+    with timed(timings, "image intake", unit.key, status):
         images = load_inputs(unit)
     for note in unit.notes:
         LOGGER.info("%s: %s", unit.key, note)
     work = Path(cfg.work_dir) / unit.key
     pre = preprocess_cached(images.t1, images.pet, work, cfg.seed, cfg.omp_nthreads,
-                            cfg.skullstrip, unit.key, provided=images.provided)
+                            cfg.skullstrip, unit.key, provided=images.provided, status=status)
     timings.update(pre.timings)
     gm = detection_mask(pre, cfg)
-    with timed(timings, f"pseudo-normal PET ({model_name})", unit.key):
+    with timed(timings, f"pseudo-normal PET ({model_name})", unit.key, status):
         reference = gm if cfg.normalization == "gm-median" else pre.mask
         pet_norm, scale, norm_info = normalize_pet(pre.pet, reference, method=cfg.normalization)
         # One GM uptake per AAL left/right pair: the normal regional pattern at gyral scale, while a
@@ -246,8 +278,8 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
             from pseudopet_bids.synthesis.apply import synthesize_subject
 
             pseudo_norm, pseudo_sd, model_info = synthesize_subject(
-                trained, pre, gm, device, cfg.n_samples, cfg.seed)
-    with timed(timings, "detection", unit.key):
+                trained, pre, gm, device, cfg.n_samples, cfg.seed, status, unit.key)
+    with timed(timings, "detection", unit.key, status):
         diff = difference_map(pet_norm, pseudo_norm)
         if normative is None:
             z = zmap(diff, gm)
@@ -274,7 +306,7 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
                         for r in table.itertuples()))
     staging = out / f".staging-{unit.key}-{os.getpid()}"
     try:
-        with timed(timings, "writing derivatives", unit.key):
+        with timed(timings, "writing derivatives", unit.key, status):
             spaths = der.SubjectPaths(staging, unit.subject, unit.session, unit.pet)
             params = dict(model=model_name, model_info=model_info, norm_info=norm_info,
                           scale=scale, frame_info=images.frame_info, participant=participant,
@@ -289,7 +321,8 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
         der.atomic_write_text(final.config(analysis), cfg.to_toml() + _timing_toml(timings))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    write_reports(out, cfg, unit.subject, participant)
+    with timed(timings, "reports", unit.key, status):
+        write_reports(out, cfg, unit.subject, participant)
     LOGGER.info("%s: finished in %.0f s", unit.key, timings["total"])
 
 

@@ -125,6 +125,12 @@ def test_chained_run_reuses_and_says_so(chained, caplog):
     for path, digest in digests.items():
         assert _tree_digest(path) == digest, f"{path} was modified"
     assert_bids_valid(out)
+    status = json.loads((out / "logs" / f"sub-{SUB}_status.json").read_text())
+    assert status["state"] == "finished" and status["fraction_done"] == 1.0
+    stages = {s["name"]: s for s in status["stages"]}
+    assert stages["brain mask"]["state"] == "skipped"
+    assert stages["brain mask"]["reason"].startswith("reused from bids:fmriprep:")
+    assert stages["detection"]["state"] == "done"
 
 
 def test_changed_derivatives_redo_the_subject(chained, caplog, tmp_path):

@@ -238,6 +238,11 @@ class SubjectPaths:
         return self.root / "logs" / f"{self.anat_prefix}_desc-{analysis}_config.toml"
 
     @property
+    def status(self) -> Path:
+        """Progress of the subject's latest run (``status.json``, docs/progress.md)."""
+        return self.root / "logs" / f"{self.anat_prefix}_status.json"
+
+    @property
     def figure_dir(self) -> Path:
         return self.root / f"sub-{self.subject}" / "figures"
 

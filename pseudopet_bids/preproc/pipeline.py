@@ -7,22 +7,27 @@ and hands their results on as one :class:`Preprocessed` record (arrays on the T1
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 
 from pseudopet_bids import resources
 from pseudopet_bids.errors import ProcessingError
+from pseudopet_bids.progress import PREPROCESSING_STAGES, SubjectStatus
+from pseudopet_bids.progress import timed as _timed
 
 if TYPE_CHECKING:
     from pseudopet_bids.io.inputs import Provided
 
 LOGGER = logging.getLogger(__name__)
+
+
+def timed(timings: dict[str, float], step: str, key: str, status: SubjectStatus | None = None):
+    """:func:`pseudopet_bids.progress.timed` logging under this module's logger."""
+    return _timed(timings, step, key, status, logger=LOGGER)
 
 
 @dataclass
@@ -69,19 +74,10 @@ class Preprocessed:
         return tuple(float(v) for v in self.t1.header.get_zooms()[:3])
 
 
-@contextmanager
-def timed(timings: dict[str, float], step: str, key: str) -> Iterator[None]:
-    """Log the start and duration of a step and store its duration."""
-    LOGGER.info("%s: %s ...", key, step)
-    t0 = time.monotonic()
-    yield
-    timings[step] = round(time.monotonic() - t0, 2)
-    LOGGER.info("%s: %s done in %.1f s", key, step, timings[step])
-
-
 def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, seed: int,
                omp_nthreads: int = 1, skullstrip: str = "deepbet", key: str = "subject",
-               provided: "Provided | None" = None) -> Preprocessed:
+               provided: "Provided | None" = None, status: SubjectStatus | None = None
+               ) -> Preprocessed:
     """Run the preprocessing steps of one subject.
 
     Parameters
@@ -102,6 +98,8 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
     provided
         Results reused from ``--derivatives`` datasets (:class:`pseudopet_bids.io.inputs.
         Provided`): the steps they cover are not run, and the log says so.
+    status
+        Progress record of the run (``status.json``), told about every step.
     """
     from pseudopet_bids.io.inputs import Provided
     from pseudopet_bids.preproc.brainmask import brain_mask
@@ -114,9 +112,10 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
     workdir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     if provided.mask is not None:
-        mask_img = _reused(timings, "brain mask", key, provided.sources["mask"], provided.mask)
+        mask_img = _reused(timings, "brain mask", key, provided.sources["mask"], provided.mask,
+                           status)
     else:
-        with timed(timings, "brain mask", key):
+        with timed(timings, "brain mask", key, status):
             mask_img = brain_mask(t1, method=skullstrip, omp_nthreads=omp_nthreads)
     mask = np.asarray(mask_img.dataobj) > 0
     brain_ml = mask.sum() * np.prod(t1.header.get_zooms()[:3]) / 1000.0
@@ -128,12 +127,12 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
     if provided.xfm is not None:
         registration = _reused(timings, "T1w to template registration", key,
                                provided.sources["xfm_forward"],
-                               reused_registration(t1, mask, *provided.xfm))
+                               reused_registration(t1, mask, *provided.xfm), status)
     else:
-        with timed(timings, "T1w to template registration", key):
+        with timed(timings, "T1w to template registration", key, status):
             registration = register_t1_to_template(t1, mask_img, workdir, seed=seed,
                                                    omp_nthreads=omp_nthreads)
-    with timed(timings, "atlas to T1w", key):
+    with timed(timings, "atlas to T1w", key, status):
         aal = np.asarray(registration.to_t1(resources.load_aal(), "nearest").dataobj
                          ).astype(np.int16)
         lobes = resources.aal_to_lobes(aal)
@@ -141,9 +140,9 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
                   for k in ("GM", "WM", "CSF")}
     if provided.tissues is not None:
         tissue_imgs = _reused(timings, "tissue segmentation", key, provided.sources["GM"],
-                              provided.tissues)
+                              provided.tissues, status)
     else:
-        with timed(timings, "tissue segmentation", key):
+        with timed(timings, "tissue segmentation", key, status):
             tissue_imgs = segment_tissues(t1, mask_img, seed=seed, priors=priors)
     tissues = {k: np.asarray(v.dataobj, dtype=np.float32) for k, v in tissue_imgs.items()}
     if pet is None:
@@ -151,9 +150,9 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
                             registration=registration, coregistration=None, timings=timings)
     if provided.pet_in_t1w:  # already in T1w space: resampled by the identity
         coreg = _reused(timings, "PET to T1w coregistration", key, provided.sources["pet"],
-                        RigidResult(t1_to_pet=np.eye(4)))
+                        RigidResult(t1_to_pet=np.eye(4)), status)
     else:
-        with timed(timings, "PET to T1w coregistration", key):
+        with timed(timings, "PET to T1w coregistration", key, status):
             coreg = coregister_pet_to_t1(pet, t1, mask_img, seed=seed,
                                          omp_nthreads=omp_nthreads)
     pet_t1 = np.asarray(resample_pet_to_t1(pet, t1, coreg).dataobj, dtype=np.float32)
@@ -166,10 +165,13 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
                         registration=registration, coregistration=coreg, timings=timings)
 
 
-def _reused(timings: dict[str, float], step: str, key: str, source: str, value):
-    """Log and time-stamp a step whose result came from a derivative dataset."""
+def _reused(timings: dict[str, float], step: str, key: str, source: str, value,
+            status: SubjectStatus | None = None):
+    """Log, time-stamp and report a step whose result came from a derivative dataset."""
     LOGGER.info("%s: %s reused from %s", key, step, source)
     timings[f"{step} (reused)"] = 0.0
+    if status is not None:
+        status.skip_stages([step], f"reused from {source}")
     return value
 
 
@@ -232,7 +234,8 @@ def input_hash(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, seed: int,
 def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path,
                       seed: int, omp_nthreads: int = 1, skullstrip: str = "deepbet",
                       key: str = "subject", digest: str | None = None,
-                      provided: "Provided | None" = None) -> Preprocessed:
+                      provided: "Provided | None" = None,
+                      status: SubjectStatus | None = None) -> Preprocessed:
     """:func:`preprocess`, reusing the results kept in ``workdir/preproc`` when valid.
 
     The cache is keyed by a hash of the image data and headers, the seed, the skull-stripping
@@ -269,6 +272,9 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
                     t1_to_pet=np.asarray(info["coreg"]["t1_to_pet"]),
                     metric=info["coreg"]["metric"], starts=info["coreg"]["starts"])
                 LOGGER.info("%s: preprocessing reused from %s", key, cache)
+                if status is not None:
+                    status.skip_stages(PREPROCESSING_STAGES,
+                                       f"reused from the preprocessing cache {cache}")
                 return Preprocessed(
                     t1=t1, mask=arrays["mask"], pet=arrays.get("pet"),
                     tissues={k: arrays[k] for k in ("GM", "WM", "CSF")},
@@ -276,7 +282,7 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
                     coregistration=coreg, timings={"preprocessing (cached)": 0.0})
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             LOGGER.info("%s: preprocessing cache unusable (%s): recomputing", key, exc)
-    pre = preprocess(t1, pet, workdir, seed, omp_nthreads, skullstrip, key, provided)
+    pre = preprocess(t1, pet, workdir, seed, omp_nthreads, skullstrip, key, provided, status)
     import io
 
     arrays = {"mask": pre.mask, "lobes": pre.lobes, "aal": pre.aal, **pre.tissues}

@@ -92,7 +92,8 @@ def _default_batch(device: torch.device) -> int:
 
 def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
                      device: torch.device, n_samples: int = 1, seed: int = 0,
-                     batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                     batch_size: int | None = None, status=None, key: str = ""
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
     """Translate every brain slice of a model-grid T1w volume.
 
     Parameters
@@ -109,6 +110,9 @@ def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
         Seeds the sampling noise (same seed, same output on CPU).
     batch_size
         Slices per forward pass (default: 8 on CPU, 32 on CUDA; halved on out-of-memory).
+    status, key
+        Progress record (:class:`pseudopet_bids.progress.SubjectStatus`) and log name: slices
+        done are shown as a bar on a terminal, as log lines otherwise, and in ``status.json``.
 
     Returns
     -------
@@ -123,6 +127,10 @@ def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
     gen = torch.Generator(device=device).manual_seed(int(seed))
     total = np.zeros(mri.shape, np.float64)
     total2 = np.zeros(mri.shape, np.float64)
+    from pseudopet_bids.progress import ProgressReporter
+
+    bar = ProgressReporter(n_samples * len(zs), f"{key}: synthesis".lstrip(": "), unit="slices",
+                           status=status, logger=LOGGER)
     for _ in range(n_samples):
         start = 0
         while start < len(zs):
@@ -143,6 +151,8 @@ def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
             total[:, :, chunk] += slab
             total2[:, :, chunk] += slab.astype(np.float64) ** 2
             start += len(chunk)
+            bar.update(len(chunk))
+    bar.close()
     mean = np.full(mri.shape, -1.0, np.float32)
     mean[:, :, zs] = (total[:, :, zs] / n_samples).astype(np.float32)
     if n_samples == 1:
@@ -154,7 +164,7 @@ def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
 
 
 def synthesize_subject(trained: TrainedModel, pre, gm: np.ndarray, device: torch.device,
-                       n_samples: int = 1, seed: int = 0
+                       n_samples: int = 1, seed: int = 0, status=None, key: str = ""
                        ) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Pseudo-normal PET of a preprocessed subject on its T1w grid.
 
@@ -170,7 +180,7 @@ def synthesize_subject(trained: TrainedModel, pre, gm: np.ndarray, device: torch
         A :class:`~pseudopet_bids.preproc.pipeline.Preprocessed` subject.
     gm
         The detection grey matter (bool, T1w grid).
-    device, n_samples, seed
+    device, n_samples, seed, status, key
         See :func:`translate_volume`.
 
     Returns
@@ -185,7 +195,8 @@ def synthesize_subject(trained: TrainedModel, pre, gm: np.ndarray, device: torch
 
     reg, grid = pre.registration, trained.grid
     vols = subject_on_grid(reg, pre.t1.get_fdata(dtype=np.float32), pre.mask, pre.affine, grid)
-    mean, std = translate_volume(trained, vols["mri"], vols["mask"], device, n_samples, seed)
+    mean, std = translate_volume(trained, vols["mri"], vols["mask"], device, n_samples, seed,
+                                 status=status, key=key)
     pseudo = from_model_grid(reg, unscale_pet(mean), grid) * pre.mask
     factor = float(np.median(pseudo[gm])) if gm.any() else 0.0
     if not factor > 0:

@@ -20,7 +20,6 @@ import io
 import logging
 import math
 import os
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -404,7 +403,12 @@ class Trainer:
             torch.manual_seed(self.s.seed)
         self.dist.broadcast_params(self.model)
         self.model.train()
-        bar = _progress(self.s.steps, self.step, self.dist.main)
+        from pseudopet_bids.progress import ProgressReporter
+
+        # a bar with the losses on a terminal, else a log line every 5 %
+        bar = ProgressReporter(self.s.steps, "training", unit="steps", initial=self.step,
+                               enabled=self.dist.main, min_interval_s=0.0, every_fraction=0.05,
+                               logger=LOGGER)
         t_last_ckpt = time.monotonic()
         t0 = time.monotonic() - self.elapsed
         window: dict[str, list[float]] = {}
@@ -420,7 +424,7 @@ class Trainer:
                        **{k: float(np.mean(v)) for k, v in window.items()}}
                 self.log_rows.append(row)
                 window = {}
-                bar.update(self.step, row)
+                bar.update_to(self.step, {k: v for k, v in row.items() if k in ("G", "D")})
             if self.s.val_every and self.step % self.s.val_every == 0 \
                     and self.step < self.s.steps:
                 self._validate()
@@ -435,38 +439,3 @@ class Trainer:
         self.save_checkpoint()
         self.dist.close()
         return card
-
-
-class _progress:
-    """tqdm bar with the losses on a terminal; plain log lines (every ~5 %) otherwise."""
-
-    def __init__(self, total: int, start: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-        self.t0, self.start = time.monotonic(), start
-        self.bar = None
-        self.next_line = start
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=start, desc="training", unit="step",
-                            dynamic_ncols=True)
-
-    def update(self, step: int, row: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        losses = {k: v for k, v in row.items() if k in ("G", "D")}
-        if self.bar is not None:
-            self.bar.update(step - self.bar.n)
-            self.bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-            return
-        if step >= self.next_line or step == self.total:
-            rate = (step - self.start) / max(time.monotonic() - self.t0, 1e-9)
-            eta = (self.total - step) / rate if rate > 0 else float("nan")
-            LOGGER.info("training step %d/%d  %s  %.2f step/s  ETA %s", step, self.total,
-                        "  ".join(f"{k} {v:.4f}" for k, v in losses.items()), rate,
-                        time.strftime("%H:%M:%S", time.gmtime(eta)) if eta == eta else "?")
-            self.next_line = step + max(1, self.total // 20)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

@@ -152,3 +152,6 @@ def test_bad_images_fail_the_subject_cleanly(tmp_path, caplog, breakage, message
     assert not (out / "sub-01").exists()
     assert not list(out.glob(".staging*"))
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    status = json.loads((out / "logs" / "sub-01_status.json").read_text())
+    assert status["state"] == "failed" and status["stage"] == "image intake"
+    assert message in status["last_error"]["message"]
