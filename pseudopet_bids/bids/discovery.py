@@ -30,7 +30,7 @@ import nibabel as nib
 
 from pseudopet_bids.bids.entities import parse_entities
 from pseudopet_bids.bids.reuse import Reused, build_layouts, find_reused
-from pseudopet_bids.errors import InputError, NoSelectionError, UsageError
+from pseudopet_bids.errors import InputError, NoSelectionError, OutputError, UsageError
 
 LOGGER = logging.getLogger(__name__)
 NIFTI = [".nii", ".nii.gz"]
@@ -99,22 +99,60 @@ def load_filters(path: Path | None) -> dict[str, dict[str, Any]]:
 
 
 def build_layout(bids_dir: Path, database_dir: Path | None = None):
-    """Index a BIDS dataset with pybids (no pybids validation; our own validator runs before)."""
+    """Index a BIDS dataset with pybids (no pybids validation; our own validator runs before).
+
+    With ``database_dir`` (``--bids-database-dir``), an existing database is only read, and a
+    new one is built in a private folder beside it and renamed into place: participant jobs
+    started together (SLURM arrays) never write to one SQLite file at once; the first finished
+    is kept, the others use it.
+    """
     from bids import BIDSLayout
     from bids.layout import BIDSLayoutIndexer
 
-    kwargs: dict[str, Any] = {"validate": False, "derivatives": False}
-    if database_dir is not None:
-        database_dir.mkdir(parents=True, exist_ok=True)
-        kwargs["database_path"] = str(database_dir)
+    def layout(**extra):
+        return BIDSLayout(str(bids_dir), validate=False, derivatives=False,
+                          indexer=BIDSLayoutIndexer(validate=False, index_metadata=False),
+                          **extra)
+
     try:
-        return BIDSLayout(str(bids_dir), indexer=BIDSLayoutIndexer(validate=False,
-                                                                   index_metadata=False),
-                          **kwargs)
+        if database_dir is None:
+            return layout()
+        database_dir = Path(database_dir)
+        if not (database_dir / "layout_index.sqlite").exists():
+            _build_database(database_dir, layout)
+        return layout(database_path=str(database_dir))
+    except OSError as exc:
+        raise OutputError(f"cannot create the pybids database ({exc.strerror or exc})",
+                          database_dir, "choose a writable --bids-database-dir") from exc
     except Exception as exc:
         raise InputError(f"pybids cannot index the dataset ({type(exc).__name__}: {exc})",
                          bids_dir, "check dataset_description.json and the folder layout "
                          "(run bids-validator)") from exc
+
+
+def _build_database(database_dir: Path, layout) -> None:
+    """Index into a private folder, then rename it to ``database_dir`` unless another job did."""
+    import os
+    import shutil
+    import socket
+
+    database_dir.parent.mkdir(parents=True, exist_ok=True)
+    private = database_dir.with_name(f".{database_dir.name}.{socket.gethostname()}-{os.getpid()}")
+    shutil.rmtree(private, ignore_errors=True)
+    try:
+        layout(database_path=str(private))
+        try:
+            database_dir.rmdir()  # an empty folder (made by the user): take its place
+        except OSError:
+            pass  # absent, or not empty
+        try:
+            os.rename(private, database_dir)
+        except OSError:
+            if not (database_dir / "layout_index.sqlite").exists():
+                raise
+            LOGGER.debug("pybids database %s was built by another job", database_dir)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:

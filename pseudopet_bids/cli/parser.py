@@ -20,10 +20,14 @@ examples:
   pseudopet /data/bids /data/out group
   pseudopet /data/bids /data/out group --train --model syndiff --preset small
   pseudopet /data/bids /data/out participant --model syndiff --n-samples 8
+  pseudopet /data/bids /data/out participant -d smriprep=/data/derivatives/smriprep \
+      petprep=/data/derivatives/petprep            # reuse their preprocessing
+  docker run --gpus all --rm -v /data:/data:ro -v /scratch:/out pseudopet/pseudopet:VERSION \
+      /data/bids /out participant -w /out/work     # the container (docs/containers.md)
 
 exit codes: 0 ok, 1 some participants failed, 16 BIDS validation failed,
 18 filters selected nothing, 64 usage error, 66 required inputs missing,
-73 cannot create output.
+73 cannot create output, 130 interrupted.
 """
 
 
@@ -165,22 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-w", "--work-dir", dest="work_dir",
                    type=lambda t: Path(t).expanduser().resolve(), metavar="DIR",
                    help="intermediate files (default: OUTPUT_DIR/../pseudopet_work)")
-    g.add_argument("--nprocs", type=_positive_int, default=1,
+    g.add_argument("--nprocs", type=_positive_int, default=1, metavar="N",
                    help="participants processed in parallel (default: %(default)s)")
-    g.add_argument("--omp-nthreads", dest="omp_nthreads", type=_positive_int,
+    g.add_argument("--omp-nthreads", dest="omp_nthreads", type=_positive_int, metavar="N",
                    default=min(os.cpu_count() or 1, 8),
                    help="threads per participant (default: %(default)s)")
     g.add_argument("--mem", dest="mem_gb", type=_positive_float, default=None, metavar="GB",
                    help="memory available in GB: limits how many participants run at once "
                         "(about 3 GB each; default: no limit)")
-    g.add_argument("--device", type=_device, default="auto",
+    g.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda,cuda:N}",
                    help="auto, cpu, cuda or cuda:N (default: %(default)s)")
 
     g = parser.add_argument_group("method")
     g.add_argument("--model", type=_model, default="auto",
+                   metavar="{tissue,cyclegan,syndiff,PATH}",
                    help="tissue, cyclegan, syndiff or a model folder; default: a trained model "
                         "in OUTPUT_DIR/models/, else the tissue baseline")
-    g.add_argument("--seed", type=_seed, default=42, help="random seed (default: %(default)s)")
+    g.add_argument("--seed", type=_seed, default=42, metavar="N", help="random seed (default: %(default)s)")
     g.add_argument("--skullstrip", choices=["deepbet", "template"], default="deepbet",
                    help="brain extraction method (default: %(default)s)")
     g.add_argument("--pet-fwhm", dest="pet_fwhm", type=_positive_float, default=6.0,
@@ -188,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--force", action="store_true",
                    help="redo participants whose outputs are complete (with --train: retrain "
                         "from scratch)")
-    g.add_argument("--n-samples", dest="n_samples", type=_positive_int, default=1,
+    g.add_argument("--n-samples", dest="n_samples", type=_positive_int, default=1, metavar="N",
                    help="SynDiff: stochastic samples averaged into the pseudo-normal PET; > 1 "
                         "also writes a standard-deviation map (default: %(default)s)")
 
@@ -227,11 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = parser.add_argument_group("detection")
     g.add_argument("--z-threshold", dest="z_threshold", type=_positive_float, default=1.65,
+                   metavar="Z",
                    help="hypometabolism where Z < -T (default: %(default)s, one-sided p=0.05)")
     g.add_argument("--cluster-min-volume", dest="cluster_min_volume", type=_positive_float,
                    default=1500.0, metavar="MM3",
                    help="smallest reported cluster in mm^3 (default: %(default)s)")
     g.add_argument("--gm-threshold", dest="gm_threshold", type=_fraction, default=0.5,
+                   metavar="P",
                    help="grey-matter probability defining GM (default: %(default)s)")
     g.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26,
                    help="voxel neighbourhood of clusters (default: %(default)s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -12,8 +13,9 @@ from pathlib import Path
 from pseudopet_bids import __version__
 from pseudopet_bids.cli.parser import build_parser
 from pseudopet_bids.config import RunConfig
-from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, InputError, OutputError,
-                                   PseudopetError, UsageError, ValidationError)
+from pseudopet_bids.errors import (EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTICIPANT_FAILED,
+                                   InputError, OutputError, PseudopetError, UsageError,
+                                   ValidationError)
 
 LOGGER = logging.getLogger("pseudopet")
 #: Peak memory of one participant with the tissue model, rounded up (docs/performance.md).
@@ -84,12 +86,33 @@ def prepare_dirs(cfg: RunConfig) -> None:
             raise OutputError("the folder is not writable", folder, "choose a writable location")
     from pseudopet_bids.bids.derivatives import atomic_write_text
 
+    use_work_tmp(Path(cfg.work_dir))
     logdir = Path(cfg.output_dir) / "logs"
-    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    # host and pid: jobs of one SLURM array start in the same second on different nodes
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{socket.gethostname()}-{os.getpid()}"
     setup_logging(cfg.verbosity, None)
     logdir.mkdir(parents=True, exist_ok=True)
     setup_logging(cfg.verbosity, logdir / f"pseudopet_{cfg.analysis_level}_{stamp}.log")
     atomic_write_text(logdir / f"config_{cfg.analysis_level}_{stamp}.toml", cfg.to_toml())
+
+
+def use_work_tmp(work_dir: Path) -> Path:
+    """Send temporary files (ANTs, tempfile) to ``WORK_DIR/tmp`` instead of ``/tmp``.
+
+    In a container with a read-only root file system only the output and work folders are
+    writable; on clusters ``/tmp`` is often small and node-local. Child processes inherit it.
+    """
+    import tempfile
+
+    tmp = Path(work_dir) / "tmp"
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder ({exc.strerror})", tmp,
+                          "choose a writable work folder (-w)") from exc
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = str(tmp)
+    return tmp
 
 
 def validate_bids(bids_dir: Path, run_validator: bool = True) -> None:
@@ -148,7 +171,21 @@ def make_config(args) -> RunConfig:
         val_every=args.val_every, checkpoint_every=args.checkpoint_every,
         checkpoint_minutes=args.checkpoint_minutes, resume=args.resume,
         z_reference=args.z_reference, build_normative=args.build_normative,
-        fid_weights=str(args.fid_weights.resolve()) if args.fid_weights else "")
+        fid_weights=str(args.fid_weights.resolve()) if args.fid_weights else "",
+        template_source=_template_source())
+
+
+def _template_source() -> str:
+    """Where the template comes from, logged once (TemplateFlow home, or the packaged copy)."""
+    from pseudopet_bids import resources
+
+    source = resources.template_source()
+    if source.startswith("TemplateFlow"):
+        LOGGER.info("template %s from %s", resources.TEMPLATE_NAME, source)
+    else:
+        LOGGER.info("template %s: %s copy (TemplateFlow: %s; nothing is downloaded)",
+                    resources.TEMPLATE_NAME, source, resources.templateflow_files()[1])
+    return source
 
 
 def _derivatives(specs: list[str]) -> dict[str, Path]:
@@ -328,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(var, str(args.omp_nthreads))
     setup_logging(args.verbosity)
+    import tempfile
+
+    saved_tmp = (tempfile.tempdir, os.environ.get("TMPDIR"))  # use_work_tmp changes both
     try:
         cfg = make_config(args)
         validate_paths(cfg)
@@ -342,7 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         LOGGER.error("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
+    finally:  # leave the calling process as it was (main() is also called from Python)
+        tempfile.tempdir = saved_tmp[0]
+        if saved_tmp[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_tmp[1]
 
 
 if __name__ == "__main__":  # pragma: no cover

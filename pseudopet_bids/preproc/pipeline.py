@@ -220,7 +220,8 @@ def input_hash(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, seed: int,
 
     from pseudopet_bids import __version__
 
-    h = hashlib.sha256(f"{CACHE_VERSION}|{__version__}|{seed}|{skullstrip}|{provided}".encode())
+    h = hashlib.sha256(f"{CACHE_VERSION}|{__version__}|{seed}|{skullstrip}|{provided}|"
+                       f"{resources.template_source()}".encode())
     for img in (t1, pet):
         if img is None:
             h.update(b"none")

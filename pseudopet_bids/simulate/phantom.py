@@ -40,6 +40,9 @@ CAVITY_MARGIN_MM = 1.5          # CSF rim between the closed brain envelope and 
 HEAD_SHELL_MM = 13.0            # skull + scalp, measured from the cavity surface
 DEEP_GM_GAIN = 0.45             # regional FDG corrections of the template pattern (see below)
 CEREBELLUM_GAIN = -0.28
+#: The simulator always uses the packaged template and atlas, so that a cohort does not depend
+#: on what the machine's TemplateFlow home holds (same arguments, same files).
+PACKAGED = "packaged"
 _FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 _PATCH = tuple[tuple[slice, slice, slice], np.ndarray]
 
@@ -284,8 +287,8 @@ def head_model(resolution_mm: float = 1.0) -> HeadModel:
     """
     res = float(resolution_mm)
     grid, cgrid = _model_grid(res), _model_grid(max(2.0, res))
-    taff = resources.load_template("mask").affine
-    tpl = {k: resources.load_template(k).get_fdata(dtype=np.float32)
+    taff = resources.load_template("mask", PACKAGED).affine
+    tpl = {k: resources.load_template(k, PACKAGED).get_fdata(dtype=np.float32)
            for k in ("mask", "GM", "WM")}
     tpl["GM"], tpl["WM"] = sharpen_tissues(tpl["GM"], tpl["WM"])
     rc = cgrid.voxel_mm[0]
@@ -303,7 +306,7 @@ def head_model(resolution_mm: float = 1.0) -> HeadModel:
     face = ((x / 48.0) ** 2 + ((y - 45.0) / 45.0) ** 2 + ((z + 55.0) / 42.0) ** 2) <= 1.0
     outer = ndimage.gaussian_filter((shell | neck | face).astype(np.float32), 3.0 / rc) > 0.5
     skin_c = (ndimage.distance_transform_edt(outer) * rc).astype(np.float32)
-    lobes_c = np.rint(_onto(resources.load_lobe_atlas().get_fdata(), taff, cgrid, order=0))
+    lobes_c = np.rint(_onto(resources.load_lobe_atlas(PACKAGED).get_fdata(), taff, cgrid, order=0))
     lobes_c = lobes_c.astype(np.int8)
     terr_c = _territories(lobes_c, brain_c)
     coarse = Level(cgrid, gm_c, wm_c, cav_c, skin_c, terr_c, _patches(cgrid, skin_c))
@@ -311,9 +314,9 @@ def head_model(resolution_mm: float = 1.0) -> HeadModel:
     # Deep grey nuclei and cerebellum get their own gains in the regional factor. PET uses the
     # same GM/WM maps as the T1w, so the MR shows every tissue the PET shows.
     groups = {k: ndimage.gaussian_filter(
-        _onto(resources.aal_group_mask(k).astype(np.float32), taff, cgrid), 1.0)
+        _onto(resources.aal_group_mask(k, PACKAGED).astype(np.float32), taff, cgrid), 1.0)
         for k in ("deep_gm", "cerebellum")}
-    aal_c = np.rint(_onto(resources.load_aal().get_fdata(), taff, cgrid, order=0)).astype(np.int64)
+    aal_c = np.rint(_onto(resources.load_aal(PACKAGED).get_fdata(), taff, cgrid, order=0)).astype(np.int64)
     uptake = _regional_factor(cgrid, gm_c, wm_c, groups["deep_gm"], groups["cerebellum"], aal_c)
 
     if cgrid.shape == grid.shape:

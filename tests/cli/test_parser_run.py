@@ -155,3 +155,31 @@ def test_bad_images_fail_the_subject_cleanly(tmp_path, caplog, breakage, message
     status = json.loads((out / "logs" / "sub-01_status.json").read_text())
     assert status["state"] == "failed" and status["stage"] == "image intake"
     assert message in status["last_error"]["message"]
+
+
+def test_temporary_files_go_to_the_work_dir_and_main_restores(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    from pseudopet_bids.cli.run import use_work_tmp
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.delenv("TMPDIR", raising=False)
+    tmp = use_work_tmp(tmp_path / "work")
+    assert tempfile.gettempdir() == str(tmp) and os.environ["TMPDIR"] == str(tmp)
+    tempfile.tempdir = None
+    del os.environ["TMPDIR"]
+    root = make_bids(tmp_path / "ds", {"01": {}})
+    (tmp_path / "out").mkdir()
+    seen = {}
+    real = use_work_tmp
+
+    def spy(work):
+        seen["tmp"] = real(work)
+        return seen["tmp"]
+
+    monkeypatch.setattr("pseudopet_bids.cli.run.use_work_tmp", spy)
+    main([str(root), str(tmp_path / "out"), "group", "--skip-bids-validation",
+          "-w", str(tmp_path / "w2")])
+    assert seen["tmp"] == tmp_path / "w2" / "tmp"  # it was used during the run ...
+    assert tempfile.tempdir is None and "TMPDIR" not in os.environ  # ... and undone after
