@@ -3,15 +3,22 @@
 Every file is written to a temporary file in its own folder and renamed into place, so a killed
 run never leaves a half-written file under a final name. ``.nii.gz`` files are gzipped with
 mtime 0 and no embedded file name, so identical data give byte-identical files; level 1, because
-level 6 took three times longer for 5 % smaller files (float images compress poorly).
+level 6 took three times longer for 5 % smaller files (float images compress poorly). ``.npz``
+archives (work-dir caches) carry a fixed zip date for the same reason.
+
+Temporary files carry their owner, ``.pp-<host>-<pid>``, in their name, so that the cleanup of
+what killed runs left never touches the live temporary file of a concurrent job
+(``bids/temporaries.py``; docs/reliability.md, "Crash safety and idempotence").
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,7 @@ import pandas as pd
 
 from pseudopet_bids import __version__
 from pseudopet_bids.bids.entities import entity_prefix, parse_entities
+from pseudopet_bids.bids.temporaries import TMP_SUFFIX, temp_prefix
 from pseudopet_bids.errors import OutputError
 
 BIDS_VERSION = "1.10.0"
@@ -44,11 +52,17 @@ group
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` through a temporary file in the same folder and a rename."""
+    """Write bytes to ``path`` through a temporary file in the same folder and a rename.
+
+    The temporary file, ``.<name>.pp-<host>-<pid>-<random>.tmp``, is flushed to disk
+    (``fsync``) before the rename, so the final name holds either the old or the whole new
+    content, also after a power cut.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TMP_SUFFIX,
+                                   dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -62,6 +76,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as exc:
         raise OutputError(f"cannot write ({exc.strerror or exc})", path,
                           "check that the output folder is writable and has free space") from exc
+
+
+def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = False) -> bytes:
+    """An ``.npz`` archive of ``arrays`` (as :func:`numpy.savez`, read by :func:`numpy.load`
+    without pickle) whose zip entries carry a fixed date: ``np.savez`` stamps the current
+    time, so equal arrays would give different bytes."""
+    buf = io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buf, "w", compression=method) as archive:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            with archive.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+    return buf.getvalue()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -189,6 +218,10 @@ class SubjectPaths:
     """
 
     def __init__(self, output_dir: Path, subject: str, session: str | None, pet_source: Path):
+        for label in (subject, session):
+            # every output path is built from these: only BIDS labels, never a path part
+            if label is not None and not (isinstance(label, str) and label.isalnum()):
+                raise ValueError(f"{label!r} is not a BIDS label (letters and digits)")
         self.root = Path(output_dir)
         prefix = subject_key(subject, session)
         folder = self.root / f"sub-{subject}" / (f"ses-{session}" if session else "")
@@ -304,3 +337,4 @@ def init_output(output_dir: Path, bids_dir: Path,
         target = output_dir / name
         if not target.exists() or target.read_text() != text:
             atomic_write_text(target, text)
+

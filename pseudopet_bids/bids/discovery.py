@@ -83,6 +83,12 @@ def choose_pet(candidates: list[Path]) -> Path:
     return sorted(candidates, key=lambda p: (_run(p), p.name))[0]
 
 
+#: Query keys the tool sets itself; a filter file changing them could pair one subject's PET
+#: with another subject's T1w, or pick files that are not images.
+FIXED_QUERY_KEYS = frozenset({"subject", "session", "datatype", "suffix", "extension",
+                              "return_type", "scope", "target", "invalid_filters"})
+
+
 def load_filters(path: Path | None) -> dict[str, dict[str, Any]]:
     """Read a ``--bids-filter-file`` (JSON: ``{"t1w": {...}, "pet": {...}}``, pybids queries)."""
     if path is None:
@@ -95,6 +101,16 @@ def load_filters(path: Path | None) -> dict[str, dict[str, Any]]:
     if not isinstance(filters, dict) or not set(filters) <= {"t1w", "pet"}:
         raise UsageError("the BIDS filter file must be a JSON object with keys 't1w' and/or "
                          "'pet'", path, 'e.g. {"pet": {"reconstruction": "acdyn"}}')
+    for kind, query in filters.items():
+        if not isinstance(query, dict):
+            raise UsageError(f"the filter of {kind!r} must be a JSON object of entities", path,
+                             'e.g. {"t1w": {"acquisition": "mprage"}}')
+        fixed = sorted(set(query) & FIXED_QUERY_KEYS)
+        if fixed:  # these select which subject's files are used: never from a filter
+            raise UsageError(f"the filter of {kind!r} may not set {', '.join(fixed)}", path,
+                             "select subjects and sessions with --participant-label / "
+                             "--session-label; filters choose among a subject's own files "
+                             "(acquisition, reconstruction, run, tracer, ...)")
     return filters
 
 

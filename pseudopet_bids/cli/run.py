@@ -112,6 +112,12 @@ def use_work_tmp(work_dir: Path) -> Path:
                           "choose a writable work folder (-w)") from exc
     os.environ["TMPDIR"] = str(tmp)
     tempfile.tempdir = str(tmp)
+    # matplotlib (report figures) needs a writable config/cache folder; under a read-only $HOME
+    # (containers, Apptainer) it would warn and rebuild its font cache in a fresh temp folder
+    mpl = Path(os.environ.get("MPLCONFIGDIR") or Path.home() / ".config" / "matplotlib")
+    probe = mpl if mpl.exists() else mpl.parent
+    if not os.access(probe, os.W_OK):
+        os.environ["MPLCONFIGDIR"] = str(tmp / "matplotlib")
     return tmp
 
 
