@@ -22,6 +22,7 @@ from pseudopet_bids import __version__, resources
 from pseudopet_bids.bids import derivatives as der
 from pseudopet_bids.bids.discovery import SubjectInputs
 from pseudopet_bids.bids.participants import Participant
+from pseudopet_bids.bids.temporaries import private_tempdir, staging_name
 from pseudopet_bids.config import OUTPUT_FIELDS, RunConfig
 from pseudopet_bids.errors import UsageError
 from pseudopet_bids.progress import SubjectStatus, participant_stages, timed
@@ -164,22 +165,25 @@ def resolve_normative(cfg: RunConfig, model: str, model_sha: str):
     return stats, card
 
 
-def _clean_stale_staging(root: Path, key: str) -> None:
-    for stale in root.glob(f".staging-{key}-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        alive = pid.isdigit() and _pid_alive(int(pid))
-        if not alive:
-            shutil.rmtree(stale, ignore_errors=True)
+def clean_stale(out: Path, work_dir: Path, paths: der.SubjectPaths, key: str) -> list[Path]:
+    """Remove what killed runs of this subject left: staging folders in the output folder,
+    temporary files of atomic writes (output folder, ``logs/``, the subject's folders, its
+    work folder) and private temporary folders in ``WORK/tmp``.
 
+    Only temporaries whose owner is gone are removed (:mod:`pseudopet_bids.bids.temporaries`):
+    the live ones of concurrent jobs writing into the same folders are kept.
+    """
+    from pseudopet_bids.bids.temporaries import clean_stale_temporaries
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid != os.getpid()
+    subject_dir = out / f"sub-{paths.subject}"
+    removed = []
+    for folder, recursive in ((out, False), (out / "logs", False), (subject_dir, True),
+                              (Path(work_dir) / key, True), (Path(work_dir) / "tmp", False)):
+        removed += clean_stale_temporaries(folder, recursive)
+    if removed:
+        LOGGER.info("%s: removed %d temporary file(s) left by killed runs: %s", key,
+                    len(removed), ", ".join(p.name for p in removed[:5]))
+    return removed
 
 
 def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participant | None
@@ -198,6 +202,7 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     normative = resolve_normative(cfg, model_lbl, model_sha)
     if normative is not None:
         cfg = dataclasses.replace(cfg, normative_sha256=str(normative[1]["sha256"]))
+    clean_stale(out, Path(cfg.work_dir), final, unit.key)
     done, why = is_finished(final, cfg, model_lbl, analysis)
     status = SubjectStatus(final.status, unit.subject, unit.session,
                            participant_stages(_model_name(model_dir)))
@@ -208,8 +213,11 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
     if final.config(analysis).exists():
         LOGGER.info("%s: redoing, %s", unit.key, "--force given" if done else why)
     try:
-        _process(unit, cfg, participant, status, model_dir, (model_lbl, analysis, model_sha),
-                 normative)
+        # WORK/tmp is shared by the participants of a run: a folder of this process's own lets
+        # a later run tell what a killed one left there (temporaries.py)
+        with private_tempdir(Path(cfg.work_dir) / "tmp"):
+            _process(unit, cfg, participant, status, model_dir,
+                     (model_lbl, analysis, model_sha), normative)
     except BaseException as exc:
         status.fail(exc)
         raise
@@ -240,7 +248,6 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
     model_lbl, analysis, model_sha = labels
     out = Path(cfg.output_dir)
     final = der.SubjectPaths(out, unit.subject, unit.session, unit.pet)
-    _clean_stale_staging(out, unit.key)
     _set_threads(cfg.omp_nthreads)
     trained = None
     if model_dir is not None:
@@ -304,7 +311,7 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
                 cfg.cluster_min_volume, cfg.z_threshold,
                 "".join(f"\n    {r.region}: {r.volume_mm3:.0f} mm3, peak Z {r.peak_z:.2f}"
                         for r in table.itertuples()))
-    staging = out / f".staging-{unit.key}-{os.getpid()}"
+    staging = out / staging_name(unit.key)
     try:
         with timed(timings, "writing derivatives", unit.key, status):
             spaths = der.SubjectPaths(staging, unit.subject, unit.session, unit.pet)
@@ -316,6 +323,9 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
                           else 1, pseudo_sd=None if pseudo_sd is None else pseudo_sd * scale)
             _write_all(spaths, pre, cfg, unit, pet_norm * scale, pseudo_norm * scale, z, labels,
                        table, params)
+            # the record of an earlier run goes first: killed while the final files are being
+            # replaced, the analysis must not look finished with a mix of old and new files
+            final.config(analysis).unlink(missing_ok=True)
             _commit(staging, out)
         timings["total"] = round(time.monotonic() - t_start, 2)
         der.atomic_write_text(final.config(analysis), cfg.to_toml() + _timing_toml(timings))

@@ -22,8 +22,8 @@ examples:
   pseudopet /data/bids /data/out participant --model syndiff --n-samples 8
   pseudopet /data/bids /data/out participant -d smriprep=/data/derivatives/smriprep \
       petprep=/data/derivatives/petprep            # reuse their preprocessing
-  docker run --gpus all --rm -v /data:/data:ro -v /scratch:/out pseudopet/pseudopet:VERSION \
-      /data/bids /out participant -w /out/work     # the container (docs/containers.md)
+  docker run --gpus all --rm -v /data/bids:/data:ro -v /data/out:/out -v /scratch:/work \
+      pseudopet/pseudopet:VERSION /data /out participant -w /work   # docs/containers.md
 
 exit codes: 0 ok, 1 some participants failed, 16 BIDS validation failed,
 18 filters selected nothing, 64 usage error, 66 required inputs missing,
@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("resources")
     g.add_argument("-w", "--work-dir", dest="work_dir",
                    type=lambda t: Path(t).expanduser().resolve(), metavar="DIR",
-                   help="intermediate files (default: OUTPUT_DIR/../pseudopet_work)")
+                   help="intermediate and temporary files (default: OUTPUT_DIR_work, beside "
+                        "the output folder)")
     g.add_argument("--nprocs", type=_positive_int, default=1, metavar="N",
                    help="participants processed in parallel (default: %(default)s)")
     g.add_argument("--omp-nthreads", dest="omp_nthreads", type=_positive_int, metavar="N",

@@ -368,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.z_reference != "subject" and args.analysis_level != "participant":
         parser.error("--z-reference belongs to the participant level")
     # ITK fixes its thread count at its first use in a process: set it before any ANTs call.
-    for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS"):
+    # The image leaves these unset, so --omp-nthreads (default min(cores, 8)) is the default;
+    # a value set by the user's environment wins (e.g. a scheduler's per-job limit).
+    for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(args.omp_nthreads))
     setup_logging(args.verbosity)
     import tempfile
