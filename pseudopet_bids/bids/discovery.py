@@ -11,8 +11,16 @@ Rules (documented in README.md, "Inputs"):
   the sidecar's ``TracerName`` (spellings such as ``FDG``, ``[18F]FDG``, ``18F-FDG``,
   ``fluorodeoxyglucose`` are recognised). Other tracers are skipped unless ``allow_any_tracer``.
   Among several: the lowest ``run-``, then the file name.
-- Headers are read here (cheap) so that empty, non-NIfTI and placeholder files are reported in
-  the pre-flight table instead of failing later.
+- Headers are read here (cheap) so that empty, non-NIfTI and placeholder files (HTML pages,
+  git-annex/LFS pointers, broken links) are reported in the pre-flight table, with the file and
+  the fix, instead of failing later.
+- PET sidecar checks that do not stop a run are reported as notes and warnings: ``FrameTimesStart``
+  not matching the frames or not increasing (only ``FrameDuration`` weights the frames; a
+  wrong ``FrameDuration`` stops the subject at image intake), ``Units`` missing, images not
+  decay-corrected (a global scale per frame, removed by the intensity normalization).
+- ``--participant-label`` given twice (``01`` and ``sub-01``) selects the subject once, as
+  fMRIPrep does; an unknown label is a usage error (exit 64); a dataset without ``sub-*``
+  folders is an input error (exit 66).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import nibabel as nib
 from pseudopet_bids.bids.entities import parse_entities
 from pseudopet_bids.bids.reuse import Reused, build_layouts, find_reused
 from pseudopet_bids.errors import InputError, NoSelectionError, OutputError, UsageError
+from pseudopet_bids.io.intake import describe_unreadable
 
 LOGGER = logging.getLogger(__name__)
 NIFTI = [".nii", ".nii.gz"]
@@ -61,11 +70,19 @@ class SubjectInputs:
 
 
 def is_fdg(name: str | None) -> bool:
-    """True when a tracer name denotes [18F]FDG (case and punctuation insensitive)."""
+    """True when a tracer name denotes [18F]FDG (case and punctuation insensitive).
+
+    Accepted: ``FDG``, ``fdg``, ``[18F]FDG``, ``18F-FDG``, ``F-18 FDG``, ``fluorodeoxyglucose``,
+    ``Fludeoxyglucose (18F)`` (the INN), ``2-deoxy-2-[18F]fluoro-D-glucose``. Not FDG: the
+    galactose analogue ``[18F]FDGal`` and every tracer without deoxy-fluoro-glucose in its name.
+    """
     if not name:
         return False
     text = re.sub(r"[^a-z0-9]", "", str(name).lower())
-    return "fdg" in text or "fluorodeoxyglucose" in text or "deoxyglucose" in text
+    if "galactose" in text or "fdgal" in text:
+        return False
+    bare = re.sub(r"18f|f18", "", text)  # the isotope, wherever it is written
+    return "fdg" in bare or ("glucose" in bare and "deoxy" in bare and "flu" in bare)
 
 
 def _run(path: Path) -> int:
@@ -194,29 +211,48 @@ def read_sidecar(path: Path) -> dict[str, Any]:
                 continue
             if all(ents.get(k) == v for k, v in js_ents.items()):
                 try:
-                    meta.update(json.loads(js.read_text()))
-                except (OSError, json.JSONDecodeError) as exc:
+                    # utf-8-sig: a byte-order mark (Windows editors) is not an error
+                    content = json.loads(js.read_text(encoding="utf-8-sig"))
+                except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
                     raise InputError(f"invalid JSON sidecar ({exc})", js,
-                                     "fix the JSON syntax (e.g. with a JSON linter)") from exc
+                                     "fix the JSON syntax (e.g. with a JSON linter); it must "
+                                     "be UTF-8 text") from exc
+                if not isinstance(content, dict):
+                    raise InputError(f"invalid JSON sidecar (a {type(content).__name__}, not "
+                                     "an object of metadata fields)", js,
+                                     'write the metadata as one JSON object {"Field": value}')
+                meta.update(content)
     return meta
 
 
-def _header_shape(path: Path) -> tuple[tuple[int, ...] | None, str | None]:
-    """The image shape from its header, or why the file cannot be used."""
-    if not path.exists():
-        return None, f"{path.name} is a broken link (file content not present)"
-    if path.stat().st_size == 0:
-        return None, f"{path.name} is empty (0 bytes)"
+def _rel(path: Path, root: Path | None) -> str:
+    """``sub-01/pet/sub-01_pet.nii.gz``: the path inside the dataset, for messages."""
+    try:
+        return Path(path).relative_to(root).as_posix() if root is not None else str(path)
+    except ValueError:
+        return str(path)
+
+
+def _header_shape(path: Path, root: Path | None = None
+                  ) -> tuple[tuple[int, ...] | None, str | None]:
+    """The image shape from its header, or why the file cannot be used (with the fix)."""
+    name = _rel(path, root)
+    known = describe_unreadable(path)
+    if known is not None:
+        return None, f"{name} {known[0]} -> {known[1]}"
     try:
         return tuple(nib.load(str(path)).header.get_data_shape()), None
     except Exception as exc:
-        return None, f"{path.name} is not a readable NIfTI ({type(exc).__name__})"
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        return None, (f"{name} is not a readable NIfTI ({reason}) -> "
+                      "re-export it as NIfTI (e.g. dcm2niix) or re-download it")
 
 
 def discover(bids_dir: Path, participant_labels: list[str] | None = None,
              session_labels: list[str] | None = None, filters: dict | None = None,
              database_dir: Path | None = None, allow_any_tracer: bool = False,
-             derivatives: dict[str, Path] | None = None) -> list[SubjectInputs]:
+             derivatives: dict[str, Path] | None = None, report_skipped: bool = True
+             ) -> list[SubjectInputs]:
     """Find the inputs of every selected (subject, session) and decide who can run.
 
     Parameters
@@ -234,6 +270,9 @@ def discover(bids_dir: Path, participant_labels: list[str] | None = None,
     derivatives
         ``-d/--derivatives`` datasets (name → root) whose anatomical and PET preprocessing is
         reused (:mod:`pseudopet_bids.bids.reuse`).
+    report_skipped
+        Log one warning per skipped unit with the file and the fix (the participant level);
+        training, which uses T1w-only controls, decides itself.
 
     Returns
     -------
@@ -250,7 +289,15 @@ def discover(bids_dir: Path, participant_labels: list[str] | None = None,
     filters = filters or {}
     layout = build_layout(bids_dir, database_dir)
     subjects = sorted(layout.get_subjects())
+    if not subjects:
+        raise InputError("the dataset holds no participants (no sub-<label> folders with "
+                         "images)", bids_dir, "point BIDS_DIR to the root of the dataset that "
+                         "contains the sub-<label> folders")
     if participant_labels:
+        repeated = sorted({lb for lb in participant_labels if participant_labels.count(lb) > 1})
+        if repeated:  # fMRIPrep's rule: a label named twice selects the participant once
+            LOGGER.info("participant label(s) given more than once, processed once: %s",
+                        ", ".join(repeated))
         unknown = sorted(set(participant_labels) - set(subjects))
         if unknown:
             raise UsageError(f"participant label(s) not in the dataset: {', '.join(unknown)} "
@@ -269,9 +316,46 @@ def discover(bids_dir: Path, participant_labels: list[str] | None = None,
                 _attach_reused(unit, deriv_layouts, derivatives or {})
             units.append(unit)
     if not units:
-        raise NoSelectionError("the participant/session selection matched nothing", bids_dir,
-                               "check --participant-label / --session-label / the filter file")
+        found = sorted(layout.get_sessions(subject=subjects))
+        raise NoSelectionError(
+            "the participant/session selection matched nothing (sessions of the selected "
+            f"participants: {', '.join(found) or 'none'})", bids_dir,
+            "check --participant-label / --session-label / the filter file")
+    if report_skipped:
+        _warn_skipped(units, Path(layout.root))
     return units
+
+
+def _orphan_sidecars(root: Path, unit: SubjectInputs, datatype: str, suffix: str) -> list[str]:
+    """Sidecars ``*_<suffix>.json`` of the unit without an image beside them."""
+    folder = root / f"sub-{unit.subject}" / (f"ses-{unit.session}" if unit.session else "")
+    found = []
+    for js in sorted((folder / datatype).glob(f"*_{suffix}.json")):
+        stem = js.name[:-len(".json")]
+        if not any(js.with_name(stem + ext).exists() or js.with_name(stem + ext).is_symlink()
+                   for ext in NIFTI):
+            found.append(_rel(js, root))
+    return found
+
+
+def _warn_skipped(units: list[SubjectInputs], root: Path) -> None:
+    """One warning per skipped unit with what to do about it (the table only says why)."""
+    where = {"no PET image": ("pet", "pet", "PET (sub-<label>[_ses-<label>]_pet.nii[.gz])"),
+             "no T1w image": ("anat", "T1w", "T1w (sub-<label>[_ses-<label>]_T1w.nii[.gz])")}
+    for unit in units:
+        if unit.runnable:
+            continue
+        reason = unit.skip_reason or ""
+        if reason in where:
+            datatype, suffix, what = where[reason]
+            orphans = _orphan_sidecars(root, unit, datatype, suffix)
+            folder = _rel(root / f"sub-{unit.subject}" / (f"ses-{unit.session}"
+                                                          if unit.session else "") / datatype,
+                          root)
+            reason += (f" ({', '.join(orphans)}: a sidecar without its image)" if orphans
+                       else f" in {folder}/")
+            reason += f" -> add the {what}, or leave the participant out (--participant-label)"
+        LOGGER.warning("%s skipped: %s", unit.key, reason)
 
 
 def _files(layout, **query) -> list[Path]:
@@ -281,6 +365,7 @@ def _files(layout, **query) -> list[Path]:
 def _discover_unit(layout, subject: str, session: str | None, filters: dict,
                    allow_any_tracer: bool) -> SubjectInputs:
     unit = SubjectInputs(subject=subject, session=session)
+    root = Path(layout.root)
     ses_query = {"session": session} if session else {}
     pets = _files(layout, subject=subject, datatype="pet", suffix="pet",
                   **{**ses_query, **filters.get("pet", {})})
@@ -297,6 +382,7 @@ def _discover_unit(layout, subject: str, session: str | None, filters: dict,
     if t1s:
         unit.t1w = choose_t1w(t1s)
     fdg: list[Path] = []
+    others: list[Path] = []
     tracers = []
     for pet in pets:
         try:
@@ -305,15 +391,19 @@ def _discover_unit(layout, subject: str, session: str | None, filters: dict,
             unit.skip_reason = unit.skip_reason or str(exc)
             continue
         tracer = parse_entities(pet).get("trc") or meta.get("TracerName")
-        tracers.append(str(tracer))
-        if is_fdg(tracer) or allow_any_tracer:
-            fdg.append(pet)
+        tracers.append(str(tracer) if tracer else "unknown: no trc- entity and no TracerName")
+        (fdg if is_fdg(tracer) else others).append(pet)
+    if allow_any_tracer and not fdg:  # FDG first even when any tracer is allowed
+        fdg = others
     if not pets:
         unit.skip_reason = unit.skip_reason or "no PET image"
     elif not fdg:
         unit.skip_reason = unit.skip_reason or (
-            f"PET tracer is not FDG ({', '.join(sorted(set(tracers)))}); "
-            "use --allow-any-tracer to run anyway")
+            f"PET tracer is not FDG ({', '.join(sorted(set(tracers)))}) in "
+            f"{', '.join(_rel(p, root) for p in others)}; "
+            "use --allow-any-tracer to run anyway" + (
+                ", or add \"TracerName\": \"FDG\" to the JSON sidecar if it is FDG"
+                if any(t.startswith("unknown") for t in tracers) else ""))
     else:
         if len(fdg) > 1:
             unit.notes.append(f"{len(fdg)} FDG PET images, chose {choose_pet(fdg).name}")
@@ -325,12 +415,45 @@ def _discover_unit(layout, subject: str, session: str | None, filters: dict,
         unit.tracer = parse_entities(unit.pet).get("trc") or unit.pet_meta.get("TracerName")
     for path in (unit.t1w, unit.pet):
         if path is not None and unit.skip_reason is None:
-            shape, unit.skip_reason = _header_shape(path)
+            shape, unit.skip_reason = _header_shape(path, root)
             if path == unit.pet and shape is not None:
                 unit.n_frames = int(shape[3]) if len(shape) > 3 else 1
+    if unit.pet is not None and unit.skip_reason is None:
+        _check_pet_meta(unit, root)
     if not t1s:  # decided last: a T1w of a --derivatives dataset may stand in for it
         unit.skip_reason = unit.skip_reason or "no T1w image"
     return unit
+
+
+def _check_pet_meta(unit: SubjectInputs, root: Path) -> None:
+    """Notes and warnings about PET metadata that do not stop the run (module docstring)."""
+    meta, pet = unit.pet_meta, unit.pet
+    sidecar = _rel(pet.with_name(pet.name.split(".nii")[0] + ".json"), root)
+
+    def warn(problem: str, fix: str) -> None:
+        unit.notes.append(problem)
+        LOGGER.warning("%s: %s: %s -> %s", unit.key, sidecar, problem, fix)
+
+    if not meta.get("Units"):
+        unit.notes.append("PET Units missing (recorded as n/a; intensities are normalized)")
+    if meta.get("ImageDecayCorrected") is False:
+        unit.notes.append("PET not decay-corrected (a global scale per frame, removed by the "
+                          "intensity normalization)")
+    starts = meta.get("FrameTimesStart")
+    if starts is None or unit.n_frames is None:
+        return
+    try:
+        starts = [float(x) for x in (starts if isinstance(starts, list) else [starts])]
+    except (TypeError, ValueError):
+        warn("FrameTimesStart is not a list of numbers", "fix FrameTimesStart (seconds)")
+        return
+    if len(starts) != unit.n_frames:
+        warn(f"FrameTimesStart lists {len(starts)} frame(s) but the image has {unit.n_frames}; "
+             "frames are weighted by FrameDuration only",
+             "check that the sidecar belongs to this image and fix FrameTimesStart")
+    elif any(b <= a for a, b in zip(starts, starts[1:])):
+        warn("FrameTimesStart is not increasing; frames are weighted by FrameDuration only",
+             "fix FrameTimesStart (start of each frame in seconds, in acquisition order)")
 
 
 def _attach_reused(unit: SubjectInputs, layouts: dict, datasets: dict[str, Path]) -> None:

@@ -101,10 +101,24 @@ def read_participants(bids_dir: Path) -> dict[str, Participant]:
         raise InputError("participants.tsv has no participant_id column", path,
                          "add the participant_id column (sub-<label>)")
     out: dict[str, Participant] = {}
+    repeated: set[str] = set()
     for _, row in table.iterrows():
         label = str(row["participant_id"]).strip()
         label = label[4:] if label.startswith("sub-") else label
         group = parse_group(row.get("group", ""))
         foci = parse_focus(row.get("focus", ""), path, label)
-        out[label] = Participant(label=label, group=group, foci=foci)
+        entry = Participant(label=label, group=group, foci=foci)
+        if label in out and out[label] != entry:
+            # e.g. one row per session (OpenNeuro ds004513) is fine; disagreeing rows would
+            # put a participant in two groups of the statistics
+            raise InputError(f"participant sub-{label} has several rows that disagree on group "
+                             f"or focus ({out[label].group} {'; '.join(out[label].foci)} vs "
+                             f"{group} {'; '.join(foci)})", path,
+                             "keep one group and focus per participant")
+        if label in out:
+            repeated.add(label)
+        out[label] = entry
+    if repeated:
+        LOGGER.info("%s: several rows for %s (same group and focus)", path,
+                    ", ".join(f"sub-{lb}" for lb in sorted(repeated)))
     return out

@@ -69,24 +69,43 @@ def validate_paths(cfg: RunConfig) -> None:
     if cfg.work_dir and _inside(Path(cfg.work_dir), out):
         raise UsageError("the work folder is inside the output folder", Path(cfg.work_dir),
                          "choose a work folder outside the output folder (-w)")
+    if cfg.bids_database_dir and _inside(Path(cfg.bids_database_dir), bids):
+        raise UsageError("the pybids database folder is inside the input dataset",
+                         Path(cfg.bids_database_dir), "choose a --bids-database-dir outside "
+                         "the BIDS dataset (the input is never modified)")
 
 
 def prepare_dirs(cfg: RunConfig) -> None:
     """Create the output and work folders and start the run's log file and config (exit 73).
 
-    Called only once the inputs are known to be usable, so a refused run leaves nothing behind.
+    Called only once the inputs are known to be usable, so a refused run leaves nothing behind;
+    when the second folder cannot be made, the folders this call created are removed again.
     """
-    for folder in (Path(cfg.output_dir), Path(cfg.work_dir)):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create the folder ({exc.strerror})", folder,
-                              "choose a writable location") from exc
-        if not os.access(folder, os.W_OK):
-            raise OutputError("the folder is not writable", folder, "choose a writable location")
+    created: list[Path] = []
+    try:
+        for folder in (Path(cfg.output_dir), Path(cfg.work_dir)):
+            missing = [d for d in (folder, *folder.parents) if not d.exists()][::-1]
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot create the folder ({exc.strerror})", folder,
+                                  "choose a writable location") from exc
+            created += missing
+            if not os.access(folder, os.W_OK):
+                raise OutputError("the folder is not writable", folder,
+                                  "choose a writable location")
+        use_work_tmp(Path(cfg.work_dir))
+    except OutputError:
+        for folder in reversed(created):  # deepest first; only what this call made
+            try:
+                if (folder / "tmp").is_dir():  # made by use_work_tmp
+                    (folder / "tmp").rmdir()
+                folder.rmdir()
+            except OSError:
+                pass  # not empty: something else uses it now
+        raise
     from pseudopet_bids.bids.derivatives import atomic_write_text
 
-    use_work_tmp(Path(cfg.work_dir))
     logdir = Path(cfg.output_dir) / "logs"
     # host and pid: jobs of one SLURM array start in the same second on different nodes
     stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{socket.gethostname()}-{os.getpid()}"
@@ -124,14 +143,34 @@ def use_work_tmp(work_dir: Path) -> Path:
 def validate_bids(bids_dir: Path, run_validator: bool = True) -> None:
     """Check that the input is a BIDS dataset and run bids-validator-deno when asked.
 
-    Without ``dataset_description.json`` the input is refused: with exit 16 when validating,
-    66 (inputs missing) with ``--skip-bids-validation``. Validator errors give exit 16.
+    Without a readable ``dataset_description.json`` (missing, not JSON, not an object) the
+    input is refused: with exit 16 when validating, 66 (inputs missing) with
+    ``--skip-bids-validation``. A derivatives dataset (``DatasetType: derivative``) given as the
+    input is a usage error (64): its files would be taken for raw images. Validator errors, and
+    a validator that crashes or gives no report, give exit 16.
     """
-    if not (bids_dir / "dataset_description.json").is_file():
-        error = ValidationError if run_validator else InputError
+    import json
+    import subprocess
+
+    error = ValidationError if run_validator else InputError
+    description = bids_dir / "dataset_description.json"
+    if not description.is_file():
         raise error("dataset_description.json is missing: this is not a BIDS dataset",
                     bids_dir, "add dataset_description.json (Name, BIDSVersion) "
                     "or point to the dataset root")
+    try:
+        content = json.loads(description.read_text(encoding="utf-8-sig"))  # BOM tolerated
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise error(f"dataset_description.json is not valid JSON ({exc})", description,
+                    'fix it: a UTF-8 JSON object such as {"Name": "My study", '
+                    '"BIDSVersion": "1.10.0"}') from exc
+    if not isinstance(content, dict):
+        raise error("dataset_description.json is not a JSON object", description,
+                    'write it as {"Name": "My study", "BIDSVersion": "1.10.0"}')
+    if str(content.get("DatasetType", "raw")).lower() == "derivative":
+        raise UsageError("the input is a derivatives dataset (DatasetType \"derivative\"), "
+                         "not raw BIDS", bids_dir, "give the raw BIDS dataset as BIDS_DIR; "
+                         "reuse preprocessed data with -d NAME=PATH")
     if not run_validator:
         return
     from pseudopet_bids.bids.validator import validation_errors
@@ -143,8 +182,15 @@ def validate_bids(bids_dir: Path, run_validator: bool = True) -> None:
         LOGGER.warning("bids-validator-deno not found: input not validated "
                        "(pip install bids-validator-deno, or --skip-bids-validation)")
         return
+    except (RuntimeError, OSError, subprocess.SubprocessError, KeyError, TypeError) as exc:
+        # no usable report (crash, timeout, unexpected JSON): not a verdict on the data
+        raise ValidationError(f"bids-validator-deno did not produce a report "
+                              f"({type(exc).__name__}: {str(exc)[:300]})", bids_dir,
+                              "run bids-validator-deno on the dataset yourself, or rerun with "
+                              "--skip-bids-validation") from exc
     if errors:
-        LOGGER.error("bids-validator-deno reported %d error(s):\n%s", len(errors),
+        LOGGER.error("bids-validator-deno reported %d error(s) (fix them, or rerun with "
+                     "--skip-bids-validation):\n%s", len(errors),
                      "\n".join(f"  {e.get('code')}: {e.get('location', '')} "
                                f"{e.get('subCode') or ''}" for e in errors[:30]))
         raise ValidationError("the input dataset failed BIDS validation", bids_dir,
@@ -242,12 +288,15 @@ def run_participant_level(cfg: RunConfig) -> int:
     model_dir = resolve_model(cfg)  # fail before any work when the model is missing or broken
     resolve_normative(cfg, labels_for(cfg, model_dir)[0], model_sha256(model_dir))
     if model_dir is not None:
-        from pseudopet_bids.models.checkpoint import read_card
+        import torch
 
         from pseudopet_bids.device import resolve_device
+        from pseudopet_bids.synthesis.apply import load_trained
 
-        card = read_card(model_dir)
         resolve_device(cfg.device)  # --device cuda without a GPU: usage error before any work
+        # the whole model folder is checked (card, weights sha256, architecture) before any
+        # output exists: a broken model is one clear error (66), not one failure per subject
+        card = load_trained(model_dir, torch.device("cpu")).card
         LOGGER.info("model: %s (%s, %s preset, %s steps)", model_dir, card["model"],
                     card["preset"], card.get("steps_done"))
     prepare_dirs(cfg)

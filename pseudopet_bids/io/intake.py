@@ -8,7 +8,17 @@ q/sform rule
     when its code is > 0, else the fall-back (voxel sizes only), which we refuse because the image
     would have no position in space. When both codes are set and the two disagree by more than
     1 mm anywhere in the field of view, the sform wins (it is what SPM/ANTs/FSL write last) and a
-    warning names the file. A singular or non-finite affine is refused.
+    warning names the file. An unusable sform (singular, not finite, or sheared by more than 1 mm
+    across the field of view: ITK/ANTs directions must be orthonormal, so ANTs would silently
+    place the image elsewhere than nibabel) gives way to a valid qform with a warning; with no
+    usable transform at all the image is refused.
+
+Integrity
+    A ``.nii.gz`` is decompressed to its end, so that the gzip CRC and length are verified: a
+    flipped bit inside the compressed data otherwise decodes into silently wrong voxels, because
+    nibabel stops reading after the last voxel, before the checksum. Unreadable files are
+    described by what they are (empty, an HTML page, a git-annex or Git LFS pointer, an
+    uncompressed NIfTI named ``.nii.gz`` ...), see :func:`describe_unreadable`.
 """
 
 from __future__ import annotations
@@ -25,11 +35,89 @@ import numpy as np
 from pseudopet_bids.errors import ImageError
 
 LOGGER = logging.getLogger(__name__)
+#: Largest disagreement (mm over the field of view) tolerated between two descriptions of a grid.
+GEOMETRY_TOLERANCE_MM = 1.0
+_NIFTI_MAGIC = (b"n+1\x00", b"ni1\x00")  # NIfTI-1 magic at byte 344
+_FETCH = "fetch its content ('datalad get' or 'git annex get' on this file), or re-download it"
 
 
 def _corners(shape: Sequence[int]) -> np.ndarray:
-    ii, jj, kk = np.meshgrid(*[[0, max(int(n) - 1, 0)] for n in shape[:3]], indexing="ij")
+    shape = (list(shape[:3]) + [1, 1, 1])[:3]  # 2D images: their grid is one slice
+    ii, jj, kk = np.meshgrid(*[[0, max(int(n) - 1, 0)] for n in shape], indexing="ij")
     return np.c_[ii.ravel(), jj.ravel(), kk.ravel(), np.ones(8)]
+
+
+def describe_unreadable(path: str | Path) -> tuple[str, str] | None:
+    """What a file that cannot be an image is, and the fix, from its first bytes.
+
+    Real datasets hold such files: failed downloads saved as HTML pages, git-annex/DataLad
+    placeholders whose content was never fetched, Git LFS pointers, 1-byte placeholders
+    (bids-examples), uncompressed images named ``.nii.gz``.
+
+    Parameters
+    ----------
+    path
+        The file (it may be a broken symbolic link).
+
+    Returns
+    -------
+    tuple of str or None
+        ``(problem, fix)``, or None when nothing is recognisably wrong (the caller then reports
+        the reader's own error).
+    """
+    path = Path(path)
+    if not path.exists():
+        if path.is_symlink():
+            return ("is a broken symbolic link: the file content is not present (a "
+                    "DataLad/git-annex dataset not fetched?)", _FETCH)
+        return "does not exist", "check the path"
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes)", "replace it with the real image (re-export or re-download)"
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return ("is an HTML/XML page, not an image (a failed download?)",
+                "download the file itself again (not the web page that links to it)")
+    if text.startswith(b"version https://git-lfs"):
+        return "is a Git LFS pointer, not the image", "run 'git lfs pull' in the dataset"
+    if b"annex/objects/" in head and size < 1024:
+        return "is a git-annex pointer file: the content is not present", _FETCH
+    gz = path.name.endswith(".gz")
+    if gz and head[:2] != b"\x1f\x8b":
+        if head[344:348] in _NIFTI_MAGIC:
+            return ("is an uncompressed NIfTI although its name ends in .gz",
+                    "rename it to .nii, or compress it (gzip)")
+        return ("is not gzip-compressed although its name ends in .nii.gz",
+                "replace it with the real image (re-export or re-download)")
+    if not gz and size < 348:
+        return (f"is too short to be a NIfTI image ({size} bytes; a placeholder?)",
+                "replace it with the real image")
+    return None
+
+
+def _orthogonal(affine: np.ndarray) -> np.ndarray:
+    """The affine ANTs/ITK would use: directions projected onto the nearest rotation."""
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    u, _, vt = np.linalg.svd(affine[:3, :3] / zooms)
+    out = affine.copy()
+    out[:3, :3] = (u @ vt) * zooms
+    return out
+
+
+def _affine_problem(affine: np.ndarray | None, shape: Sequence[int]) -> str | None:
+    """Why an affine cannot place the image in space, or None."""
+    if affine is None:
+        return "missing"
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        return "singular or not finite"
+    corners = _corners(shape)
+    shear = np.abs(corners @ (affine - _orthogonal(affine)).T)[:, :3].max()
+    if shear > GEOMETRY_TOLERANCE_MM:
+        return (f"sheared (non-orthogonal axes, up to {shear:.1f} mm across the image, e.g. a "
+                "gantry tilt), which ANTs cannot represent")
+    return None
 
 
 def choose_affine(img: nib.Nifti1Image, path: Path) -> np.ndarray:
@@ -50,40 +138,94 @@ def choose_affine(img: nib.Nifti1Image, path: Path) -> np.ndarray:
     hdr = img.header
     sform, scode = hdr.get_sform(coded=True)
     qform, qcode = hdr.get_qform(coded=True)
-    if scode and scode > 0:
-        affine = sform
-        if qcode and qcode > 0 and qform is not None:
-            corners = _corners(img.shape)
-            gap = np.abs((corners @ sform.T) - (corners @ qform.T))[:, :3].max()
-            if gap > 1.0:
-                LOGGER.warning("%s: sform and qform disagree by up to %.1f mm; using the sform",
-                               path, gap)
-    elif qcode and qcode > 0:
-        affine = qform
-    else:
+    if not (scode and scode > 0) and not (qcode and qcode > 0):
         raise ImageError("the header has neither a valid sform nor qform (both codes are 0), "
                          "so the image has no position in space", path,
                          "rewrite the header with a scanner/aligned transform "
                          "(e.g. re-export it from DICOM with dcm2niix)")
-    affine = np.asarray(affine, dtype=float)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise ImageError("the header affine is singular or not finite", path,
-                         "fix the image header (re-export it from DICOM)")
+    coded = [(name, None if m is None else np.asarray(m, dtype=float))
+             for name, m, code in (("sform", sform, scode), ("qform", qform, qcode))
+             if code and code > 0]
+    problems = {name: _affine_problem(m, img.shape) for name, m in coded}
+    usable = [(name, m) for name, m in coded if problems[name] is None]
+    if not usable:
+        text = "; ".join(f"the {name} is {problems[name]}" for name, _ in coded)
+        raise ImageError(f"no usable header transform: {text}", path,
+                         "fix the image header (re-export it from DICOM with dcm2niix, or "
+                         "resample it to an orthogonal grid)")
+    name, affine = usable[0]
+    if name == "qform" and "sform" in problems:  # the sform was set but unusable
+        LOGGER.warning("%s: the sform is %s; using the qform instead", path, problems["sform"])
+    elif len(usable) == 2:
+        corners = _corners(img.shape)
+        gap = np.abs((corners @ usable[0][1].T) - (corners @ usable[1][1].T))[:, :3].max()
+        if gap > GEOMETRY_TOLERANCE_MM:
+            LOGGER.warning("%s: sform and qform disagree by up to %.1f mm; using the sform",
+                           path, gap)
     return affine
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (nibabel's messages span lines; log lines must not)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+
+
+def _verified(img: nib.Nifti1Image, path: Path) -> nib.Nifti1Image:
+    """The image re-read from the whole decompressed file (gzip CRC and length checked)."""
+    if not path.name.endswith(".gz"):
+        return img
+    try:
+        with gzip.open(path, "rb") as fh:
+            raw = fh.read()
+    except (EOFError, OSError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise ImageError(f"the file is truncated or corrupt ({_one_line(exc)})", path,
+                         "re-copy or re-export the file; check that the download finished "
+                         "(datalad/git-annex: 'datalad get')") from exc
+    return type(img).from_bytes(raw)
 
 
 def _read_array(img: nib.Nifti1Image, path: Path) -> np.ndarray:
     try:
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+            data = np.asarray(img.dataobj, dtype=np.float32)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
-        raise ImageError(f"the file is truncated or corrupt ({type(exc).__name__}: {exc})", path,
+        raise ImageError(f"the file is truncated or corrupt ({_one_line(exc)})", path,
                          "re-copy or re-export the file; check that the download finished "
                          "(datalad/git-annex: 'datalad get')") from exc
     return data
 
 
-def load_image(path: str | Path, kind: str = "image", ndim: tuple[int, ...] = (3,)
-               ) -> nib.Nifti1Image:
+def _check_values(data: np.ndarray, img: nib.Nifti1Image, kind: str, path: Path,
+                  require_positive: bool) -> None:
+    """Refuse arrays no method can use (see :func:`load_image`)."""
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = int((~finite).sum())
+        with np.errstate(over="ignore", invalid="ignore"):
+            stored = np.asarray(img.dataobj, dtype=np.float64)
+        if np.isfinite(stored).all():  # finite on disk: the float32 conversion overflowed
+            raise ImageError(f"{kind} has {bad} value(s) beyond the float32 range (up to "
+                             f"{np.abs(stored).max():.3g})", path,
+                             "rescale the image (e.g. to Bq/mL or kBq/mL) and save it again")
+        raise ImageError(f"{kind} contains {bad} non-finite (NaN/inf) voxels", path,
+                         "re-export the image without NaN/inf (e.g. replace them with 0)")
+    if not np.any(data):
+        raise ImageError(f"{kind} contains only zeros", path, "give the real image")
+    if float(data.max()) == float(data.min()):
+        raise ImageError(f"{kind} is constant ({float(data.max())})", path, "give the real image")
+    if require_positive:
+        # reconstruction noise leaves some negative voxels in every PET; a PET whose negative
+        # mass outweighs its positive mass has its sign inverted or is not an uptake image.
+        # A strided sample of at most ~4 M voxels decides it (a dynamic PET has 10^9).
+        sample = data.ravel(order="K")[::max(1, data.size // 4_000_000)].astype(np.float64)
+        if sample.clip(0, None).sum() <= -sample.clip(None, 0).sum():
+            raise ImageError(f"{kind} is mostly negative (max {float(data.max()):.3g}): not an "
+                             "uptake image, or its sign is inverted", path,
+                             "give the reconstructed activity image (Bq/mL or SUV)")
+
+
+def load_image(path: str | Path, kind: str = "image", ndim: tuple[int, ...] = (3,),
+               require_positive: bool = False) -> nib.Nifti1Image:
     """Read a NIfTI image fully, check it and return it in RAS+ orientation (float32).
 
     Parameters
@@ -94,6 +236,8 @@ def load_image(path: str | Path, kind: str = "image", ndim: tuple[int, ...] = (3
         What the image is (``T1w``, ``PET``), used in messages.
     ndim
         Accepted numbers of dimensions (trailing singleton dimensions are squeezed first).
+    require_positive
+        Refuse an image whose negative values outweigh its positive ones (PET uptake).
 
     Returns
     -------
@@ -106,21 +250,19 @@ def load_image(path: str | Path, kind: str = "image", ndim: tuple[int, ...] = (3
         Missing, empty, unreadable, truncated, wrong dimensionality, empty or non-finite data.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{kind} file does not exist (broken symlink?)", path,
-                         "fetch the file content (e.g. 'datalad get') or remove the entry")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{kind} file is empty (0 bytes)", path,
-                         "replace it with the real image")
+    known = describe_unreadable(path)
+    if known is not None:
+        raise ImageError(f"cannot read the {kind}: the file {known[0]}", path, known[1])
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for non-NIfTI content
-        raise ImageError(f"cannot read the {kind} as NIfTI ({type(exc).__name__}: {exc})", path,
+        raise ImageError(f"cannot read the {kind} as NIfTI ({_one_line(exc)})", path,
                          "check that the file is a NIfTI-1/2 image (not an HTML page or a "
                          "placeholder) and re-export it") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ImageError(f"{kind} is not a NIfTI image", path, "convert it to NIfTI")
     affine = choose_affine(img, path)
+    img = _verified(img, path)
     data = _read_array(img, path)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -130,15 +272,7 @@ def load_image(path: str | Path, kind: str = "image", ndim: tuple[int, ...] = (3
                          "give a 3D image (PET may be 4D with one volume per frame)")
     if min(data.shape[:3]) < 2:
         raise ImageError(f"{kind} is too small ({data.shape})", path, "give a full 3D volume")
-    finite = np.isfinite(data)
-    if not finite.all():
-        bad = int((~finite).sum())
-        raise ImageError(f"{kind} contains {bad} non-finite (NaN/inf) voxels", path,
-                         "re-export the image without NaN/inf (e.g. replace them with 0)")
-    if not np.any(data):
-        raise ImageError(f"{kind} contains only zeros", path, "give the real image")
-    if float(data.max()) == float(data.min()):
-        raise ImageError(f"{kind} is constant ({float(data.max())})", path, "give the real image")
+    _check_values(data, img, kind, path, require_positive)
     out = nib.Nifti1Image(data, affine)
     out.header.set_xyzt_units("mm", "sec")
     ras = nib.as_closest_canonical(out)
@@ -192,4 +326,5 @@ def combine_frames(img: nib.Nifti1Image, durations: Sequence[float] | None, path
 def load_static_pet(path: str | Path, durations: Sequence[float] | None
                     ) -> tuple[nib.Nifti1Image, dict]:
     """Read a 3D or 4D PET (:func:`load_image`) and make it static (:func:`combine_frames`)."""
-    return combine_frames(load_image(path, "PET", ndim=(3, 4)), durations, path)
+    return combine_frames(load_image(path, "PET", ndim=(3, 4), require_positive=True),
+                          durations, path)
