@@ -2,8 +2,11 @@
 
 Outputs of one (subject, session) are first written to a hidden staging folder inside the
 output folder, then renamed into place, and the per-subject config (``logs/<key>_config.toml``)
-is written last: its presence with a matching output hash marks the subject as finished. A
-failed or killed run therefore never leaves a finished-looking set of derivatives.
+is written last: its presence with a matching output hash marks the subject as finished (an
+earlier record is removed before the first final file is replaced). A failed or killed run
+therefore never leaves a finished-looking set of derivatives; its staging folder and temporary
+files are removed by the next run (``bids/temporaries.py``), and its preprocessing, when it
+got that far, is reused from the work folder (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -166,24 +169,14 @@ def resolve_normative(cfg: RunConfig, model: str, model_sha: str):
 
 
 def clean_stale(out: Path, work_dir: Path, paths: der.SubjectPaths, key: str) -> list[Path]:
-    """Remove what killed runs of this subject left: staging folders in the output folder,
-    temporary files of atomic writes (output folder, ``logs/``, the subject's folders, its
-    work folder) and private temporary folders in ``WORK/tmp``.
+    """Remove what killed runs of this subject left: staging folders and temporary files in
+    the output folder, ``logs/``, the subject's folder, its work folder and ``WORK/tmp``
+    (never a concurrent job's live ones: :mod:`pseudopet_bids.bids.temporaries`)."""
+    from pseudopet_bids.bids.temporaries import clean_folders
 
-    Only temporaries whose owner is gone are removed (:mod:`pseudopet_bids.bids.temporaries`):
-    the live ones of concurrent jobs writing into the same folders are kept.
-    """
-    from pseudopet_bids.bids.temporaries import clean_stale_temporaries
-
-    subject_dir = out / f"sub-{paths.subject}"
-    removed = []
-    for folder, recursive in ((out, False), (out / "logs", False), (subject_dir, True),
-                              (Path(work_dir) / key, True), (Path(work_dir) / "tmp", False)):
-        removed += clean_stale_temporaries(folder, recursive)
-    if removed:
-        LOGGER.info("%s: removed %d temporary file(s) left by killed runs: %s", key,
-                    len(removed), ", ".join(p.name for p in removed[:5]))
-    return removed
+    work = Path(work_dir)
+    return clean_folders(((out, False), (out / "logs", False), (out / f"sub-{paths.subject}", True),
+                          (work / key, True), (work / "tmp", False)), key)
 
 
 def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participant | None
@@ -208,6 +201,9 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
                            participant_stages(_model_name(model_dir)))
     if done and not cfg.force:
         LOGGER.info("%s: %s skipped, %s (use --force to redo)", unit.key, analysis, why)
+        if _report_outdated(out, unit.subject, final.config(analysis)):
+            # the run that finished the analysis was killed while writing its report
+            write_reports(out, cfg, unit.subject, participant)
         status.skipped(why)
         return
     if final.config(analysis).exists():
@@ -355,6 +351,12 @@ def write_reports(out: Path, cfg: RunConfig, subject: str, participant: Particip
         LOGGER.debug("report traceback", exc_info=True)
         LOGGER.error("sub-%s: report or citation not written: %s: %s", subject,
                      type(exc).__name__, exc)
+
+
+def _report_outdated(out: Path, subject: str, record: Path) -> bool:
+    """The subject's page is missing or older than an analysis record (written before it)."""
+    page = out / f"sub-{subject}.html"
+    return not page.exists() or page.stat().st_mtime_ns < record.stat().st_mtime_ns
 
 
 def _timing_toml(timings: dict[str, float]) -> str:

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import shutil
 import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+LOGGER = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"
 OWNER_MARK = ".pp-"
@@ -215,6 +218,16 @@ def clean_stale_temporaries(folder: Path, recursive: bool = True,
                 removed.append(path)
         elif is_dir and recursive:
             removed += clean_stale_temporaries(path, True, max_age_s)
+    return removed
+
+
+def clean_folders(folders: Iterable[tuple[Path, bool]], who: str) -> list[Path]:
+    """:func:`clean_stale_temporaries` of each ``(folder, recursive)``, logging what went."""
+    removed = [path for folder, recursive in folders
+               for path in clean_stale_temporaries(folder, recursive)]
+    if removed:
+        LOGGER.info("%s: removed %d temporary file(s) or folder(s) left by killed runs: %s",
+                    who, len(removed), ", ".join(str(p) for p in removed[:5]))
     return removed
 
 

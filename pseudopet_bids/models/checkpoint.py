@@ -4,8 +4,8 @@ Layout of ``models/<name>/``::
 
     model.json                          model card (JSON)
     weights.safetensors                 inference weights, flat name -> tensor
-    state/training_state.safetensors    tensors of the training state
-    state/training_state.json           everything else, with the sha256 of the tensor file
+    state/training_state.<sha>.safetensors  tensors of the training state
+    state/training_state.json           everything else, naming the tensor file and its sha256
 
 Nothing here ever unpickles: a pickled checkpoint can run arbitrary code when loaded, and model
 folders are shared between sites. Non-tensor training state (optimizer hyper-parameters, RNG
@@ -85,14 +85,17 @@ def save_weights(path: Path, tensors: dict[str, Tensor],
     if metadata is not None and not all(isinstance(k, str) and isinstance(v, str)
                                         for k, v in metadata.items()):
         raise TypeError("safetensors metadata must map str -> str")
-    # One fresh contiguous CPU copy per entry: safetensors refuses tensors that share storage
-    # (tied weights, views of one buffer), and the copy also detaches from autograd.
-    copies = {name: value.detach().to(device="cpu", memory_format=torch.contiguous_format,
-                                      copy=True)
-              for name, value in tensors.items()}
-    data = safetensors.torch.save(copies, metadata=metadata)
+    data = safetensors.torch.save(_cpu_copies(tensors), metadata=metadata)
     atomic_write_bytes(Path(path), data)
     return hashlib.sha256(data).hexdigest()
+
+
+def _cpu_copies(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    # One fresh contiguous CPU copy per entry: safetensors refuses tensors that share storage
+    # (tied weights, views of one buffer), and the copy also detaches from autograd.
+    return {name: value.detach().to(device="cpu", memory_format=torch.contiguous_format,
+                                    copy=True)
+            for name, value in tensors.items()}
 
 
 def load_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, Tensor]:
@@ -286,17 +289,37 @@ def _add(tensors: dict[str, Tensor], path: str, tensor: Tensor) -> str:
 
 
 def save_training_state(model_dir: Path, state: dict) -> None:
-    """Write ``state/training_state.{safetensors,json}``; the JSON, written last, seals the pair.
+    """Write ``state/training_state.json`` and the tensor file it names; the JSON, written
+    last, seals the pair.
 
-    The JSON names the sha256 of the tensor file, so a run killed between the two writes leaves
-    a pair that :func:`load_training_state` recognises as incomplete.
+    The tensors go to a new file named after their sha256, and the previous one is deleted
+    only once the JSON names the new one: a run killed at any point leaves the previous
+    checkpoint whole (resuming loses at most one checkpoint interval).
     """
     state_dir = Path(model_dir) / STATE_DIR
     tensors, skeleton = flatten_state(state)
-    digest = save_weights(state_dir / STATE_TENSORS, tensors)
-    doc = {"format_version": STATE_FORMAT_VERSION, "sha256": digest, "skeleton": skeleton}
+    data = safetensors.torch.save(_cpu_copies(tensors))
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"training_state.{digest[:16]}.safetensors"
+    atomic_write_bytes(state_dir / name, data)
+    doc = {"format_version": STATE_FORMAT_VERSION, "tensors": name, "sha256": digest,
+           "skeleton": skeleton}
     # Insertion order kept (no sort_keys); allow_nan=False because non-finite floats are markers.
     atomic_write_text(state_dir / STATE_JSON, json.dumps(doc, allow_nan=False) + "\n")
+    for old in state_dir.glob("training_state*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def state_tensor_path(model_dir: Path) -> Path:
+    """The tensor file named by ``state/training_state.json`` (files of earlier versions:
+    ``training_state.safetensors``)."""
+    state_dir = Path(model_dir) / STATE_DIR
+    doc = json.loads((state_dir / STATE_JSON).read_text(encoding="utf-8"))
+    name = doc.get("tensors", STATE_TENSORS)
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
+        raise ValueError(f"the training state names an invalid tensor file {name!r}")
+    return state_dir / name
 
 
 def load_training_state(model_dir: Path, device: str | torch.device = "cpu") -> dict:
@@ -310,17 +333,18 @@ def load_training_state(model_dir: Path, device: str | torch.device = "cpu") -> 
     try:
         doc = json.loads(json_path.read_text(encoding="utf-8"))
         digest, skeleton, version = doc["sha256"], doc["skeleton"], doc["format_version"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        tensor_path = state_tensor_path(model_dir)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError,
+            AttributeError) as exc:
         raise InputError(f"training state is incomplete or corrupt ({exc})", json_path,
                          fix) from exc
     if version != STATE_FORMAT_VERSION:
         raise InputError(f"training state format {version!r} is not supported "
                          f"(expected {STATE_FORMAT_VERSION})", json_path, fix)
-    tensor_path = state_dir / STATE_TENSORS
     data = _read_bytes(tensor_path) if tensor_path.is_file() else b""
     if hashlib.sha256(data).hexdigest() != digest:
         raise InputError("training state is incomplete or corrupt: "
-                         f"{STATE_TENSORS} does not match the sha256 in {STATE_JSON}",
+                         f"{tensor_path.name} does not match the sha256 in {STATE_JSON}",
                          state_dir, fix)
     try:
         return unflatten_state(_parse_safetensors(data, tensor_path, device), skeleton)

@@ -242,13 +242,15 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
     The cache is keyed by a hash of the image data and headers, the seed, the skull-stripping
     method and the software version, and is shared by the group level (training on controls)
     and the participant level (``digest``: :func:`input_hash` when the caller already has it).
-    Arrays are stored with ``np.savez`` and read back without
-    pickle; the manifest is written last, so an interrupted write is never mistaken for a
-    finished one.
+    Arrays are stored as ``.npz`` (fixed zip dates: equal arrays, equal bytes) and read back
+    without pickle. The manifest seals the cache: it is removed before anything is recomputed
+    and written last, and it records the sha256 of the ANTs transform files (written in place
+    by ANTs), so a run killed at any point never leaves a cache that reads as valid with files
+    of another run.
     """
     import json
 
-    from pseudopet_bids.bids.derivatives import atomic_write_bytes, atomic_write_text
+    from pseudopet_bids.bids.derivatives import atomic_write_bytes, atomic_write_text, npz_bytes
     from pseudopet_bids.preproc.coregister import RigidResult
     from pseudopet_bids.preproc.template_reg import TemplateRegistration
 
@@ -259,7 +261,9 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
     if manifest.exists():
         try:
             info = json.loads(manifest.read_text())
-            if info["hash"] == digest and all(Path(p).exists() for p in info["transforms"]):
+            if info["hash"] == digest and all(
+                    Path(p).is_file() and _sha256(Path(p)) == sha
+                    for p, sha in zip(info["transforms"], info["sha256"], strict=True)):
                 with np.load(cache / "arrays.npz", allow_pickle=False) as z:
                     arrays = {k: z[k] for k in z.files}
                 reg = TemplateRegistration(
@@ -283,19 +287,17 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
                     coregistration=coreg, timings={"preprocessing (cached)": 0.0})
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             LOGGER.info("%s: preprocessing cache unusable (%s): recomputing", key, exc)
+    # unsealed before the registration rewrites its transform files in the work folder
+    manifest.unlink(missing_ok=True)
     pre = preprocess(t1, pet, workdir, seed, omp_nthreads, skullstrip, key, provided, status)
-    import io
-
     arrays = {"mask": pre.mask, "lobes": pre.lobes, "aal": pre.aal, **pre.tissues}
     if pre.pet is not None:
         arrays["pet"] = pre.pet
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    cache.mkdir(parents=True, exist_ok=True)
-    manifest.unlink(missing_ok=True)
-    atomic_write_bytes(cache / "arrays.npz", buf.getvalue())
+    atomic_write_bytes(cache / "arrays.npz", npz_bytes(arrays, compress=True))
     reg = pre.registration
-    info = {"hash": digest, "transforms": list(reg.forward) + list(reg.inverse),
+    transforms = list(reg.forward) + list(reg.inverse)
+    info = {"hash": digest, "transforms": transforms,
+            "sha256": [_sha256(Path(p)) for p in transforms],
             "reg": {"t1_affine": np.asarray(reg.t1_affine).tolist(),
                     "t1_shape": list(reg.t1_shape), "forward": list(reg.forward),
                     "inverse": list(reg.inverse), "inverse_invert": list(reg.inverse_invert),
@@ -307,3 +309,9 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
                 "starts": [float(v) for v in pre.coregistration.starts]}}
     atomic_write_text(manifest, json.dumps(info))
     return pre
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -140,8 +140,10 @@ def png_bytes(fig, dpi: int = 90, max_colors: int | None = None,
 
     buf = io.BytesIO()
     try:
+        # no "Software" text chunk: the bytes then depend on the pixels only (reruns and
+        # matplotlib upgrades that draw the same give the same file)
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight",
-                    facecolor=fig.get_facecolor())
+                    facecolor=fig.get_facecolor(), metadata={"Software": None})
     finally:
         plt.close(fig)
     if not max_colors:

@@ -36,6 +36,8 @@ def screenshot(html_path: Path, png_path: Path, width: int = 1300, height: int =
         No Chromium on PATH, the page does not exist, Chromium failed or timed out, or it wrote
         no PNG.
     """
+    from pseudopet_bids.bids.derivatives import atomic_write_bytes
+
     browser = find_chromium()
     if browser is None:
         raise RuntimeError("no Chromium found on PATH (looked for "
@@ -45,13 +47,13 @@ def screenshot(html_path: Path, png_path: Path, width: int = 1300, height: int =
     if not html_path.is_file():
         raise RuntimeError(f"cannot screenshot {html_path}: no such file")
     png_path = Path(png_path).resolve()
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    png_path.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="pseudopet-chromium-") as profile:
+        # Chromium writes into the profile folder; the PNG is then moved into place atomically
+        shot = Path(profile) / "screenshot.png"
         cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-               f"--user-data-dir={profile}", f"--screenshot={png_path}",
+               f"--user-data-dir={profile}", f"--screenshot={shot}",
                f"--window-size={int(width)},{int(height)}", html_path.as_uri()]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
@@ -61,10 +63,11 @@ def screenshot(html_path: Path, png_path: Path, width: int = 1300, height: int =
                                f"{html_path}") from exc
         except OSError as exc:
             raise RuntimeError(f"cannot run {browser}: {exc}") from exc
-    if proc.returncode != 0 or not png_path.is_file() or png_path.stat().st_size == 0:
-        tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-8:])
-        raise RuntimeError(f"Chromium failed to screenshot {html_path} (exit "
-                           f"{proc.returncode}){': ' + tail if tail else ''}")
+        if proc.returncode != 0 or not shot.is_file() or shot.stat().st_size == 0:
+            tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-8:])
+            raise RuntimeError(f"Chromium failed to screenshot {html_path} (exit "
+                               f"{proc.returncode}){': ' + tail if tail else ''}")
+        atomic_write_bytes(png_path, shot.read_bytes())
     return png_path
 
 

@@ -66,24 +66,24 @@ def prepare_control(unit: SubjectInputs, cfg: RunConfig, grid: ModelGrid
         pet_norm, _, _ = normalize_pet(pre.pet, detection_mask(pre, cfg), method=cfg.normalization)
     vols = subject_on_grid(pre.registration, pre.t1.get_fdata(dtype=np.float32), pre.mask,
                            pre.affine, grid, pet_norm)
-    import io
+    from pseudopet_bids.bids.derivatives import atomic_write_bytes, npz_bytes
 
-    from pseudopet_bids.bids.derivatives import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez(buf, hash=np.array(digest), **vols)
-    atomic_write_bytes(cached, buf.getvalue())
+    atomic_write_bytes(cached, npz_bytes({"hash": np.array(digest), **vols}))
     return {"key": unit.key, "hash": digest, "pet": vols.get("pet"), "mri": vols["mri"],
             "mask": vols["mask"]}
 
 
 def _prepare_job(args: tuple) -> dict[str, Any] | str:
     unit, cfg, grid = args
+    from pseudopet_bids.bids.temporaries import clean_folders, private_tempdir
     from pseudopet_bids.participant import _set_threads
 
     _set_threads(cfg.omp_nthreads)
+    work = Path(cfg.work_dir)
+    clean_folders([(work / unit.key, True)], unit.key)  # cache writes of killed runs
     try:
-        return prepare_control(unit, cfg, grid)
+        with private_tempdir(work / "tmp"):  # ANTs' files: see participant.run_participant
+            return prepare_control(unit, cfg, grid)
     except PseudopetError as exc:
         return f"{unit.key}: {exc}"
 
@@ -195,6 +195,10 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
     name = cfg.model_name or cfg.model
     model_dir = Path(cfg.output_dir) / "models" / name
     dist = _Distributed(cfg.device)
+    if dist.main:  # what killed trainings left: checkpoint and log temporaries, ANTs folders
+        from pseudopet_bids.bids.temporaries import clean_folders
+
+        clean_folders(((model_dir, True), (Path(cfg.work_dir) / "tmp", False)), name)
     units = training_units(cfg)
     t0 = time.monotonic()
     if dist.world_size > 1 and not dist.main:

@@ -282,21 +282,22 @@ def test_training_state_round_trip(tmp_path):
     ck.save_training_state(tmp_path, state)
     doc = json.loads((tmp_path / ck.STATE_DIR / ck.STATE_JSON).read_text())
     assert doc["format_version"] == 1
-    assert doc["sha256"] == ck.sha256_file(tmp_path / ck.STATE_DIR / ck.STATE_TENSORS)
+    assert doc["sha256"] == ck.sha256_file(ck.state_tensor_path(tmp_path))
     _assert_tree_equal(state, ck.load_training_state(tmp_path))
 
 
 def test_training_state_corruption_detected(tmp_path):
     ck.save_training_state(tmp_path, _state())
-    tensor_file = tmp_path / ck.STATE_DIR / ck.STATE_TENSORS
+    tensor_file = ck.state_tensor_path(tmp_path)
     data = bytearray(tensor_file.read_bytes())
     data[-1] ^= 0xFF
     tensor_file.write_bytes(bytes(data))
     with pytest.raises(InputError, match="incomplete or corrupt") as info:
         ck.load_training_state(tmp_path)
     assert "--resume" in str(info.value) and "delete" in str(info.value)
-    # A tensor file newer than its JSON (killed between the two writes) is caught the same way.
+    # A tensor file replaced under its JSON is caught the same way.
     ck.save_training_state(tmp_path, _state())
+    tensor_file = ck.state_tensor_path(tmp_path)
     ck.save_weights(tensor_file, {"other": torch.zeros(1)})
     with pytest.raises(InputError, match="incomplete or corrupt"):
         ck.load_training_state(tmp_path)
@@ -305,6 +306,28 @@ def test_training_state_corruption_detected(tmp_path):
         ck.load_training_state(tmp_path)
     (tmp_path / ck.STATE_DIR / ck.STATE_JSON).write_text("{trunc")
     with pytest.raises(InputError, match="incomplete or corrupt"):
+        ck.load_training_state(tmp_path)
+
+
+def test_training_state_killed_between_its_two_writes_keeps_the_previous_one(tmp_path,
+                                                                           monkeypatch):
+    first, second = _state(), {**_state(), "step": 99, "new": torch.ones(2)}
+    ck.save_training_state(tmp_path, first)
+    # killed after the new tensor file, before the JSON naming it: the previous pair is whole
+    monkeypatch.setattr(ck, "atomic_write_text", mock.Mock(side_effect=KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        ck.save_training_state(tmp_path, second)
+    monkeypatch.undo()
+    assert len(list((tmp_path / ck.STATE_DIR).glob("*.safetensors"))) == 2
+    _assert_tree_equal(first, ck.load_training_state(tmp_path))
+    ck.save_training_state(tmp_path, second)  # the next checkpoint removes the orphan
+    assert [ck.state_tensor_path(tmp_path)] == list((tmp_path / ck.STATE_DIR).glob("*.safetensors"))
+    assert ck.load_training_state(tmp_path)["step"] == 99
+    # a JSON naming a file outside the state folder is refused
+    doc = json.loads((tmp_path / ck.STATE_DIR / ck.STATE_JSON).read_text())
+    (tmp_path / ck.STATE_DIR / ck.STATE_JSON).write_text(json.dumps({**doc, "tensors":
+                                                                     "../weights.safetensors"}))
+    with pytest.raises(InputError, match="invalid tensor file"):
         ck.load_training_state(tmp_path)
 
 
