@@ -82,11 +82,14 @@ def detection_mask(pre, cfg: RunConfig) -> np.ndarray:
     ``search_region``: ``cortex`` (default) keeps the GM of the eight lobar regions, where a focus
     can be reported; ``gm`` keeps all GM within 2 mm of an atlas GM region (adds deep grey
     nuclei, insula, cingulate and cerebellum, reported as ``other``). GM far from any atlas
-    region (brainstem, ventricle walls) is never used: no region could be reported for it.
+    region (brainstem, ventricle walls) is never used: no region could be reported for it, and
+    neither is GM where the PET has no signal (outside its field of view).
     """
     from scipy import ndimage
 
     gm = (pre.tissues["GM"] >= cfg.gm_threshold) & pre.mask
+    if pre.pet is not None:  # outside the PET's field of view there is nothing to compare
+        gm &= pre.pet > 0
     if cfg.search_region == "cortex":
         return gm & (pre.lobes >= 1) & (pre.lobes <= 8)
     return gm & ndimage.binary_dilation(pre.aal > 0, iterations=2)
@@ -263,7 +266,8 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
         LOGGER.info("%s: %s", unit.key, note)
     work = Path(cfg.work_dir) / unit.key
     pre = preprocess_cached(images.t1, images.pet, work, cfg.seed, cfg.omp_nthreads,
-                            cfg.skullstrip, unit.key, provided=images.provided, status=status)
+                            cfg.skullstrip, unit.key, provided=images.provided, status=status,
+                            t1_path=images.t1_path, pet_path=images.pet_path)
     timings.update(pre.timings)
     gm = detection_mask(pre, cfg)
     with timed(timings, f"pseudo-normal PET ({model_name})", unit.key, status):

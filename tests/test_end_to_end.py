@@ -100,3 +100,16 @@ def test_rerun_skips_finished_subjects(cohort, caplog):
                  "--skip-bids-validation", "--z-threshold", "2.33"]) == 0
     assert "skipped, finished with the same settings" in caplog.text
     assert z.stat().st_mtime_ns == before
+
+
+def test_force_redoes_a_finished_subject_identically(cohort, caplog):
+    bids, out, truth, _ = cohort
+    first = truth["participant_id"].iloc[0]
+    z = next((out / first / "pet").glob("*_stat-z_desc-*_statmap.nii.gz"))
+    before = (z.stat().st_mtime_ns, z.read_bytes())
+    assert main([str(bids), str(out), "participant", "--participant-label", first,
+                 "--skip-bids-validation", "--z-threshold", "2.33", "--force"]) == 0
+    assert "redoing, --force given" in caplog.text
+    assert "preprocessing reused from" in caplog.text  # the work folder's cache
+    assert z.stat().st_mtime_ns != before[0]
+    assert z.read_bytes() == before[1]  # same inputs, settings and cache: the same bytes

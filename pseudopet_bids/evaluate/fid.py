@@ -138,12 +138,12 @@ def convert_to_safetensors(src: Path, dst: Path) -> None:
     InputError
         As :func:`load_inception`, for ``src``.
     """
-    from safetensors.torch import save_file
+    from pseudopet_bids.models.checkpoint import save_weights
 
     src = Path(src)
     state = _read_tensors(src)
     _checked_model(dict(state), src)
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(dst))
+    save_weights(Path(dst), {k: v.detach().contiguous() for k, v in state.items()})  # atomic
 
 
 def inception_features(model: FIDInceptionV3, slices: np.ndarray, batch_size: int = 16,

@@ -76,8 +76,8 @@ class Preprocessed:
 
 def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, seed: int,
                omp_nthreads: int = 1, skullstrip: str = "deepbet", key: str = "subject",
-               provided: "Provided | None" = None, status: SubjectStatus | None = None
-               ) -> Preprocessed:
+               provided: "Provided | None" = None, status: SubjectStatus | None = None,
+               t1_path: Path | None = None, pet_path: Path | None = None) -> Preprocessed:
     """Run the preprocessing steps of one subject.
 
     Parameters
@@ -100,6 +100,8 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
         Provided`): the steps they cover are not run, and the log says so.
     status
         Progress record of the run (``status.json``), told about every step.
+    t1_path, pet_path
+        The files the images came from, named in error messages.
     """
     from pseudopet_bids.io.inputs import Provided
     from pseudopet_bids.preproc.brainmask import brain_mask
@@ -123,7 +125,7 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
     if not 500 <= brain_ml <= 2500:
         raise ProcessingError(f"the brain mask has an implausible volume ({brain_ml:.0f} ml); "
                               "the T1w may be partial, not a head, or badly oriented",
-                              None, "check the T1w image; try --skullstrip template")
+                              t1_path, "check the T1w image; try --skullstrip template")
     if provided.xfm is not None:
         registration = _reused(timings, "T1w to template registration", key,
                                provided.sources["xfm_forward"],
@@ -156,13 +158,43 @@ def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, 
             coreg = coregister_pet_to_t1(pet, t1, mask_img, seed=seed,
                                          omp_nthreads=omp_nthreads)
     pet_t1 = np.asarray(resample_pet_to_t1(pet, t1, coreg).dataobj, dtype=np.float32)
-    if not np.any(pet_t1[mask] > 0):
-        raise ProcessingError("after coregistration the PET has no signal inside the brain "
-                              "mask; PET and T1w do not overlap", None,
-                              "check that PET and T1w belong to the same subject and cover "
-                              "the brain")
+    check_pet_coverage(pet_t1, mask, key, pet_path)
     return Preprocessed(t1=t1, mask=mask, tissues=tissues, pet=pet_t1, lobes=lobes, aal=aal,
                         registration=registration, coregistration=coreg, timings=timings)
+
+
+#: Below this share of the brain inside the PET's field of view the subject is refused; between
+#: it and :data:`FULL_PET_COVERAGE` it runs with a warning, and grey matter without PET signal is
+#: left out of the detection (zero uptake there would read as hypometabolism).
+MIN_PET_COVERAGE = 0.5
+FULL_PET_COVERAGE = 0.95
+
+
+def check_pet_coverage(pet_t1: np.ndarray, mask: np.ndarray, key: str,
+                       pet_path: Path | None = None) -> float:
+    """Share of the brain mask where the PET (on the T1w grid) has signal; refuse too little.
+
+    Raises
+    ------
+    ProcessingError
+        No signal in the brain (PET and T1w do not overlap), or less than
+        :data:`MIN_PET_COVERAGE` of it.
+    """
+    covered = float((pet_t1[mask] > 0).mean()) if mask.any() else 0.0
+    if covered == 0.0:
+        raise ProcessingError("after coregistration the PET has no signal inside the brain "
+                              "mask; PET and T1w do not overlap", pet_path,
+                              "check that PET and T1w belong to the same subject and cover "
+                              "the brain")
+    if covered < MIN_PET_COVERAGE:
+        raise ProcessingError(f"the PET covers only {covered:.0%} of the brain (field of view "
+                              f"or coregistration); at least {MIN_PET_COVERAGE:.0%} is needed",
+                              pet_path, "give a PET covering the brain, and check its header "
+                              "(orientation, origin) against the T1w")
+    if covered < FULL_PET_COVERAGE:
+        LOGGER.warning("%s: the PET covers %.0f%% of the brain; grey matter outside its field "
+                       "of view is left out of the detection", key, 100 * covered)
+    return covered
 
 
 def _reused(timings: dict[str, float], step: str, key: str, source: str, value,
@@ -236,7 +268,8 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
                       seed: int, omp_nthreads: int = 1, skullstrip: str = "deepbet",
                       key: str = "subject", digest: str | None = None,
                       provided: "Provided | None" = None,
-                      status: SubjectStatus | None = None) -> Preprocessed:
+                      status: SubjectStatus | None = None, t1_path: Path | None = None,
+                      pet_path: Path | None = None) -> Preprocessed:
     """:func:`preprocess`, reusing the results kept in ``workdir/preproc`` when valid.
 
     The cache is keyed by a hash of the image data and headers, the seed, the skull-stripping
@@ -289,7 +322,8 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
             LOGGER.info("%s: preprocessing cache unusable (%s): recomputing", key, exc)
     # unsealed before the registration rewrites its transform files in the work folder
     manifest.unlink(missing_ok=True)
-    pre = preprocess(t1, pet, workdir, seed, omp_nthreads, skullstrip, key, provided, status)
+    pre = preprocess(t1, pet, workdir, seed, omp_nthreads, skullstrip, key, provided, status,
+                     t1_path, pet_path)
     arrays = {"mask": pre.mask, "lobes": pre.lobes, "aal": pre.aal, **pre.tissues}
     if pre.pet is not None:
         arrays["pet"] = pre.pet

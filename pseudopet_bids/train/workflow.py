@@ -60,7 +60,8 @@ def prepare_control(unit: SubjectInputs, cfg: RunConfig, grid: ModelGrid
         except (OSError, ValueError, KeyError):
             pass
     pre = preprocess_cached(t1, pet, work, cfg.seed, cfg.omp_nthreads, cfg.skullstrip,
-                            unit.key, digest=digest, provided=provided)
+                            unit.key, digest=digest, provided=provided,
+                            t1_path=images.t1_path, pet_path=images.pet_path)
     pet_norm = None
     if pre.pet is not None:
         pet_norm, _, _ = normalize_pet(pre.pet, detection_mask(pre, cfg), method=cfg.normalization)
@@ -108,7 +109,8 @@ def training_units(cfg: RunConfig) -> list[SubjectInputs]:
     units = discover(bids, controls, cfg.session_label or None,
                      load_filters(Path(cfg.bids_filter_file) if cfg.bids_filter_file else None),
                      Path(cfg.bids_database_dir) if cfg.bids_database_dir else None,
-                     cfg.allow_any_tracer, {k: Path(v) for k, v in cfg.derivatives.items()})
+                     cfg.allow_any_tracer, {k: Path(v) for k, v in cfg.derivatives.items()},
+                     report_skipped=False)  # T1w-only controls are used, not skipped
     LOGGER.info("training pre-flight (controls only):\n%s", preflight_table(units))
     usable = []
     for unit in units:

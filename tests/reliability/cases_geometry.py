@@ -233,29 +233,48 @@ def _preprocess_with(tmp: Path, pet_affine: np.ndarray, keep_slices: slice | Non
     pet = nib.Nifti1Image(pet_data, pet_affine)
     with pytest.MonkeyPatch.context() as mp:
         _stub_preprocess(mp, mask, affine)
-        return preprocess(t1, pet, tmp / "work", 0, 1, "deepbet", "sub-01")
+        return preprocess(t1, pet, tmp / "work", 0, 1, "deepbet", "sub-01",
+                          t1_path=tmp / "ds" / "sub-01/anat/sub-01_T1w.nii.gz",
+                          pet_path=tmp / "ds" / "sub-01/pet/sub-01_trc-FDG_pet.nii.gz")
 
 
 @case("header and geometry", "PET and T1w do not overlap after coregistration", 1,
-      "the participant fails: 'PET and T1w do not overlap' (LIMIT: the message does not name "
-      "the PET file)", "PET and T1w do not overlap", level="function")
+      "the participant fails: 'PET and T1w do not overlap', naming the PET",
+      "PET and T1w do not overlap", level="function")
 def no_overlap_after_registration(tmp: Path) -> Scenario:
     root = dataset(tmp)
     far = np.diag([2.6, 2.6, 2.6, 1.0])
     far[:3, 3] = [900.0, 0.0, 0.0]
-    return Scenario(root, call=lambda: _preprocess_with(tmp, far), fix="belong to the same")
+    return Scenario(root, call=lambda: _preprocess_with(tmp, far), fix="belong to the same",
+                    file="sub-01/pet/sub-01_trc-FDG_pet.nii.gz")
 
 
-@case("header and geometry", "PET covers only the lower half of the brain (partial coverage)",
-      0, "LIMIT: runs without a warning; the uncovered grey matter reads as zero uptake and "
-         "will show as hypometabolism (a coverage check is proposed)", level="function")
+@case("header and geometry", "PET covers the lower 60 % of the brain (partial coverage)",
+      0, "runs with a warning; grey matter outside the PET's field of view is left out of the "
+         "detection (zero uptake there would read as hypometabolism)",
+      "grey matter outside its field of view is left out", level="function")
 def partial_brain_coverage(tmp: Path) -> Scenario:
     root = dataset(tmp)
 
     def verify(run) -> None:
+        from pseudopet_bids.config import RunConfig
+        from pseudopet_bids.participant import detection_mask
+
         pre = run.value
         covered = float((pre.pet[pre.mask] > 0).mean())
-        assert 0.3 < covered < 0.7, covered  # half the brain has no PET signal at all
+        assert 0.55 < covered < 0.8, covered
+        gm = detection_mask(pre, RunConfig("b", "o", "participant", search_region="gm"))
+        assert not (gm & (pre.pet == 0)).any()
 
     return Scenario(root, call=lambda: _preprocess_with(tmp, np.diag([2.6, 2.6, 2.6, 1.0]),
-                                                         slice(0, 32)), verify=verify)
+                                                         slice(0, 36)), verify=verify)
+
+
+@case("header and geometry", "PET covers a fifth of the brain", 1,
+      "the participant fails: the PET covers too little of the brain, naming the PET",
+      "of the brain (field of view or coregistration)", level="function")
+def tiny_brain_coverage(tmp: Path) -> Scenario:
+    root = dataset(tmp)
+    return Scenario(root, call=lambda: _preprocess_with(tmp, np.diag([2.6, 2.6, 2.6, 1.0]),
+                                                         slice(0, 20)),
+                    file="sub-01/pet/sub-01_trc-FDG_pet.nii.gz", fix="give a PET covering")
