@@ -73,9 +73,17 @@ def _digest(path: Path) -> str:
 
 
 def _audit(event: str, args: tuple) -> None:
-    """Audit hook: record mutating file-system calls under a watched root."""
+    """Audit hook: record mutating file-system calls under a watched root (never raises: an
+    exception in an audit hook would break the operation it watches)."""
     if not _WATCHED:
         return
+    try:
+        _record(event, args)
+    except Exception:  # noqa: BLE001 - e.g. abspath() when the working folder is gone
+        pass
+
+
+def _record(event: str, args: tuple) -> None:
     if event == "open":
         path, mode, flags = args
         writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
@@ -243,6 +251,23 @@ def run_case(scenario: Scenario, tmp_path: Path, caplog, capsys, monkeypatch) ->
 
 # --------------------------------------------------------------------------- the check
 
+#: Lines with which Python itself introduces a traceback that does not come from the code that
+#: is running: an exception in a finaliser (garbage of an earlier test), in another thread, or
+#: in a logging handler left by an earlier test. They are not the run's output.
+_FOREIGN = ("Exception ignored in", "Exception in thread", "--- Logging error ---")
+
+
+def _own_tracebacks(stderr: str) -> list[str]:
+    """The tracebacks on stderr (with 1500 characters of context each), foreign ones left out."""
+    shown, start = [], 0
+    while (i := stderr.find("Traceback", start)) >= 0:
+        before = stderr[:i].rstrip("\n").rsplit("\n", 1)[-1]
+        if not before.startswith(_FOREIGN):
+            shown.append(stderr[max(0, i - 1500):i + 1500])
+        start = i + 1
+    return shown
+
+
 
 def check(case, scenario: Scenario, run: Run) -> None:
     """The one assertion of every case (see the module docstring)."""
@@ -266,7 +291,8 @@ def check(case, scenario: Scenario, run: Run) -> None:
         errors = [r.getMessage() for r in run.records if r.levelno >= logging.ERROR]
         assert not errors, f"{where} a run that succeeds logged errors: {errors}"
     # no traceback
-    assert "Traceback" not in run.stderr, f"{where} traceback on stderr:\n{run.stderr[-3000:]}"
+    shown = _own_tracebacks(run.stderr)
+    assert not shown, f"{where} traceback on stderr:\n" + "\n----\n".join(shown)
     loud = [r for r in run.records if r.levelno >= logging.WARNING]
     assert not [r for r in loud if r.exc_info], f"{where} a WARNING+ record carries a traceback"
     assert "Traceback" not in text and "unexpected error" not in text, f"{where}\n{text[-3000:]}"
