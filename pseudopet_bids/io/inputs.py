@@ -48,10 +48,6 @@ class Provided:
     fingerprint: str = ""
     sources: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def any(self) -> bool:
-        return bool(self.sources)
-
 
 @dataclass
 class UnitImages:
