@@ -1,9 +1,12 @@
-"""Compute-device choices shared by training and synthesis (no I/O)."""
+"""Compute-device and thread choices shared by training, synthesis and the participant flow."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from pseudopet_bids.errors import UsageError
 
@@ -33,3 +36,17 @@ def resolve_device(name: str) -> torch.device:
         raise UsageError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible",
                          None, "choose an existing GPU index")
     return device
+
+
+def set_threads(n: int) -> None:
+    """Threads of this process for ITK (ANTs), torch and the BLAS/OpenMP libraries that numpy
+    and scipy loaded: ``--omp-nthreads``.
+
+    BLAS reads ``OMP_NUM_THREADS`` once, when numpy is first imported, which may have happened
+    before the command line was parsed (``main()`` called from Python, or the CLI's own
+    imports); its pools are therefore limited here at run time. With one thread the results
+    are bit-identical between runs; with several, BLAS reductions may differ in the last bits.
+    """
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
+    torch.set_num_threads(n)
+    threadpool_limits(n)

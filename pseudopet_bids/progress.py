@@ -307,7 +307,7 @@ class SubjectStatus:
             return
         self._last_write = now  # also after a failure: no retry at every progress call
         try:
-            from pseudopet_bids.bids.derivatives import atomic_write_text
+            from pseudopet_bids.io.files import atomic_write_text
 
             atomic_write_text(self.path, json.dumps(self.snapshot(), indent=2) + "\n")
             self.n_writes += 1

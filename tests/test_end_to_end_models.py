@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pseudopet_bids.io import files
 from pseudopet_bids.cli.run import main
 from pseudopet_bids.models import checkpoint as ckpt
 from tests.conftest import assert_bids_valid
@@ -43,7 +44,7 @@ def test_training_writes_model_folders(cohort):
         folder = out / "models" / model
         card = ckpt.read_card(folder)
         assert card["model"] == model and card["preset"] == "tiny" and card["steps_done"] == 4
-        assert card["weights_sha256"] == ckpt.sha256_file(folder / ckpt.WEIGHTS)
+        assert card["weights_sha256"] == files.sha256_file(folder / ckpt.WEIGHTS)
         assert "sub-C03" in card["training_subjects"]["mri"]
         assert "sub-C03" not in card["training_subjects"]["pet"]
         assert "sub-P01" not in json.dumps(card["training_subjects"])  # controls only
@@ -149,3 +150,79 @@ def test_both_models_side_by_side_in_reports_and_citation(cohort):
 def test_outputs_with_models_pass_bids_validator(cohort):
     _, out, _ = cohort
     assert_bids_valid(out)
+
+
+# --------------------------------------------------------------------------- registries
+
+TOY_METHODS = ("The pseudo-normal PET came from the toy model `${model_name}` (${steps} steps), "
+               "a test double of a CycleGAN [@zhu2017cyclegan].")
+TOY_RULE_METHODS = "Toy rule: D was standardised by its median and MAD over grey matter."
+
+
+@pytest.fixture
+def toy_model_and_rule():
+    """A model and a detection rule registered the way a new module would register them."""
+    from pseudopet_bids.detect.rules import (DetectionRule, RuleInputs, register_rule,
+                                             unregister_rule)
+    from pseudopet_bids.models.cyclegan import CycleGAN
+    from pseudopet_bids.models.registry import (ModelSpec, model_spec, register_model,
+                                                unregister_model)
+
+    class ToyModel(CycleGAN):
+        kind = "toy"
+
+    def robust_z(inputs: RuleInputs):
+        values = inputs.diff[inputs.search]
+        median = float(np.median(values))
+        mad = float(np.median(np.abs(values - median))) * 1.4826
+        z = np.where(inputs.search, (inputs.diff - median) / mad, 0.0).astype(np.float32)
+        return z, {"ZReference": "toy: median/MAD of D over grey matter"}
+
+    cyclegan = model_spec("cyclegan")
+    register_model(ModelSpec(name="toy", title="Toy", loader=lambda: ToyModel,
+                             methods=TOY_METHODS, presets=cyclegan.presets,
+                             training=cyclegan.training))
+    register_rule(DetectionRule(name="toyrule", suffix="Toy", title="a toy reference",
+                                reference_name="toy robust reference", score=robust_z,
+                                methods=TOY_RULE_METHODS))
+    yield
+    unregister_model("toy")
+    unregister_rule("toyrule")
+
+
+def test_a_registered_model_and_rule_reach_every_output(cohort, toy_model_and_rule, tmp_path):
+    """One registry entry each, and no other edit: the model and the rule appear in --help,
+    the Boutiques descriptor, the derivatives, the reports and the citation text."""
+    from pseudopet_bids.cli import boutiques
+    from pseudopet_bids.cli.parser import build_parser
+
+    bids, cohort_out, _ = cohort
+    help_text = build_parser().format_help()
+    assert "{tissue,cyclegan,syndiff,toy,PATH}" in help_text
+    assert "{subject,controls,toyrule}" in help_text and "toy robust reference" in help_text
+    inputs = {i["id"]: i for i in boutiques.descriptor()["inputs"]}
+    assert "toyrule" in inputs["z_reference"]["value-choices"]
+
+    out, work = tmp_path / "out", cohort_out.parent / "out_work"  # preprocessing cache reused
+    common = [*FAST, "-w", str(work)]
+    assert main([str(bids), str(out), "group", "--train", "--model", "toy", "--preset", "tiny",
+                 "--train-steps", "2", *common]) == 0
+    assert ckpt.read_card(out / "models" / "toy")["model"] == "toy"
+    assert main([str(bids), str(out), "participant", "--participant-label", "P01", "C01",
+                 "--model", "toy", "--z-reference", "toyrule", *common]) == 0
+    pet = out / "sub-P01" / "pet"
+    assert list(pet.glob("*_desc-toyPseudonormal_pet.nii.gz"))
+    zmap = next(pet.glob("*_stat-z_desc-toyToy_statmap.nii.gz"))
+    side = json.loads(zmap.with_name(zmap.name.replace(".nii.gz", ".json")).read_text())
+    assert side["Model"] == "toy" and side["ZReference"].startswith("toy:")
+    assert list(pet.glob("*_desc-toyToyFocus_clusters.tsv"))
+    assert list((out / "sub-P01" / "anat").glob("*_desc-toyToyFocus_mask.nii.gz"))
+    assert main([str(bids), str(out), "group", *FAST]) == 0
+    page = (out / "sub-P01.html").read_text()
+    assert "Analysis toyToy" in page and "Z against a toy reference" in page
+    citation = (out / "logs" / "CITATION.md").read_text()
+    assert "the toy model `toy` (2 steps)" in citation and TOY_RULE_METHODS in citation
+    summary = pd.read_csv(out / "group" / "summary.tsv", sep="\t")
+    assert set(summary["analysis"]) == {"toyToy"}
+    assert set(summary["z_reference"]) == {"toyrule"}
+    assert "toy robust reference" in (out / "group" / "group.html").read_text()

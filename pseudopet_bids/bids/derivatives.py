@@ -1,35 +1,23 @@
-"""BIDS-Derivatives output: file names, sidecars, dataset files and atomic writes (DESIGN.md §4).
+"""BIDS-Derivatives naming: file names, sidecar paths, analysis labels, dataset files
+(DESIGN.md §4).
 
-Every file is written to a temporary file in its own folder and renamed into place, so a killed
-run never leaves a half-written file under a final name. ``.nii.gz`` files are gzipped with
-mtime 0 and no embedded file name, so identical data give byte-identical files; level 1, because
-level 6 took three times longer for 5 % smaller files (float images compress poorly). ``.npz``
-archives (work-dir caches) carry a fixed zip date for the same reason.
-
-Temporary files carry their owner, ``.pp-<host>-<pid>``, in their name, so that the cleanup of
-what killed runs left never touches the live temporary file of a concurrent job
-(``bids/temporaries.py``; docs/reliability.md, "Crash safety and idempotence").
+The label grammar of ``desc`` entities is built here from the registries: a model's label
+(:func:`model_label`) and an analysis label = model label + the detection rule's suffix
+(:mod:`pseudopet_bids.detect.rules`). Writing bytes is :mod:`pseudopet_bids.io.files`' job.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
-import tempfile
-import zipfile
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-import numpy as np
-import pandas as pd
-
 from pseudopet_bids import __version__
 from pseudopet_bids.bids.entities import entity_prefix, parse_entities
-from pseudopet_bids.bids.temporaries import TMP_SUFFIX, temp_prefix
-from pseudopet_bids.errors import OutputError
+from pseudopet_bids.io.files import atomic_write_text, jsonable
 
 BIDS_VERSION = "1.10.0"
 
@@ -51,99 +39,6 @@ group
 """
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` through a temporary file in the same folder and a rename.
-
-    The temporary file, ``.<name>.pp-<host>-<pid>-<random>.tmp``, is flushed to disk
-    (``fsync``) before the rename, so the final name holds either the old or the whole new
-    content, also after a power cut.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TMP_SUFFIX,
-                                   dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise OutputError(f"cannot write ({exc.strerror or exc})", path,
-                          "check that the output folder is writable and has free space") from exc
-
-
-def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = False) -> bytes:
-    """An ``.npz`` archive of ``arrays`` (as :func:`numpy.savez`, read by :func:`numpy.load`
-    without pickle) whose zip entries carry a fixed date: ``np.savez`` stamps the current
-    time, so equal arrays would give different bytes."""
-    buf = io.BytesIO()
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with zipfile.ZipFile(buf, "w", compression=method) as archive:
-        for name, value in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = method
-            with archive.open(info, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
-    return buf.getvalue()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text (UTF-8) atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write a JSON sidecar atomically, keys sorted, 2-space indent."""
-    atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
-
-
-def write_tsv(path: Path, table: pd.DataFrame) -> None:
-    """Write a TSV atomically with ``n/a`` for missing values."""
-    atomic_write_text(path, table.to_csv(sep="\t", index=False, na_rep="n/a",
-                                         float_format="%.6g", lineterminator="\n"))
-
-
-def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, dtype: Any = np.float32,
-                intent: str | None = None) -> None:
-    """Write a NIfTI-1 image deterministically (gzip mtime 0) and atomically."""
-    img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    if intent:
-        img.header.set_intent(intent)
-    atomic_write_bytes(path, nifti_bytes(img, gzipped=str(path).endswith(".gz")))
-
-
-def nifti_bytes(img: nib.Nifti1Image, gzipped: bool = True) -> bytes:
-    """The file content of an image; gzipped with mtime 0 and no name, so it is reproducible."""
-    raw = img.to_bytes()
-    return gzip.compress(raw, compresslevel=1, mtime=0) if gzipped else raw
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-Z_REFERENCES: tuple[str, ...] = ("subject", "controls")
-
-
 def model_label(name: str) -> str:
     """BIDS-safe label of a model name: lower-case letters and digits (``cyclegan_2mm`` →
     ``cyclegan2mm``)."""
@@ -151,21 +46,6 @@ def model_label(name: str) -> str:
     if not label:
         raise ValueError(f"model name {name!r} has no letters or digits to label outputs with")
     return label
-
-
-def analysis_label(model: str, z_reference: str = "subject") -> str:
-    """``desc`` label of the Z-map, clusters and focus mask: the model label, plus ``Norm`` when
-    Z is taken against the healthy-control normative model (``--z-reference controls``)."""
-    if z_reference not in Z_REFERENCES:
-        raise ValueError(f"unknown z reference {z_reference!r}; choose from {Z_REFERENCES}")
-    return model_label(model) + ("Norm" if z_reference == "controls" else "")
-
-
-def parse_analysis_label(label: str) -> tuple[str, str]:
-    """Inverse of :func:`analysis_label`: ``(model label, z reference)``."""
-    if label.endswith("Norm"):
-        return label[:-4], "controls"
-    return label, "subject"
 
 
 def subject_key(subject: str, session: str | None = None) -> str:
@@ -179,20 +59,53 @@ def sidecar(path: Path) -> Path:
     return path.with_name(path.name.replace(".nii.gz", ".json").replace(".nii", ".json"))
 
 
-#: Derivatives carrying a label in ``desc``: kind → (glob under OUTPUT_DIR, suffix of the desc).
-LABELLED = {"pseudonormal": ("sub-*/**/pet/*_desc-*Pseudonormal_pet.nii.gz", "Pseudonormal"),
-            "clusters": ("sub-*/**/pet/*_desc-*Focus_clusters.tsv", "Focus")}
+#: Derivatives of a PET, named after its source prefix: kind → name after the prefix, where
+#: ``{label}`` is the model label (``pseudonormal``) or the analysis label (``zmap``,
+#: ``clusters``). :class:`SubjectPaths` writes these names and :func:`parse_pet_output` reads
+#: them back (one grammar for both).
+PET_OUTPUTS: dict[str, str] = {
+    "preproc": "space-T1w_desc-preproc_pet.nii.gz",
+    "pseudonormal": "space-T1w_desc-{label}Pseudonormal_pet.nii.gz",
+    "zmap": "space-T1w_stat-z_desc-{label}_statmap.nii.gz",
+    "clusters": "space-T1w_desc-{label}Focus_clusters.tsv",
+}
+
+
+def _pet_output_pattern(template: str) -> re.Pattern[str]:
+    body = re.escape(template).replace(r"\{label\}", "(?P<label>[A-Za-z0-9]+?)")
+    body = body.replace(re.escape(".nii.gz"), r"\.nii(?:\.gz)?")
+    return re.compile(r"^(?P<prefix>.+?)_" + body + "$")
+
+
+_PET_OUTPUT_PATTERNS = {kind: _pet_output_pattern(t) for kind, t in PET_OUTPUTS.items()}
+
+
+@dataclass(frozen=True)
+class PetOutput:
+    """What a derivative file name says: its PET source prefix, kind and label."""
+
+    prefix: str
+    kind: str
+    label: str
+
+
+def parse_pet_output(name: str) -> PetOutput | None:
+    """Inverse of the :data:`PET_OUTPUTS` names (None for any other file)."""
+    for kind, pattern in _PET_OUTPUT_PATTERNS.items():
+        match = pattern.match(name)
+        if match:
+            return PetOutput(match["prefix"], kind, match.groupdict().get("label") or "")
+    return None
 
 
 def labelled_outputs(output_dir: Path, kind: str) -> list[tuple[Path, str]]:
-    """``(file, label)`` of every pseudo-normal PET (label = model) or cluster table (label =
-    analysis) in an output folder, sorted by path."""
-    pattern, suffix = LABELLED[kind]
+    """``(file, label)`` of every output of ``kind`` (``pseudonormal``: label = model;
+    ``clusters``, ``zmap``: label = analysis) in an output folder, sorted by path."""
     found = []
-    for path in sorted(Path(output_dir).glob(pattern)):
-        desc = parse_entities(path).get("desc", "")
-        if desc.endswith(suffix) and len(desc) > len(suffix):
-            found.append((path, desc[:-len(suffix)]))
+    for path in sorted(Path(output_dir).glob("sub-*/**/pet/*")):
+        parsed = parse_pet_output(path.name)
+        if parsed is not None and parsed.kind == kind and parsed.label:
+            found.append((path, parsed.label))
     return found
 
 
@@ -250,17 +163,25 @@ class SubjectPaths:
         """Transform file name ``from-<source>_to-<target>_mode-image_xfm.nii.gz``."""
         return self.anat(f"from-{source}_to-{target}_mode-image_xfm.nii.gz")
 
+    def _pet_output(self, kind: str, label: str, ext: str | None = None) -> Path:
+        name = PET_OUTPUTS[kind].format(label=label)
+        if ext is not None:
+            name = name[:name.index(".")] + ext
+        return self.pet(name)
+
     def pseudonormal(self, model: str, sd: bool = False, ext: str = ".nii.gz") -> Path:
         """``space-T1w_desc-<model>Pseudonormal[sd]_pet`` (model label from :func:`model_label`)."""
-        return self.pet(f"space-T1w_desc-{model}Pseudonormal{'sd' if sd else ''}_pet{ext}")
+        path = self._pet_output("pseudonormal", model, ext)
+        return path.with_name(path.name.replace("Pseudonormal_", "Pseudonormalsd_")) if sd \
+            else path
 
     def zmap(self, analysis: str, ext: str = ".nii.gz") -> Path:
         """``space-T1w_stat-z_desc-<analysis>_statmap``."""
-        return self.pet(f"space-T1w_stat-z_desc-{analysis}_statmap{ext}")
+        return self._pet_output("zmap", analysis, ext)
 
     def clusters(self, analysis: str, ext: str = ".tsv") -> Path:
         """``space-T1w_desc-<analysis>Focus_clusters.tsv``."""
-        return self.pet(f"space-T1w_desc-{analysis}Focus_clusters{ext}")
+        return self._pet_output("clusters", analysis, ext)
 
     def focus_mask(self, analysis: str, ext: str = ".nii.gz") -> Path:
         """``desc-<analysis>Focus_mask`` (anat)."""
@@ -331,7 +252,7 @@ def init_output(output_dir: Path, bids_dir: Path,
                 links[name] = unquote(urlparse(url).path)
     except (OSError, ValueError, AttributeError):
         pass  # none yet, or unreadable: rewritten below
-    desc = json.dumps(_jsonable(dataset_description(bids_dir, container, links)), indent=2,
+    desc = json.dumps(jsonable(dataset_description(bids_dir, container, links)), indent=2,
                       sort_keys=True) + "\n"
     for name, text in (("dataset_description.json", desc), (".bidsignore", BIDSIGNORE)):
         target = output_dir / name

@@ -1,17 +1,26 @@
-"""Command-line parser (BIDS Apps + NiPreps conventions, DESIGN.md §2).
+"""Command-line parser (BIDS Apps + NiPreps conventions, DESIGN.md §2) and the run config it
+builds.
 
-Built in one function with named argument groups and small validators; it imports no heavy
-module (no torch, no pybids) so ``pseudopet --help`` and usage errors are instant.
+Built in one function with named argument groups and small validators. Option defaults come
+from :mod:`pseudopet_bids.config` and the choices of ``--model`` and ``--z-reference`` from the
+registries (:mod:`pseudopet_bids.models.registry`, :mod:`pseudopet_bids.detect.rules`); it
+imports no heavy module (no torch, no ANTs, no pybids) so ``pseudopet --help`` and usage errors
+are instant.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from pseudopet_bids import __version__
+from pseudopet_bids.bids.reuse import parse_derivative_specs
+from pseudopet_bids.config import RunConfig, default
+from pseudopet_bids.detect.rules import get_rule, rule_names
+from pseudopet_bids.errors import UsageError
+from pseudopet_bids.models.presets import PRESETS
+from pseudopet_bids.models.registry import model_names, model_spec, trainable_models
 
 EPILOG = """\
 examples:
@@ -115,13 +124,17 @@ def _device(text: str) -> str:
 
 
 def _model(text: str) -> str:
-    if text in ("auto", "tissue", "cyclegan", "syndiff"):
+    if text == "auto" or text in model_names():
         return text
     path = Path(text).expanduser()
     if path.exists():
         return str(path.resolve())
     raise argparse.ArgumentTypeError(
-        f"{text!r} is neither tissue/cyclegan/syndiff nor an existing model folder")
+        f"{text!r} is neither {'/'.join(model_names())} nor an existing model folder")
+
+
+def _choices(names: tuple[str, ...]) -> str:
+    return "{" + ",".join(names) + "}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "group: aggregate participants' cluster tables, or with --train "
                              "train a model on the healthy controls")
     parser.add_argument("--version", action="version", version=f"pseudopet {__version__}")
-    parser.add_argument("-v", "--verbose", dest="verbosity", action="count", default=0,
+    parser.add_argument("-v", "--verbose", dest="verbosity", action="count",
+                        default=default("verbosity"),
                         help="more log output (-v info details, -vv debug)")
 
     g = parser.add_argument_group("selecting the data")
@@ -170,98 +184,184 @@ def build_parser() -> argparse.ArgumentParser:
                    type=lambda t: Path(t).expanduser().resolve(), metavar="DIR",
                    help="intermediate and temporary files (default: OUTPUT_DIR_work, beside "
                         "the output folder)")
-    g.add_argument("--nprocs", type=_positive_int, default=1, metavar="N",
+    g.add_argument("--nprocs", type=_positive_int, default=default("nprocs"), metavar="N",
                    help="participants processed in parallel (default: %(default)s)")
     g.add_argument("--omp-nthreads", dest="omp_nthreads", type=_positive_int, metavar="N",
-                   default=min(os.cpu_count() or 1, 8),
+                   default=default("omp_nthreads"),
                    help="threads per participant (default: %(default)s)")
-    g.add_argument("--mem", dest="mem_gb", type=_positive_float, default=None, metavar="GB",
+    g.add_argument("--mem", dest="mem_gb", type=_positive_float, default=default("mem_gb"),
+                   metavar="GB",
                    help="memory available in GB: limits how many participants run at once "
                         "(about 3 GB each; default: no limit)")
-    g.add_argument("--device", type=_device, default="auto", metavar="{auto,cpu,cuda,cuda:N}",
+    g.add_argument("--device", type=_device, default=default("device"),
+                   metavar="{auto,cpu,cuda,cuda:N}",
                    help="auto, cpu, cuda or cuda:N (default: %(default)s)")
 
     g = parser.add_argument_group("method")
-    g.add_argument("--model", type=_model, default="auto",
-                   metavar="{tissue,cyclegan,syndiff,PATH}",
-                   help="tissue, cyclegan, syndiff or a model folder; default: a trained model "
-                        "in OUTPUT_DIR/models/, else the tissue baseline")
-    g.add_argument("--seed", type=_seed, default=42, metavar="N", help="random seed (default: %(default)s)")
-    g.add_argument("--skullstrip", choices=["deepbet", "template"], default="deepbet",
+    g.add_argument("--model", type=_model, default=default("model"),
+                   metavar=_choices((*model_names(), "PATH")),
+                   help=f"{', '.join(model_names())} or a model folder; default: a trained "
+                        "model in OUTPUT_DIR/models/, else the tissue baseline")
+    g.add_argument("--seed", type=_seed, default=default("seed"), metavar="N",
+                   help="random seed (default: %(default)s)")
+    g.add_argument("--skullstrip", choices=["deepbet", "template"],
+                   default=default("skullstrip"),
                    help="brain extraction method (default: %(default)s)")
-    g.add_argument("--pet-fwhm", dest="pet_fwhm", type=_positive_float, default=6.0,
+    g.add_argument("--pet-fwhm", dest="pet_fwhm", type=_positive_float,
+                   default=default("pet_fwhm"),
                    metavar="MM", help="PET resolution for the tissue model (default: %(default)s)")
     g.add_argument("--force", action="store_true",
                    help="redo participants whose outputs are complete (with --train: retrain "
                         "from scratch)")
-    g.add_argument("--n-samples", dest="n_samples", type=_positive_int, default=1, metavar="N",
+    g.add_argument("--n-samples", dest="n_samples", type=_positive_int,
+                   default=default("n_samples"), metavar="N",
                    help="SynDiff: stochastic samples averaged into the pseudo-normal PET; > 1 "
                         "also writes a standard-deviation map (default: %(default)s)")
 
     g = parser.add_argument_group("training (group level with --train)")
     g.add_argument("--train", action="store_true",
-                   help="train --model cyclegan|syndiff on the healthy controls into "
-                        "OUTPUT_DIR/models/<name>/")
-    g.add_argument("--preset", choices=["paper", "small", "tiny"], default="paper",
+                   help=f"train --model {'|'.join(trainable_models())} on the healthy controls "
+                        "into OUTPUT_DIR/models/<name>/")
+    g.add_argument("--preset", choices=list(PRESETS), default=default("preset"),
                    help="network size and model grid: paper (1 mm, 256x256, GPU), small "
                         "(2 mm, CPU-trainable), tiny (tests) (default: %(default)s)")
-    g.add_argument("--model-name", dest="model_name", type=_label, default=None, metavar="NAME",
+    g.add_argument("--model-name", dest="model_name", type=_label,
+                   default=default("model_name") or None, metavar="NAME",
                    help="folder name under OUTPUT_DIR/models (default: the model type)")
-    g.add_argument("--train-steps", dest="train_steps", type=_positive_int, default=0,
+    g.add_argument("--train-steps", dest="train_steps", type=_positive_int,
+                   default=default("train_steps"),
                    metavar="N", help="optimisation steps (default: the preset's)")
-    g.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=0,
+    g.add_argument("--batch-size", dest="batch_size", type=_positive_int,
+                   default=default("batch_size"),
                    metavar="N", help="slices per domain per step (default: the preset's)")
-    g.add_argument("--accumulate", type=_positive_int, default=1, metavar="N",
+    g.add_argument("--accumulate", type=_positive_int, default=default("accumulate"),
+                   metavar="N",
                    help="gradient-accumulation micro-batches per step (default: %(default)s; "
                         "raised automatically when CUDA runs out of memory)")
-    g.add_argument("--context-slices", dest="context_slices", type=int_in(0, 8), default=0,
+    g.add_argument("--context-slices", dest="context_slices", type=int_in(0, 8),
+                   default=default("context_slices"),
                    metavar="K", help="2.5D input: K neighbouring slices on each side "
                                      "(default: %(default)s)")
-    g.add_argument("--val-controls", dest="val_controls", type=int_in(0), default=None,
+    g.add_argument("--val-controls", dest="val_controls", type=int_in(0),
+                   default=default("val_controls"),
                    metavar="N", help="paired controls held out for validation (default: 2 with "
                                      ">= 6 paired controls, 1 with >= 3, else 0)")
-    g.add_argument("--val-every", dest="val_every", type=int_in(0), default=0, metavar="N",
+    g.add_argument("--val-every", dest="val_every", type=int_in(0),
+                   default=default("val_every"), metavar="N",
                    help="validate every N steps (default: only at the end)")
     g.add_argument("--checkpoint-every", dest="checkpoint_every", type=_positive_int,
-                   default=500, metavar="N", help="save resumable state every N steps "
-                                                  "(default: %(default)s)")
+                   default=default("checkpoint_every"), metavar="N",
+                   help="save resumable state every N steps (default: %(default)s)")
     g.add_argument("--checkpoint-minutes", dest="checkpoint_minutes", type=_positive_float,
-                   default=10.0, metavar="MIN",
+                   default=default("checkpoint_minutes"), metavar="MIN",
                    help="... or every MIN minutes, whichever comes first (default: %(default)s)")
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted training from its last checkpoint")
 
     g = parser.add_argument_group("detection")
-    g.add_argument("--z-threshold", dest="z_threshold", type=_positive_float, default=1.65,
+    g.add_argument("--z-threshold", dest="z_threshold", type=_positive_float,
+                   default=default("z_threshold"),
                    metavar="Z",
                    help="hypometabolism where Z < -T (default: %(default)s, one-sided p=0.05)")
     g.add_argument("--cluster-min-volume", dest="cluster_min_volume", type=_positive_float,
-                   default=1500.0, metavar="MM3",
+                   default=default("cluster_min_volume"), metavar="MM3",
                    help="smallest reported cluster in mm^3 (default: %(default)s)")
-    g.add_argument("--gm-threshold", dest="gm_threshold", type=_fraction, default=0.5,
+    g.add_argument("--gm-threshold", dest="gm_threshold", type=_fraction,
+                   default=default("gm_threshold"),
                    metavar="P",
                    help="grey-matter probability defining GM (default: %(default)s)")
-    g.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26,
+    g.add_argument("--connectivity", type=int, choices=[6, 18, 26],
+                   default=default("connectivity"),
                    help="voxel neighbourhood of clusters (default: %(default)s)")
     g.add_argument("--search-region", dest="search_region", choices=["cortex", "gm"],
-                   default="cortex",
+                   default=default("search_region"),
                    help="grey matter searched: cortex = the eight lobar regions, where a focus "
                         "can be reported; gm = also deep nuclei, insula, cingulate, cerebellum "
                         "(default: %(default)s)")
-    g.add_argument("--z-reference", dest="z_reference", choices=["subject", "controls"],
-                   default="subject",
-                   help="subject = the paper's rule, Z over the subject's own grey matter "
-                        "(flags ~5%% of everyone's GM); controls = voxel-wise against the healthy "
-                        "controls' residuals (needs group --build-normative first) "
-                        "(default: %(default)s)")
+    rules = "; ".join(f"{name} = Z against the {get_rule(name).reference_name}"
+                      + (f" (needs {', '.join(get_rule(name).needs)})" if get_rule(name).needs
+                         else "") for name in rule_names())
+    g.add_argument("--z-reference", dest="z_reference", choices=list(rule_names()),
+                   default=default("z_reference"),
+                   help=f"detection rule: {rules}. The default is the paper's rule; it flags "
+                        "~5%% of everyone's GM (default: %(default)s)")
 
     g = parser.add_argument_group("evaluation (group level)")
     g.add_argument("--build-normative", dest="build_normative", action="store_true",
                    help="build the healthy-control normative model of --model's residuals "
                         "from the controls' participant outputs, into "
                         "OUTPUT_DIR/models/normative-<model>/ (for --z-reference controls)")
-    g.add_argument("--fid-weights", dest="fid_weights", type=Path, default=None, metavar="FILE",
+    g.add_argument("--fid-weights", dest="fid_weights", type=Path,
+                   default=default("fid_weights") or None, metavar="FILE",
                    help="InceptionV3 weights for FID (pytorch-fid's pt_inception-2015-12-05 "
                         ".pth, or as .safetensors); never downloaded. Without it, FID is "
                         "left out of the translation metrics")
     return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse option combinations that belong to another level or mode (exit 64)."""
+    if args.train and args.analysis_level != "group":
+        parser.error("--train belongs to the group level: pseudopet BIDS OUT group --train ...")
+    if args.train and (args.model not in model_names() or not model_spec(args.model).trainable):
+        parser.error(f"--train needs --model {' or --model '.join(trainable_models())}")
+    if args.build_normative and (args.analysis_level != "group" or args.train):
+        parser.error("--build-normative belongs to the group level, without --train: "
+                     "pseudopet BIDS OUT group --build-normative --model M")
+    if args.z_reference != default("z_reference") and args.analysis_level != "participant":
+        parser.error("--z-reference belongs to the participant level")
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    """The run config from parsed arguments (absolute paths; the work folder defaults to
+    ``OUTPUT_DIR_work`` beside the output folder).
+
+    Raises
+    ------
+    InputError
+        A ``-d`` dataset is not usable (exit 66).
+    """
+    values = dict(vars(args))
+    out = Path(args.output_dir)
+    values.update(
+        bids_dir=str(args.bids_dir), output_dir=str(out),
+        work_dir=str(Path(args.work_dir) if args.work_dir else out.parent / f"{out.name}_work"),
+        participant_label=list(args.participant_label), session_label=list(args.session_label),
+        bids_filter_file=str(args.bids_filter_file or ""),
+        bids_database_dir=str(args.bids_database_dir or ""),
+        derivatives={k: str(v) for k, v in parse_derivative_specs(args.derivatives).items()}
+        if args.derivatives else {},
+        mem_gb=float(args.mem_gb or 0.0), model_name=args.model_name or "",
+        fid_weights=str(Path(args.fid_weights).resolve()) if args.fid_weights else "")
+    return RunConfig.from_flat(values)
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+def validate_paths(cfg: RunConfig) -> None:
+    """Refuse outputs inside the input and unusable folders (exit 64 / 73)."""
+    inp, work = cfg.input, cfg.execution.work_dir
+    bids, out = Path(inp.bids_dir), Path(inp.output_dir)
+    if _inside(out, bids):
+        raise UsageError("the output folder is the input dataset or inside it", out,
+                         "choose an output folder outside the BIDS dataset, e.g. "
+                         f"{bids.parent / (bids.name + '_pseudopet')}")
+    if work and _inside(Path(work), bids):
+        raise UsageError("the work folder is inside the input dataset", Path(work),
+                         "choose a work folder outside the BIDS dataset (-w)")
+    for name, root in inp.derivatives.items():
+        for what, folder in (("output", out), ("work", Path(work or out))):
+            if _inside(folder, Path(root)):
+                raise UsageError(f"the {what} folder is inside the --derivatives dataset "
+                                 f"{name!r}", folder, "choose a folder outside the datasets "
+                                 "pseudopet reads (they are never modified)")
+    if work and _inside(Path(work), out):
+        raise UsageError("the work folder is inside the output folder", Path(work),
+                         "choose a work folder outside the output folder (-w)")
+    if inp.bids_database_dir and _inside(Path(inp.bids_database_dir), bids):
+        raise UsageError("the pybids database folder is inside the input dataset",
+                         Path(inp.bids_database_dir), "choose a --bids-database-dir outside "
+                         "the BIDS dataset (the input is never modified)")

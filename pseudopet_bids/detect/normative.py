@@ -251,7 +251,7 @@ def save(folder: Path, stats: NormativeStats, card: dict) -> dict:
     """
     from safetensors.numpy import save as st_save
 
-    from pseudopet_bids.bids.derivatives import atomic_write_bytes, atomic_write_text
+    from pseudopet_bids.io.files import atomic_write_bytes, atomic_write_text
 
     folder = Path(folder)
     blob = st_save({"total": stats.total, "total_sq": stats.total_sq, "count": stats.count,

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pseudopet_bids.detect.clusters import Cluster
-from pseudopet_bids.resources import LOBE_INDEX, LOBE_LABELS, REGIONS
+from pseudopet_bids.resources import LOBE_INDEX, LOBE_LABELS, REGIONS, TEMPLATE_NAME
 
 #: Columns of ``*_desc-focus_clusters.tsv``, in order (DESIGN.md §4).
 CLUSTER_COLUMNS: tuple[str, ...] = (
@@ -25,6 +25,22 @@ CLUSTER_COLUMNS: tuple[str, ...] = (
     "peak_template_x", "peak_template_y", "peak_template_z",
     "region", "region_fraction",
 )
+#: The cluster table's JSON sidecar: what each column means (BIDS column descriptions).
+CLUSTER_COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "cluster_id": {"Description": "Cluster number, 1 = largest"},
+    "n_voxels": {"Description": "Voxels in the cluster (T1w grid)"},
+    "volume_mm3": {"Description": "Cluster volume", "Units": "mm^3"},
+    "peak_z": {"Description": "Most negative Z in the cluster"},
+    "mean_z": {"Description": "Mean Z in the cluster"},
+    "peak_x": {"Description": "Peak, scanner RAS x", "Units": "mm"},
+    "peak_y": {"Description": "Peak, scanner RAS y", "Units": "mm"},
+    "peak_z_mm": {"Description": "Peak, scanner RAS z", "Units": "mm"},
+    "peak_template_x": {"Description": f"Peak in {TEMPLATE_NAME} x", "Units": "mm"},
+    "peak_template_y": {"Description": f"Peak in {TEMPLATE_NAME} y", "Units": "mm"},
+    "peak_template_z": {"Description": f"Peak in {TEMPLATE_NAME} z", "Units": "mm"},
+    "region": {"Description": "Lobe holding most of the cluster (or other)"},
+    "region_fraction": {"Description": "Share of the cluster's voxels in that region"},
+}
 _DTYPES = {
     "cluster_id": "int64", "n_voxels": "int64", "volume_mm3": "float64", "peak_z": "float64",
     "mean_z": "float64", "peak_x": "float64", "peak_y": "float64", "peak_z_mm": "float64",

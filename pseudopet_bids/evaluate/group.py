@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pseudopet_bids.bids.derivatives import (labelled_outputs, parse_analysis_label,
-                                             write_tsv)
+from pseudopet_bids.bids.derivatives import labelled_outputs
+from pseudopet_bids.detect.rules import parse_analysis_label
+from pseudopet_bids.io.files import write_tsv
 from pseudopet_bids.bids.entities import parse_entities
 from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.errors import InputError
@@ -58,7 +59,7 @@ def collect_subjects(output_dir: Path, participants: dict[str, Participant],
     """Per-subject rows and all clusters from every ``*_desc-<analysis>Focus_clusters.tsv``.
 
     One row per (subject, session, PET, analysis): the analysis label names the model and the
-    Z reference (:func:`pseudopet_bids.bids.derivatives.analysis_label`).
+    Z reference (:func:`pseudopet_bids.detect.rules.analysis_label`).
     """
     rows, clusters = [], []
     for tsv, analysis in labelled_outputs(output_dir, "clusters"):

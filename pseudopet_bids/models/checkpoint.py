@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,8 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
-from pseudopet_bids import __version__
-from pseudopet_bids.bids.derivatives import atomic_write_bytes, atomic_write_text, write_json
 from pseudopet_bids.errors import InputError, UsageError
+from pseudopet_bids.io.files import (atomic_write_bytes, atomic_write_text, write_json)
 
 WEIGHTS = "weights.safetensors"
 CARD = "model.json"
@@ -50,15 +48,6 @@ _MAX_HEADER = 100 * 1024 * 1024  # the limit of the safetensors reference implem
 
 
 # --------------------------------------------------------------------------- weights files
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_weights(path: Path, tensors: dict[str, Tensor],
@@ -418,10 +407,3 @@ def load_model_dir(model_dir: Path,
                          "retrain the model, or restore weights.safetensors and model.json "
                          "from the same training run")
     return card, weights
-
-
-def software_versions() -> dict[str, str]:
-    """Versions recorded in model cards, to explain differences between runs."""
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "safetensors": safetensors.__version__,
-            "pseudopet": __version__}

@@ -1,4 +1,5 @@
-"""Model presets: network sizes, the template-aligned model grid and the training defaults.
+"""Model presets: the template-aligned model grids, and each model's preset resolved from its
+registry entry (network sizes, training defaults).
 
 ``paper``
     The published configurations (CycleGAN: Zhu et al. 2017; SynDiff: Özbey et al. 2023) on
@@ -17,7 +18,11 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-MODELS = ("cyclegan", "syndiff")
+import numpy as np
+
+from pseudopet_bids.models.registry import model_spec, trainable_models
+
+#: Preset names; each also names a model grid (:data:`GRIDS`).
 PRESETS = ("paper", "small", "tiny")
 
 
@@ -35,8 +40,6 @@ class ModelGrid:
 
     def affine(self):
         """4 × 4 voxel → template RAS mm matrix of the grid."""
-        import numpy as np
-
         aff = np.diag([self.voxel_mm] * 3 + [1.0])
         half = (np.asarray(self.shape, dtype=float) - 1) / 2 * self.voxel_mm
         aff[:3, 3] = np.asarray(self.centre) - half
@@ -58,45 +61,21 @@ GRIDS = {
     "tiny": ModelGrid(6.0, (32, 40, 28)),
 }
 
-_CYCLEGAN = {
-    "paper": dict(ngf=64, n_blocks=9, ndf=64, n_layers=3, batch_size=1, steps=200_000),
-    "small": dict(ngf=16, n_blocks=6, ndf=16, n_layers=3, batch_size=4, steps=3000),
-    "tiny": dict(ngf=4, n_blocks=1, ndf=4, n_layers=2, batch_size=2, steps=20),
-}
-#: Shared CycleGAN training hyper-parameters (Zhu et al. 2017).
-CYCLEGAN_TRAINING = dict(lambda_cycle=10.0, lambda_identity=0.5, pool_size=50, lr=2e-4,
-                         betas=(0.5, 0.999), gan_loss="lsgan")
-
-_SYNDIFF = {
-    "paper": dict(nf=64, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2, attn_resolutions=(16,),
-                  nz=100, z_emb_dim=256, n_mlp=3, t_emb_dim=256, ndf_diff=64, n_down_disc=6,
-                  ngf_nd=64, n_blocks_nd=6, ndf_nd=64, batch_size=1, steps=200_000),
-    "small": dict(nf=16, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(12,),
-                  nz=32, z_emb_dim=64, n_mlp=2, t_emb_dim=64, ndf_diff=16, n_down_disc=3,
-                  ngf_nd=16, n_blocks_nd=4, ndf_nd=16, batch_size=4, steps=1000),
-    "tiny": dict(nf=4, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,),
-                 nz=4, z_emb_dim=8, n_mlp=1, t_emb_dim=8, ndf_diff=4, n_down_disc=2,
-                 ngf_nd=4, n_blocks_nd=1, ndf_nd=4, batch_size=2, steps=20),
-}
-#: Shared SynDiff training hyper-parameters (Özbey et al. 2023, icon-lab/SynDiff defaults).
-SYNDIFF_TRAINING = dict(num_timesteps=4, beta_min=0.1, beta_max=20.0, lambda_l1=0.5,
-                        r1_gamma=1.0, lazy_reg=10, lr_g=1.6e-4, lr_d=1e-4, lr_min=1e-5,
-                        betas=(0.5, 0.9), ema_decay=0.999)
-
 
 def preset(model: str, name: str) -> dict[str, Any]:
-    """The full hyper-parameter dict of ``model`` (cyclegan/syndiff) at preset ``name``.
+    """The full hyper-parameter dict of a trainable ``model`` at preset ``name``.
 
     Returns a fresh dict with ``grid`` (a :class:`ModelGrid`), the network sizes, the training
-    hyper-parameters, ``batch_size`` and ``steps`` (default training length).
+    hyper-parameters, ``batch_size`` and ``steps`` (default training length), from the model's
+    registry entry (:mod:`pseudopet_bids.models.registry`).
     """
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    if name not in PRESETS:
+    spec = model_spec(model)
+    if not spec.trainable:
+        raise ValueError(f"{model!r} is not a trainable model; choose one of "
+                         f"{', '.join(trainable_models())}")
+    if name not in PRESETS or name not in spec.presets:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    table, training = ((_CYCLEGAN, CYCLEGAN_TRAINING) if model == "cyclegan"
-                       else (_SYNDIFF, SYNDIFF_TRAINING))
-    out = copy.deepcopy({**training, **table[name]})
+    out = copy.deepcopy({**spec.training, **spec.presets[name]})
     out["grid"] = GRIDS[name]
     return out
 
@@ -124,5 +103,5 @@ def hparams_from_card(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["MODELS", "PRESETS", "ModelGrid", "GRIDS", "preset", "card_hparams",
+__all__ = ["PRESETS", "ModelGrid", "GRIDS", "preset", "card_hparams",
            "hparams_from_card"]

@@ -6,21 +6,28 @@ and hands their results on as one :class:`Preprocessed` record (arrays on the T1
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 
-from pseudopet_bids import resources
+from pseudopet_bids import __version__, resources
+from pseudopet_bids.bids.inputs import UnitImages
+from pseudopet_bids.config import PreprocConfig
 from pseudopet_bids.errors import ProcessingError
+from pseudopet_bids.io.files import atomic_write_bytes, atomic_write_text, npz_bytes, sha256_file
+from pseudopet_bids.preproc._ants import mask_box
+from pseudopet_bids.preproc.brainmask import brain_mask
+from pseudopet_bids.preproc.coregister import (RigidResult, coregister_pet_to_t1,
+                                               resample_pet_to_t1)
+from pseudopet_bids.preproc.segment import segment_tissues
+from pseudopet_bids.preproc.template_reg import TemplateRegistration, register_t1_to_template
 from pseudopet_bids.progress import PREPROCESSING_STAGES, SubjectStatus
 from pseudopet_bids.progress import timed as _timed
-
-if TYPE_CHECKING:
-    from pseudopet_bids.io.inputs import Provided
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,9 +55,10 @@ class Preprocessed:
     lobes, aal
         Lobe labels and AAL labels brought from the template (int16).
     registration
-        The T1w→template registration (``to_t1``, ``points_to_template``, ``write``).
+        The T1w→template registration (consumers use it through
+        :class:`pseudopet_bids.preproc.registration.Registration`).
     coregistration
-        The PET→T1w rigid registration result.
+        The PET→T1w rigid registration result (None without a PET).
     timings
         Seconds per step.
     """
@@ -61,8 +69,8 @@ class Preprocessed:
     pet: np.ndarray | None
     lobes: np.ndarray
     aal: np.ndarray
-    registration: object
-    coregistration: object
+    registration: TemplateRegistration
+    coregistration: RigidResult | None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -74,43 +82,34 @@ class Preprocessed:
         return tuple(float(v) for v in self.t1.header.get_zooms()[:3])
 
 
-def preprocess(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path, seed: int,
-               omp_nthreads: int = 1, skullstrip: str = "deepbet", key: str = "subject",
-               provided: "Provided | None" = None, status: SubjectStatus | None = None,
-               t1_path: Path | None = None, pet_path: Path | None = None) -> Preprocessed:
+def preprocess(images: UnitImages, workdir: Path, preproc: PreprocConfig, seed: int,
+               omp_nthreads: int = 1, key: str = "subject",
+               status: SubjectStatus | None = None) -> Preprocessed:
     """Run the preprocessing steps of one subject.
 
     Parameters
     ----------
-    t1, pet
-        Checked RAS images (3D); PET already static, or None (T1w-only training control:
-        no coregistration).
+    images
+        The unit's checked RAS images (:func:`pseudopet_bids.bids.inputs.load_inputs`): the
+        T1w, the static PET or None (T1w-only training control: no coregistration), the
+        results reused from ``--derivatives`` (the steps they cover are not run, and the log
+        says so), and the files they came from (named in error messages).
     workdir
         Folder for intermediate transform files of this subject.
+    preproc
+        The preprocessing settings (``skullstrip``: ``deepbet`` or ``template``, see
+        ``preproc/brainmask.py``).
     seed
         Random seed passed to every step.
     omp_nthreads
         Threads for ANTs and torch.
-    skullstrip
-        ``deepbet`` or ``template`` (see ``preproc/brainmask.py``).
     key
         Name used in log lines.
-    provided
-        Results reused from ``--derivatives`` datasets (:class:`pseudopet_bids.io.inputs.
-        Provided`): the steps they cover are not run, and the log says so.
     status
         Progress record of the run (``status.json``), told about every step.
-    t1_path, pet_path
-        The files the images came from, named in error messages.
     """
-    from pseudopet_bids.io.inputs import Provided
-    from pseudopet_bids.preproc.brainmask import brain_mask
-    from pseudopet_bids.preproc.coregister import (RigidResult, coregister_pet_to_t1,
-                                                   resample_pet_to_t1)
-    from pseudopet_bids.preproc.segment import segment_tissues
-    from pseudopet_bids.preproc.template_reg import register_t1_to_template
-
-    provided = provided or Provided()
+    t1, pet, provided = images.t1, images.pet, images.provided
+    t1_path, pet_path, skullstrip = images.t1_path, images.pet_path, preproc.skullstrip
     workdir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     if provided.mask is not None:
@@ -221,9 +220,6 @@ def reused_registration(t1: nib.Nifti1Image, mask: np.ndarray, forward: Path, in
         The template brain mask brought onto the T1w through ``inverse`` overlaps the subject's
         brain mask with Dice < :data:`MIN_REUSED_XFM_DICE`.
     """
-    from pseudopet_bids.preproc._ants import mask_box
-    from pseudopet_bids.preproc.template_reg import TemplateRegistration
-
     reg = TemplateRegistration.from_files(t1, forward, inverse)
     reg.brain_box = mask_box(mask, t1.affine, 20.0)
     try:
@@ -248,10 +244,6 @@ def input_hash(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, seed: int,
                skullstrip: str, provided: str = "") -> str:
     """The preprocessing cache key: image data and headers, seed, method, version, and the
     fingerprint of the files reused from ``--derivatives`` (``Provided.fingerprint``)."""
-    import hashlib
-
-    from pseudopet_bids import __version__
-
     h = hashlib.sha256(f"{CACHE_VERSION}|{__version__}|{seed}|{skullstrip}|{provided}|"
                        f"{resources.template_source()}".encode())
     for img in (t1, pet):
@@ -264,12 +256,10 @@ def input_hash(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, seed: int,
     return h.hexdigest()
 
 
-def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir: Path,
-                      seed: int, omp_nthreads: int = 1, skullstrip: str = "deepbet",
-                      key: str = "subject", digest: str | None = None,
-                      provided: "Provided | None" = None,
-                      status: SubjectStatus | None = None, t1_path: Path | None = None,
-                      pet_path: Path | None = None) -> Preprocessed:
+def preprocess_cached(images: UnitImages, workdir: Path, preproc: PreprocConfig, seed: int,
+                      omp_nthreads: int = 1, key: str = "subject",
+                      status: SubjectStatus | None = None, digest: str | None = None
+                      ) -> Preprocessed:
     """:func:`preprocess`, reusing the results kept in ``workdir/preproc`` when valid.
 
     The cache is keyed by a hash of the image data and headers, the seed, the skull-stripping
@@ -281,21 +271,16 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
     by ANTs), so a run killed at any point never leaves a cache that reads as valid with files
     of another run.
     """
-    import json
-
-    from pseudopet_bids.bids.derivatives import atomic_write_bytes, atomic_write_text, npz_bytes
-    from pseudopet_bids.preproc.coregister import RigidResult
-    from pseudopet_bids.preproc.template_reg import TemplateRegistration
-
+    t1 = images.t1
     cache = Path(workdir) / "preproc"
     manifest = cache / "manifest.json"
-    digest = digest or input_hash(t1, pet, seed, skullstrip,
-                                  provided.fingerprint if provided else "")
+    digest = digest or input_hash(t1, images.pet, seed, preproc.skullstrip,
+                                  images.provided.fingerprint)
     if manifest.exists():
         try:
             info = json.loads(manifest.read_text())
             if info["hash"] == digest and all(
-                    Path(p).is_file() and _sha256(Path(p)) == sha
+                    Path(p).is_file() and sha256_file(Path(p)) == sha
                     for p, sha in zip(info["transforms"], info["sha256"], strict=True)):
                 with np.load(cache / "arrays.npz", allow_pickle=False) as z:
                     arrays = {k: z[k] for k in z.files}
@@ -322,8 +307,7 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
             LOGGER.info("%s: preprocessing cache unusable (%s): recomputing", key, exc)
     # unsealed before the registration rewrites its transform files in the work folder
     manifest.unlink(missing_ok=True)
-    pre = preprocess(t1, pet, workdir, seed, omp_nthreads, skullstrip, key, provided, status,
-                     t1_path, pet_path)
+    pre = preprocess(images, workdir, preproc, seed, omp_nthreads, key, status)
     arrays = {"mask": pre.mask, "lobes": pre.lobes, "aal": pre.aal, **pre.tissues}
     if pre.pet is not None:
         arrays["pet"] = pre.pet
@@ -331,7 +315,7 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
     reg = pre.registration
     transforms = list(reg.forward) + list(reg.inverse)
     info = {"hash": digest, "transforms": transforms,
-            "sha256": [_sha256(Path(p)) for p in transforms],
+            "sha256": [sha256_file(Path(p)) for p in transforms],
             "reg": {"t1_affine": np.asarray(reg.t1_affine).tolist(),
                     "t1_shape": list(reg.t1_shape), "forward": list(reg.forward),
                     "inverse": list(reg.inverse), "inverse_invert": list(reg.inverse_invert),
@@ -343,9 +327,3 @@ def preprocess_cached(t1: nib.Nifti1Image, pet: nib.Nifti1Image | None, workdir:
                 "starts": [float(v) for v in pre.coregistration.starts]}}
     atomic_write_text(manifest, json.dumps(info))
     return pre
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

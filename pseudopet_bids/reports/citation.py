@@ -12,8 +12,6 @@ setting (``[[name]]`` sections). ``boilerplate/references.bib`` is the bibliogra
 from __future__ import annotations
 
 import html
-import importlib
-import importlib.metadata
 import math
 import platform
 import re
@@ -21,15 +19,15 @@ from pathlib import Path
 from string import Template
 from typing import Any, Iterable
 
-from pseudopet_bids import __version__
+from pseudopet_bids import __version__, resources
+from pseudopet_bids.bids.derivatives import labelled_outputs, model_cards
+from pseudopet_bids.config import RunConfig
+from pseudopet_bids.detect.rules import get_rule, parse_analysis_label, rule_names, rule_order
+from pseudopet_bids.io.files import atomic_write_text
+from pseudopet_bids.models.presets import GRIDS, preset
+from pseudopet_bids.models.registry import TISSUE, model_names, model_spec
+from pseudopet_bids.provenance import PACKAGES, software_versions
 
-#: Distribution name -> import name of the packages whose versions the text reports.
-PACKAGES: dict[str, str] = {
-    "numpy": "numpy", "scipy": "scipy", "nibabel": "nibabel", "nilearn": "nilearn",
-    "antspyx": "ants", "torch": "torch", "deepbet": "deepbet", "pybids": "bids",
-    "templateflow": "templateflow", "safetensors": "safetensors", "scikit-image": "skimage",
-}
-NOT_INSTALLED = "not installed"
 _CONNECTIVITY = {6: "a face", 18: "a face or an edge", 26: "a face, an edge or a corner"}
 _FRAGMENT = re.compile(r"^\[\[([\w.-]+)\]\][ \t]*$", re.MULTILINE)
 _CITATION = re.compile(r"\[([^\[\]]*@[^\[\]]*)\]")  # a [...] group holding an @
@@ -45,23 +43,6 @@ def boilerplate_dir() -> Path:
         raise FileNotFoundError(f"citation boilerplate folder not found: {path} (it ships as "
                                 "package data of pseudopet_bids; reinstall the package)")
     return path
-
-
-def software_versions() -> dict[str, str]:
-    """Versions of ``pseudopet``, ``python`` and each distribution of :data:`PACKAGES`.
-
-    A package that cannot be found reads ``"not installed"``.
-    """
-    versions = {"pseudopet": __version__, "python": platform.python_version()}
-    for dist, module in PACKAGES.items():
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            try:  # installed without metadata (e.g. a source checkout on sys.path)
-                versions[dist] = str(importlib.import_module(module).__version__)
-            except Exception:
-                versions[dist] = NOT_INSTALLED
-    return versions
 
 
 # --------------------------------------------------------------------------- templates
@@ -97,11 +78,9 @@ def one_sided_p(z: float) -> str:
     return f"{short:g}" if abs(short - p) <= 0.02 * p else f"{p:.2g}"
 
 
-def _model_values(card: dict, cfg, base: dict[str, Any], fragments: dict[str, str]
+def _model_values(card: dict, cfg: RunConfig, base: dict[str, Any], fragments: dict[str, str]
                   ) -> dict[str, Any]:
     """Placeholders of a model paragraph, from the model card (preset defaults where absent)."""
-    from pseudopet_bids.models.presets import GRIDS, preset
-
     model, name = str(card["model"]), str(card.get("preset", "unknown"))
     try:
         defaults = preset(model, name)
@@ -146,7 +125,7 @@ def _model_values(card: dict, cfg, base: dict[str, Any], fragments: dict[str, st
     values["validation"] = (_fill(fragments["validation"], {
         **values, **{m: f"{float(metrics[m]):.3g}" for m in ("ssim", "psnr", "mae")}})
         if all(m in metrics for m in ("ssim", "psnr", "mae")) else "")
-    many = int(cfg.n_samples) > 1
+    many = int(cfg.synthesis.n_samples) > 1
     values["samples"] = _fill(fragments["samples.many" if many else "samples.one"], values)
     return values
 
@@ -161,16 +140,17 @@ def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _synthesis(card: dict | None, cfg, base: dict[str, Any], fragments: dict[str, str]
-               ) -> str:
+def _synthesis(card: dict | None, cfg: RunConfig, base: dict[str, Any],
+               fragments: dict[str, str]) -> str:
+    """The paragraph of one synthesis model: its registry entry's template, filled from its
+    model card (None: the non-learned baseline)."""
     if card is None:
-        return _fill(_read("model_tissue.md.tmpl"), base)
+        return _fill(model_spec(TISSUE).methods_text(), base)
     model = str(card.get("model"))
-    path = boilerplate_dir() / f"model_{model}.md.tmpl"
-    if model == "tissue" or not path.is_file():
+    if model not in model_names() or not model_spec(model).trainable:
         raise ValueError(f"no methods text for model {model!r} (model card of "
                          f"{card.get('name', 'an unnamed model')})")
-    return _fill(path.read_text(encoding="utf-8"), _model_values(card, cfg, base, fragments))
+    return _fill(model_spec(model).methods_text(), _model_values(card, cfg, base, fragments))
 
 
 def _unique(cards: Iterable[dict | None]) -> list[dict | None]:
@@ -184,36 +164,43 @@ def _unique(cards: Iterable[dict | None]) -> list[dict | None]:
     return out
 
 
-def _render(cfg, cards: list[dict | None], versions: dict[str, str],
-            z_references: Iterable[str] | None = None) -> str:
-    from pseudopet_bids import resources
+#: Numbering of the detection rules' paragraphs when several are reported side by side.
+_ROMAN = ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x")
 
+
+def _render(cfg: RunConfig, cards: list[dict | None], versions: dict[str, str],
+            z_references: Iterable[str] | None = None) -> str:
     fragments = _fragments()
+    syn, det, pre = cfg.synthesis, cfg.detection, cfg.preproc
     merged = {"pseudopet": __version__, "python": platform.python_version(),
               **{dist: "not recorded" for dist in PACKAGES}, **versions}
-    z = float(cfg.z_threshold)
+    z = float(det.z_threshold)
     base: dict[str, Any] = {"v_" + re.sub(r"\W", "_", k): v for k, v in merged.items()}
-    base.update(template=resources.TEMPLATE_NAME, seed=cfg.seed, n_samples=cfg.n_samples,
-                pet_fwhm=f"{float(cfg.pet_fwhm):g}", gm_threshold=f"{float(cfg.gm_threshold):g}",
+    base.update(template=resources.TEMPLATE_NAME, seed=cfg.execution.seed,
+                n_samples=syn.n_samples, pet_fwhm=f"{float(syn.pet_fwhm):g}",
+                gm_threshold=f"{float(det.gm_threshold):g}",
                 z_threshold=f"{z:g}", p_value=one_sided_p(z),
-                cluster_min_volume=f"{float(cfg.cluster_min_volume):g}",
-                connectivity=int(cfg.connectivity))
-    sha = str(getattr(cfg, "normative_sha256", "") or "")
+                cluster_min_volume=f"{float(det.cluster_min_volume):g}",
+                connectivity=int(det.connectivity))
+    sha = str(det.normative_sha256 or "")
     base["normative_sha256"] = (f" The normative model used has the SHA-256 digest {sha[:16]}…."
                                 if sha else "")
     if base["connectivity"] not in _CONNECTIVITY:
-        raise ValueError(f"no methods text for connectivity = {cfg.connectivity!r}")
+        raise ValueError(f"no methods text for connectivity = {det.connectivity!r}")
     base["connectivity_text"] = _CONNECTIVITY[base["connectivity"]]
-    for option, value in (("skullstrip", cfg.skullstrip), ("normalization", cfg.normalization),
-                          ("search_region", cfg.search_region)):
+    for option, value in (("skullstrip", pre.skullstrip), ("normalization", syn.normalization),
+                          ("search_region", det.search_region)):
         base[option] = _fill(_pick(fragments, option, value), base)
-    order = {"subject": 0, "controls": 1}
-    refs = sorted(dict.fromkeys(z_references or [getattr(cfg, "z_reference", "subject")]),
-                  key=lambda r: order.get(r, 2))
-    texts = [_fill(_pick(fragments, "z_reference", r), base) for r in refs]
+    refs = sorted(dict.fromkeys(z_references or [det.z_reference]), key=rule_order)
+    texts = []
+    for ref in refs:
+        if ref not in rule_names():
+            known = ", ".join(rule_names())
+            raise ValueError(f"no methods text for z_reference = {ref!r} (known: {known})")
+        texts.append(_fill(get_rule(ref).methods_text(), base))
     base["z_reference"] = texts[0] if len(texts) == 1 else \
         " ".join([_fill(fragments["both_z_references"], base)]
-                 + [f"({i}) {t}" for i, t in zip(("i", "ii"), texts)])
+                 + [f"({i}) {t}" for i, t in zip(_ROMAN, texts)])
     cards = _unique(cards) or [None]
     paragraphs = [_synthesis(card, cfg, base, fragments) for card in cards]
     if len(cards) > 1:
@@ -225,7 +212,7 @@ def _render(cfg, cards: list[dict | None], versions: dict[str, str],
                        for b in blocks) + "\n"
 
 
-def methods_markdown(cfg, card: dict | None, versions: dict[str, str]) -> str:
+def methods_markdown(cfg: RunConfig, card: dict | None, versions: dict[str, str]) -> str:
     """The methods text (Markdown, pandoc ``[@key]`` citations) of one run.
 
     Parameters
@@ -326,7 +313,7 @@ def methods_html(markdown: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_citation(output_dir: Path, cfg, cards: list[dict | None],
+def write_citation(output_dir: Path, cfg: RunConfig, cards: list[dict | None],
                    z_references: Iterable[str] | None = None) -> tuple[Path, Path]:
     """Write ``logs/CITATION.md`` and ``logs/CITATION.bib`` of an output folder atomically.
 
@@ -341,7 +328,7 @@ def write_citation(output_dir: Path, cfg, cards: list[dict | None],
         baseline); one synthesis paragraph per distinct model.
     z_references
         The Z references (``subject``, ``controls``) of the analyses in the folder; both give
-        both paragraphs. Default: ``cfg.z_reference``.
+        their paragraphs. Default: ``cfg.detection.z_reference``.
 
     Returns
     -------
@@ -349,7 +336,6 @@ def write_citation(output_dir: Path, cfg, cards: list[dict | None],
         The Markdown and BibTeX files. Each is written to a temporary file and renamed, so
         concurrent participant jobs leave one complete version, never a torn file.
     """
-    from pseudopet_bids.bids.derivatives import atomic_write_text
 
     text = _render(cfg, list(cards), software_versions(), z_references)
     logs = Path(output_dir) / "logs"
@@ -363,18 +349,14 @@ def write_citation(output_dir: Path, cfg, cards: list[dict | None],
 
 def cards_in_output(output_dir: Path) -> list[dict | None]:
     """Model cards of every model with a pseudo-normal PET in an output folder (None for the
-    tissue baseline), in label order."""
-    from pseudopet_bids.bids.derivatives import labelled_outputs, model_cards
-
+    non-learned baseline), in label order."""
     labels = sorted({label for _, label in labelled_outputs(output_dir, "pseudonormal")})
     cards_by_label = model_cards(output_dir)
-    return [None if label == "tissue" else cards_by_label[label]
-            for label in labels if label == "tissue" or label in cards_by_label]
+    return [None if label == TISSUE else cards_by_label[label]
+            for label in labels if label == TISSUE or label in cards_by_label]
 
 
 def z_references_in_output(output_dir: Path) -> list[str]:
-    """The Z references of the analyses with cluster tables in an output folder."""
-    from pseudopet_bids.bids.derivatives import labelled_outputs, parse_analysis_label
-
+    """The detection rules of the analyses with cluster tables in an output folder."""
     return sorted({parse_analysis_label(label)[1]
                    for _, label in labelled_outputs(output_dir, "clusters")})

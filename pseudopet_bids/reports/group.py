@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pseudopet_bids.bids import derivatives as der
+from pseudopet_bids.detect.rules import get_rule, parse_analysis_label, rule_names
+from pseudopet_bids.io import files
+from pseudopet_bids.models.registry import model_names, model_spec
 from pseudopet_bids.reports import html as H
 from pseudopet_bids.reports.subject import analysis_order
 
@@ -104,7 +106,7 @@ def _analysis_header(summary: pd.DataFrame) -> pd.DataFrame:
     key = key.iloc[sorted(range(len(key)), key=lambda i: analysis_order(str(key.iloc[i, 0])))]
     if "z_reference" in key:
         key = key.assign(z_reference=key["z_reference"].map(
-            {"subject": "subject's own grey matter", "controls": "healthy-control normative model"}
+            {name: get_rule(name).reference_name for name in rule_names()}
         ).fillna(key["z_reference"]))
     return key.rename(columns={"z_reference": "Z reference"})
 
@@ -205,7 +207,7 @@ def translation_table(summary: pd.DataFrame) -> pd.DataFrame:
 def _write_figure(fig_dir: Path, name: str, make, *args) -> Path | None:
     try:
         path = fig_dir / name
-        der.atomic_write_bytes(path, make(*args))
+        files.atomic_write_bytes(path, make(*args))
         return path
     except Exception as exc:  # a figure must not cost the whole report
         LOGGER.warning("group report: figure %s not made: %s: %s", name,
@@ -234,7 +236,7 @@ def _methods(output_dir: Path, analyses: list[str]) -> str | None:
                       None)
         if config is None:
             continue
-        block = methods_block(output_dir, config, der.parse_analysis_label(analysis)[0])
+        block = methods_block(output_dir, config, parse_analysis_label(analysis)[0])
         if block:
             parts.append(H.details(f"Methods text of {analysis}", block, open_=not parts))
     return "\n".join(parts) or None
@@ -267,7 +269,7 @@ def write_group_report(output_dir: Path) -> Path:
         if table is not None and "analysis" in table:
             analyses += [str(a) for a in table["analysis"].dropna().unique()]
     analyses = sorted(dict.fromkeys(analyses), key=analysis_order)
-    models = list(dict.fromkeys([der.parse_analysis_label(a)[0] for a in analyses]
+    models = list(dict.fromkeys([parse_analysis_label(a)[0] for a in analyses]
                                 + ([str(m) for m in tsummary["model"].dropna().unique()]
                                    if tsummary is not None and "model" in tsummary else [])))
     nav = [("overview", "Overview"), ("detection", "Detection"), ("regions", "Regions"),
@@ -338,10 +340,12 @@ def write_group_report(output_dir: Path) -> Path:
         if not np.isfinite(fids).any():
             tr.append(H.note("FID not computed: it needs InceptionV3 weights given with "
                              "--fid-weights at the group level."))
-        if "tissue" in set(tsummary["model"].astype(str)):
-            tr.append('<p class="muted">The tissue baseline is fitted to each subject\'s own '
-                      "PET: its numbers show how much of the real PET the tissue pattern "
-                      "explains, not a translation from the MRI alone.</p>")
+        for model in sorted(set(tsummary["model"].astype(str)) & set(model_names())):
+            if not model_spec(model).trainable:  # fitted to the subject's PET, not learned
+                tr.append(f'<p class="muted">The {H.esc(model_spec(model).title)} is fitted to '
+                          "each subject's own PET: its numbers show how much of the real PET "
+                          "the tissue pattern explains, not a translation from the MRI "
+                          "alone.</p>")
     if translation is not None and len(translation):
         fig = _write_figure(fig_dir, "translation_metrics.png", F.metric_distributions_figure,
                             translation)
@@ -367,7 +371,7 @@ def write_group_report(output_dir: Path) -> Path:
         body.append(H.section("methods", "Methods", methods))
 
     text = H.page("pseudopet group report", "\n".join(body), nav)
-    der.atomic_write_text(page_path, text)
+    files.atomic_write_text(page_path, text)
     return page_path
 
 

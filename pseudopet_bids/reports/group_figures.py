@@ -8,8 +8,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from pseudopet_bids.reports.mosaic import DPI, _plt
+from pseudopet_bids.detect.rules import get_rule, parse_analysis_label, rule_order
+from pseudopet_bids.models.registry import model_names
 from pseudopet_bids.reports.html import png_bytes
+from pseudopet_bids.reports.mosaic import DPI, _plt
+from pseudopet_bids.reports.subject import analysis_order
 
 MODEL_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                 "#7f7f7f", "#bcbd22", "#17becf")
@@ -20,21 +23,26 @@ RATE_MEASURES = (("detection_rate", "Detection rate (patients)"),
                  ("controls_with_clusters", "Controls with ≥ 1 cluster"))
 
 
-KNOWN_MODELS = ("tissue", "cyclegan", "syndiff")
+#: Bar hatching per detection rule, in registry order (the paper's rule: none).
+RULE_HATCHES = ("", "//", "..", "xx", "\\\\", "++")
 
 
 def model_color(model: str) -> str:
-    """A stable colour per model label (the same in every group figure)."""
-    model = str(model)
-    if model in KNOWN_MODELS:
-        return MODEL_COLORS[KNOWN_MODELS.index(model)]
-    index = len(KNOWN_MODELS) + sum(model.encode()) % (len(MODEL_COLORS) - len(KNOWN_MODELS))
+    """A stable colour per model label (the same in every group figure): registered models
+    by registry order, other labels (custom model folders) by a hash of the label."""
+    model, known = str(model), model_names()
+    if model in known and known.index(model) < len(MODEL_COLORS):
+        return MODEL_COLORS[known.index(model)]
+    offset = min(len(known), len(MODEL_COLORS) - 1)
+    index = offset + sum(model.encode()) % (len(MODEL_COLORS) - offset)
     return MODEL_COLORS[index]
 
 
-def _analysis_colors(analyses: Sequence[str]) -> dict[str, str]:
-    from pseudopet_bids.bids.derivatives import parse_analysis_label
+def _rule_hatch(analysis: str) -> str:
+    return RULE_HATCHES[rule_order(parse_analysis_label(analysis)[1]) % len(RULE_HATCHES)]
 
+
+def _analysis_colors(analyses: Sequence[str]) -> dict[str, str]:
     return {a: model_color(parse_analysis_label(a)[0]) for a in analyses}
 
 
@@ -49,11 +57,7 @@ def rates_figure(summary_df: pd.DataFrame) -> bytes:
     controls with clusters (Wilson 95 % CI error bars, ``k/n`` on each bar), and false clusters
     per control."""
     plt = _plt()
-    from pseudopet_bids.bids.derivatives import parse_analysis_label
-
     df = summary_df.copy()
-    from pseudopet_bids.reports.subject import analysis_order
-
     analyses = sorted(df["analysis"].astype(str).unique(), key=analysis_order) if len(df) \
         else []
     colors = _analysis_colors(analyses)
@@ -80,7 +84,7 @@ def rates_figure(summary_df: pd.DataFrame) -> bytes:
             k = int(rec["count"]) if rec is not None and pd.notna(rec["count"]) else 0
             text.append(f"{k}/{n}" if n else "n = 0")
         values = np.array(values)
-        hatch = ["//" if parse_analysis_label(a)[1] == "controls" else "" for a in analyses]
+        hatch = [_rule_hatch(a) for a in analyses]
         bars = ax.bar(x, np.nan_to_num(values), color=[colors[a] for a in analyses],
                       hatch=hatch, edgecolor="black", linewidth=0.6, width=0.7)
         lo_a, hi_a = np.array(lo), np.array(hi)
@@ -106,11 +110,22 @@ def rates_figure(summary_df: pd.DataFrame) -> bytes:
         ax.tick_params(axis="y", labelsize=8)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-    norm = any(parse_analysis_label(a)[1] == "controls" for a in analyses)
-    fig.suptitle("Detection statistics per analysis" + (" (hatched: Z against the "
-                 "healthy-control normative model)" if norm else ""), fontsize=11)
+    fig.suptitle("Detection statistics per analysis" + _hatch_legend(analyses), fontsize=11)
     fig.tight_layout()
     return png_bytes(fig, dpi=DPI)
+
+
+def _hatch_legend(analyses: Sequence[str]) -> str:
+    """`` (hatched: Z against the …)`` for the hatched rules among ``analyses``."""
+    rules = sorted({parse_analysis_label(a)[1] for a in analyses if _rule_hatch(a)},
+                   key=rule_order)
+    if not rules:
+        return ""
+    if len(rules) == 1:
+        return f" (hatched: Z against the {get_rule(rules[0]).reference_name})"
+    return " (hatching: " + "; ".join(
+        f"{RULE_HATCHES[rule_order(r) % len(RULE_HATCHES)]} Z against the "
+        f"{get_rule(r).reference_name}" for r in rules) + ")"
 
 
 TRANSLATION_METRICS = (("ssim_brain", "SSIM (brain)", "higher is better"),

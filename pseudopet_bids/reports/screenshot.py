@@ -36,7 +36,7 @@ def screenshot(html_path: Path, png_path: Path, width: int = 1300, height: int =
         No Chromium on PATH, the page does not exist, Chromium failed or timed out, or it wrote
         no PNG.
     """
-    from pseudopet_bids.bids.derivatives import atomic_write_bytes
+    from pseudopet_bids.io.files import atomic_write_bytes
 
     browser = find_chromium()
     if browser is None:

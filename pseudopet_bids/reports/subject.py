@@ -19,7 +19,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
 from pseudopet_bids.bids import derivatives as der
+from pseudopet_bids.config import SECTIONS, RunConfig
+from pseudopet_bids.detect.rules import get_rule, parse_analysis_label, rule_order
+from pseudopet_bids.io import files
+from pseudopet_bids.models.registry import TISSUE
 from pseudopet_bids.reports import html as H
 from pseudopet_bids.reports.subject_figures import (anat_figure, pet_figure_path,  # noqa: F401
                                                     write_subject_figures)
@@ -53,12 +62,6 @@ def _paths(output_dir: Path, subject: str, session: str | None, pet_prefix: str
     return der.SubjectPaths(output_dir, subject, session, Path(f"{pet_prefix}_pet.nii.gz"))
 
 
-_PREPROC = re.compile(r"^(?P<p>.+)_space-T1w_desc-preproc_pet\.nii(\.gz)?$")
-_PSEUDO = re.compile(r"^(?P<p>.+)_space-T1w_desc-(?P<m>[A-Za-z0-9]+?)Pseudonormal_pet\.nii(\.gz)?$")
-_ZMAP = re.compile(r"^(?P<p>.+)_space-T1w_stat-z_desc-(?P<a>[A-Za-z0-9]+)_statmap\.nii(\.gz)?$")
-_CLUST = re.compile(r"^(?P<p>.+)_space-T1w_desc-(?P<a>[A-Za-z0-9]+)Focus_clusters\.tsv$")
-
-
 def discover(output_dir: Path, subject: str) -> list[_Unit]:
     """Sessions, PETs, models and analyses of one subject, from the files on disk."""
     root = Path(output_dir) / f"sub-{subject}"
@@ -73,16 +76,14 @@ def discover(output_dir: Path, subject: str) -> list[_Unit]:
         pet_dir = folder / "pet"
         names = sorted(p.name for p in pet_dir.iterdir()) if pet_dir.is_dir() else []
         for name in names:
-            for pattern, key in ((_PREPROC, None), (_PSEUDO, "m"), (_ZMAP, "a"), (_CLUST, "a")):
-                match = pattern.match(name)
-                if not match:
-                    continue
-                pet = pets.setdefault(match["p"], _Pet(match["p"]))
-                if key == "m" and match["m"] not in pet.models:
-                    pet.models.append(match["m"])
-                elif key == "a" and match["a"] not in pet.analyses:
-                    pet.analyses.append(match["a"])
-                break
+            found = der.parse_pet_output(name)
+            if found is None:
+                continue
+            pet = pets.setdefault(found.prefix, _Pet(found.prefix))
+            if found.kind == "pseudonormal" and found.label not in pet.models:
+                pet.models.append(found.label)
+            elif found.kind in ("zmap", "clusters") and found.label not in pet.analyses:
+                pet.analyses.append(found.label)
         first = next(iter(pets), der.subject_key(subject, session))
         unit = _Unit(_paths(output_dir, subject, session, first), list(pets.values()))
         for pet in unit.pets:
@@ -92,10 +93,11 @@ def discover(output_dir: Path, subject: str) -> list[_Unit]:
     return units
 
 
-def analysis_order(analysis: str) -> tuple[str, bool, str]:
-    """Sort key of analysis labels: by model, the subject's own Z reference first."""
-    model, reference = der.parse_analysis_label(analysis)
-    return model, reference != "subject", analysis
+def analysis_order(analysis: str) -> tuple[str, int, str]:
+    """Sort key of analysis labels: by model, then by detection rule in registry order (the
+    paper's rule first)."""
+    model, rule = parse_analysis_label(analysis)
+    return model, rule_order(rule), analysis
 
 
 def _read_json(path: Path) -> dict:
@@ -107,10 +109,6 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_toml(path: Path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
     try:
         return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -195,10 +193,8 @@ def methods_block(output_dir: Path, config: Path | None, model: str) -> str | No
         return None
     try:
         if config is not None and config.is_file():
-            from pseudopet_bids.config import RunConfig
-
             cfg = RunConfig.from_toml(config)
-            card = None if model == "tissue" else _model_card(output_dir, model)
+            card = None if model == TISSUE else _model_card(output_dir, model)
             markdown = citation.methods_markdown(cfg, card, citation.software_versions())
             return citation.methods_html(markdown)
         md = Path(output_dir) / "logs" / "CITATION.md"
@@ -247,8 +243,8 @@ def _provenance(paths: der.SubjectPaths, analysis: str, model: str, config: Path
     side = _read_json(paths.zmap(analysis, ".json")) or _read_json(
         paths.focus_mask(analysis, ".json"))
     toml = _read_toml(config) if config.is_file() else {}
-    run = toml.get("pseudopet", {})
-    ref = der.parse_analysis_label(analysis)[1]
+    run = _flat_record(toml.get("pseudopet", {}))
+    ref = parse_analysis_label(analysis)[1]
     items: dict[str, object] = {
         "pseudopet version": side.get("pseudopetVersion", run.get("version", "n/a")),
         "model": f"{side.get('Model', model)} (label {model})",
@@ -294,13 +290,25 @@ def _provenance(paths: der.SubjectPaths, analysis: str, model: str, config: Path
     return body
 
 
+def _flat_record(table: dict[str, Any]) -> dict[str, Any]:
+    """The ``[pseudopet]`` table of a run record with its sections merged (and the flat
+    table of release 0.1.0 as it is)."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
 def _summary_table(units: list[_Unit], foci: tuple[str, ...]) -> pd.DataFrame:
     rows = []
     for unit in units:
         for pet in unit.pets:
             paths = _paths(unit.paths.root, unit.paths.subject, unit.session, pet.prefix)
             for analysis in pet.analyses:
-                model, reference = der.parse_analysis_label(analysis)
+                model, reference = parse_analysis_label(analysis)
                 table = _read_tsv(paths.clusters(analysis))
                 finished = paths.config(analysis).is_file()
                 regions = [str(r) for r in table["region"]] if table is not None and \
@@ -353,7 +361,7 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
     sessions = [u.session for u in units if u.session]
     pets = [p for u in units for p in u.pets]
     analyses = sorted({a for p in pets for a in p.analyses}, key=analysis_order)
-    models = sorted({m for p in pets for m in p.models} | {der.parse_analysis_label(a)[0]
+    models = sorted({m for p in pets for m in p.models} | {parse_analysis_label(a)[0]
                                                             for a in analyses})
     summary_table = _summary_table(units, foci)
     n_clusters = int(pd.to_numeric(summary_table.get("clusters", pd.Series(dtype=float)),
@@ -419,9 +427,9 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
                                      + (", and the SD of the stochastic samples" if has_sd
                                         else "") + "."))
             for analysis in pet.analyses:
-                model, reference = der.parse_analysis_label(analysis)
+                model, reference = parse_analysis_label(analysis)
                 sub_anchor = f"{anchor}-{analysis}"
-                against = "healthy controls" if reference == "controls" else "own grey matter"
+                against = get_rule(reference).title
                 parts.append(f'<h3 id="{H.esc(sub_anchor)}">Analysis {H.esc(analysis)} '
                              f"(model {H.esc(model)}, Z against {against})</h3>")
                 zfig = _first_existing(pet_figure_path(paths, f"{analysis}Zmap"),
@@ -459,7 +467,7 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
                               "\n".join(H.figure_html(_rel(output_dir, p), p.name)
                                         for p in others)))
     text = H.page(f"pseudopet report: sub-{subject}", "\n".join(body), nav)
-    der.atomic_write_text(page_path, text)
+    files.atomic_write_text(page_path, text)
     return page_path
 
 

@@ -22,6 +22,8 @@ import numpy as np
 
 from pseudopet_bids.bids import derivatives as der
 
+from pseudopet_bids.io import files
+
 LOGGER = logging.getLogger(__name__)
 TEMPLATE_FIGURE_MM = 2.0
 
@@ -118,7 +120,7 @@ def write_subject_figures(paths: der.SubjectPaths, pre, pet: np.ndarray, pseudo:
         t0 = time.monotonic()
         try:
             data = fn(*args, **kwargs)
-            der.atomic_write_bytes(path, data)
+            files.atomic_write_bytes(path, data)
             written.append(path)
             LOGGER.debug("%s: figure %s in %.1f s (%d kB)", paths.pet_prefix, path.name,
                          time.monotonic() - t0, len(data) // 1024)

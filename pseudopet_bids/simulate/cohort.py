@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pseudopet_bids import __version__
-from pseudopet_bids.bids.derivatives import nifti_bytes, write_json
+from pseudopet_bids.io.files import nifti_bytes, write_json
 from pseudopet_bids.errors import OutputError, UsageError
 from pseudopet_bids.simulate import phantom, subject
 

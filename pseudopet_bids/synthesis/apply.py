@@ -22,8 +22,7 @@ from pseudopet_bids.models import checkpoint as ckpt
 from pseudopet_bids.models.base import TranslationModel
 from pseudopet_bids.models.presets import ModelGrid, hparams_from_card
 from pseudopet_bids.models.registry import build_model
-from pseudopet_bids.synthesis.modelspace import SCALING
-from pseudopet_bids.train.data import context_slices
+from pseudopet_bids.synthesis.modelspace import SCALING, context_slices
 from pseudopet_bids.device import flush_denormals
 
 LOGGER = logging.getLogger(__name__)

@@ -97,3 +97,12 @@ def subject_on_grid(registration, t1: np.ndarray, mask: np.ndarray, t1_affine: n
         pet = to_model_grid(registration, scale_pet(pet_norm, mask) + 1.0, t1_affine, grid) - 1.0
         out["pet"] = np.where(grid_mask, pet, -1.0).astype(np.float32)
     return out
+
+
+def context_slices(volume: np.ndarray, z: int, k: int) -> np.ndarray:
+    """Slice ``z`` of a (X, Y, Z) volume with ``k`` neighbours each side as channels (2k+1, X, Y).
+
+    Neighbours beyond the volume repeat the edge slice (2.5D input; ``k = 0`` is plain 2D).
+    """
+    idx = np.clip(np.arange(z - k, z + k + 1), 0, volume.shape[2] - 1)
+    return np.ascontiguousarray(np.moveaxis(volume[:, :, idx], 2, 0))

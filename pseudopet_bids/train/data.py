@@ -15,14 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-def context_slices(volume: np.ndarray, z: int, k: int) -> np.ndarray:
-    """Slice ``z`` of a (X, Y, Z) volume with ``k`` neighbours each side as channels (2k+1, X, Y).
-
-    Neighbours beyond the volume repeat the edge slice (2.5D input; ``k = 0`` is plain 2D).
-    """
-    idx = np.clip(np.arange(z - k, z + k + 1), 0, volume.shape[2] - 1)
-    return np.ascontiguousarray(np.moveaxis(volume[:, :, idx], 2, 0))
+from pseudopet_bids.synthesis.modelspace import context_slices
 
 
 def brain_slices(mask: np.ndarray, min_fraction: float = 0.02) -> np.ndarray:

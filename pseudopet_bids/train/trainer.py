@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from pseudopet_bids import provenance
 from pseudopet_bids.device import flush_denormals, resolve_device
 from pseudopet_bids.errors import ProcessingError, UsageError
 from pseudopet_bids.models import checkpoint as ckpt
@@ -338,7 +339,7 @@ class Trainer:
 
     # -- outputs -----------------------------------------------------------------------------
     def _write_logs(self) -> None:
-        from pseudopet_bids.bids.derivatives import atomic_write_text
+        from pseudopet_bids.io.files import atomic_write_text
 
         for name, rows in (("train_log.csv", self.log_rows), ("validation_log.csv",
                                                               self.val_rows)):
@@ -372,7 +373,7 @@ class Trainer:
         card = {**self.card, "format_version": 1, "weights_sha256": sha,
                 "steps_done": self.step, "training_seconds": round(self.elapsed, 1),
                 "device": str(self.device), "world_size": self.dist.world_size,
-                "software": ckpt.software_versions(),
+                "software": provenance.software_versions(),
                 "validation": self.val_rows[-1] if self.val_rows else {},
                 "ema_decay": self.model.ema_decay}
         ckpt.write_card(self.model_dir, card)

@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 
 from pseudopet_bids.bids import derivatives as der
+from pseudopet_bids.io import files
 
 
 def test_nifti_deterministic_and_atomic(tmp_path):
     data = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
     a, b = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
-    der.write_nifti(a, data, np.eye(4))
-    der.write_nifti(b, data, np.eye(4))
+    files.write_nifti(a, data, np.eye(4))
+    files.write_nifti(b, data, np.eye(4))
     assert a.read_bytes() == b.read_bytes()
     assert gzip.decompress(a.read_bytes())[:4]  # valid gzip
     assert np.array_equal(nib.load(a).get_fdata(), data)
@@ -42,7 +43,7 @@ def test_init_output_idempotent(tmp_path):
 
 
 def test_tsv_na(tmp_path):
-    der.write_tsv(tmp_path / "t.tsv", pd.DataFrame({"a": [1.0, np.nan]}))
+    files.write_tsv(tmp_path / "t.tsv", pd.DataFrame({"a": [1.0, np.nan]}))
     assert (tmp_path / "t.tsv").read_text() == "a\n1\nn/a\n"
 
 
@@ -51,9 +52,9 @@ def test_npz_archives_are_reproducible(tmp_path):
 
     arrays = {"mask": np.ones((3, 4), bool), "GM": np.linspace(0, 1, 12, dtype=np.float32),
               "hash": np.array("abc")}
-    first = der.npz_bytes(arrays, compress=True)
+    first = files.npz_bytes(arrays, compress=True)
     time.sleep(2.1)  # zip dates have 2 s resolution
-    assert der.npz_bytes(arrays, compress=True) == first
+    assert files.npz_bytes(arrays, compress=True) == first
     (tmp_path / "a.npz").write_bytes(first)
     with np.load(tmp_path / "a.npz", allow_pickle=False) as z:
         assert {k: z[k].tolist() for k in z.files} == {k: v.tolist() for k, v in arrays.items()}

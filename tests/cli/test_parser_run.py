@@ -161,7 +161,7 @@ def test_temporary_files_go_to_the_work_dir_and_main_restores(tmp_path, monkeypa
     import os
     import tempfile
 
-    from pseudopet_bids.cli.run import use_work_tmp
+    from pseudopet_bids.cli.environment import use_work_tmp
 
     monkeypatch.setattr(tempfile, "tempdir", None)
     monkeypatch.delenv("TMPDIR", raising=False)
@@ -178,7 +178,7 @@ def test_temporary_files_go_to_the_work_dir_and_main_restores(tmp_path, monkeypa
         seen["tmp"] = real(work)
         return seen["tmp"]
 
-    monkeypatch.setattr("pseudopet_bids.cli.run.use_work_tmp", spy)
+    monkeypatch.setattr("pseudopet_bids.cli.environment.use_work_tmp", spy)
     main([str(root), str(tmp_path / "out"), "group", "--skip-bids-validation",
           "-w", str(tmp_path / "w2")])
     assert seen["tmp"] == tmp_path / "w2" / "tmp"  # it was used during the run ...

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from pseudopet_bids import provenance
+from pseudopet_bids.io import files
 from pseudopet_bids.errors import InputError, UsageError
 from pseudopet_bids.models import checkpoint as ck
 
@@ -71,7 +73,7 @@ def test_weights_round_trip_and_sha(tmp_path):
     weights = _weights()
     path = tmp_path / "m" / ck.WEIGHTS
     digest = ck.save_weights(path, weights, metadata={"model": "cyclegan"})
-    assert digest == ck.sha256_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == files.sha256_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
     loaded = ck.load_weights(path)
     assert list(sorted(loaded)) == sorted(weights)
     for name, tensor in weights.items():
@@ -282,7 +284,7 @@ def test_training_state_round_trip(tmp_path):
     ck.save_training_state(tmp_path, state)
     doc = json.loads((tmp_path / ck.STATE_DIR / ck.STATE_JSON).read_text())
     assert doc["format_version"] == 1
-    assert doc["sha256"] == ck.sha256_file(ck.state_tensor_path(tmp_path))
+    assert doc["sha256"] == files.sha256_file(ck.state_tensor_path(tmp_path))
     _assert_tree_equal(state, ck.load_training_state(tmp_path))
 
 
@@ -344,7 +346,7 @@ def _model_dir(tmp_path: Path) -> Path:
     digest = ck.save_weights(model_dir / ck.WEIGHTS, _weights())
     ck.write_card(model_dir, {"format_version": 1, "model": "cyclegan", "preset": "small",
                               "weights_sha256": digest, "config_hash": "abc",
-                              "software": ck.software_versions()})
+                              "software": provenance.software_versions()})
     return model_dir
 
 
@@ -354,7 +356,7 @@ def test_card_and_model_dir_round_trip(tmp_path):
     assert text.index('"config_hash"') < text.index('"format_version"')  # sorted keys
     card, weights = ck.load_model_dir(model_dir)
     assert card["model"] == "cyclegan" and set(card["software"]) == {
-        "python", "torch", "numpy", "safetensors", "pseudopet"}
+        "python", "pseudopet", *provenance.PACKAGES}
     for name, tensor in _weights().items():
         _assert_same(weights[name], tensor)
 
@@ -404,7 +406,7 @@ def test_load_model_dir_sha_mismatch(tmp_path):
 
 
 def test_software_versions():
-    versions = ck.software_versions()
+    versions = provenance.software_versions()
     assert versions["torch"] == torch.__version__ and versions["numpy"] == np.__version__
     assert all(isinstance(v, str) for v in versions.values())
 

@@ -198,19 +198,19 @@ def _stub_preprocess(mp: pytest.MonkeyPatch, mask: np.ndarray, affine: np.ndarra
     its own checks run on small images in milliseconds."""
     from types import SimpleNamespace
 
-    from pseudopet_bids.preproc import brainmask, coregister, segment, template_reg
     from pseudopet_bids import resources
+    from pseudopet_bids.preproc import coregister, pipeline
 
     img = nib.Nifti1Image(mask.astype(np.uint8), affine)
     zeros = nib.Nifti1Image(np.zeros(mask.shape, np.float32), affine)
-    mp.setattr(brainmask, "brain_mask", lambda t1, **kw: img)
-    mp.setattr(template_reg, "register_t1_to_template",
+    mp.setattr(pipeline, "brain_mask", lambda t1, **kw: img)
+    mp.setattr(pipeline, "register_t1_to_template",
                lambda *a, **kw: SimpleNamespace(to_t1=lambda image, interp: zeros))
     mp.setattr(resources, "load_aal", lambda: zeros)
     mp.setattr(resources, "load_template", lambda name: zeros)
-    mp.setattr(segment, "segment_tissues", lambda *a, **kw: {
+    mp.setattr(pipeline, "segment_tissues", lambda *a, **kw: {
         "GM": img, "WM": zeros, "CSF": zeros})
-    mp.setattr(coregister, "coregister_pet_to_t1",
+    mp.setattr(pipeline, "coregister_pet_to_t1",
                lambda *a, **kw: coregister.RigidResult(t1_to_pet=np.eye(4)))
 
 
@@ -220,6 +220,8 @@ def _ball(shape=(64, 64, 64)) -> np.ndarray:
 
 
 def _preprocess_with(tmp: Path, pet_affine: np.ndarray, keep_slices: slice | None = None):
+    from pseudopet_bids.bids.inputs import UnitImages
+    from pseudopet_bids.config import PreprocConfig
     from pseudopet_bids.preproc.pipeline import preprocess
 
     mask = _ball()
@@ -233,9 +235,9 @@ def _preprocess_with(tmp: Path, pet_affine: np.ndarray, keep_slices: slice | Non
     pet = nib.Nifti1Image(pet_data, pet_affine)
     with pytest.MonkeyPatch.context() as mp:
         _stub_preprocess(mp, mask, affine)
-        return preprocess(t1, pet, tmp / "work", 0, 1, "deepbet", "sub-01",
-                          t1_path=tmp / "ds" / "sub-01/anat/sub-01_T1w.nii.gz",
-                          pet_path=tmp / "ds" / "sub-01/pet/sub-01_trc-FDG_pet.nii.gz")
+        images = UnitImages(t1, pet, t1_path=tmp / "ds" / "sub-01/anat/sub-01_T1w.nii.gz",
+                            pet_path=tmp / "ds" / "sub-01/pet/sub-01_trc-FDG_pet.nii.gz")
+        return preprocess(images, tmp / "work", PreprocConfig(), 0, 1, "sub-01")
 
 
 @case("header and geometry", "PET and T1w do not overlap after coregistration", 1,
@@ -257,13 +259,13 @@ def partial_brain_coverage(tmp: Path) -> Scenario:
     root = dataset(tmp)
 
     def verify(run) -> None:
-        from pseudopet_bids.config import RunConfig
-        from pseudopet_bids.participant import detection_mask
+        from pseudopet_bids.config import DetectionConfig
+        from pseudopet_bids.detect.search import detection_mask
 
         pre = run.value
         covered = float((pre.pet[pre.mask] > 0).mean())
         assert 0.55 < covered < 0.8, covered
-        gm = detection_mask(pre, RunConfig("b", "o", "participant", search_region="gm"))
+        gm = detection_mask(pre, DetectionConfig(search_region="gm"))
         assert not (gm & (pre.pet == 0)).any()
 
     return Scenario(root, call=lambda: _preprocess_with(tmp, np.diag([2.6, 2.6, 2.6, 1.0]),

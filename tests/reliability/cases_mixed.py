@@ -68,7 +68,7 @@ def _broken_participants(root: Path) -> None:
 
 def _verify(run: Run) -> None:
     from pseudopet_bids.bids.derivatives import SubjectPaths
-    from pseudopet_bids.participant import expected_outputs
+    from pseudopet_bids.workflows.outputs import expected_outputs
 
     root = Path(run.watch.root)
     final = SubjectPaths(run.out, GOOD, None, root / PET.format(GOOD))

@@ -124,14 +124,14 @@ def weights_sha_mismatch(tmp: Path) -> Scenario:
 def weights_other_architecture(tmp: Path) -> Scenario:
     import json
 
-    from pseudopet_bids.models import checkpoint as ckpt
+    from pseudopet_bids.io import files
 
     root, folder, scenario = _with_model(tmp)
     syndiff = export_model(tmp / "other" / "syndiff", "syndiff")
     data = (syndiff / "weights.safetensors").read_bytes()
     (folder / "weights.safetensors").write_bytes(data)
     card = json.loads((folder / "model.json").read_text())
-    card["weights_sha256"] = ckpt.sha256_file(folder / "weights.safetensors")
+    card["weights_sha256"] = files.sha256_file(folder / "weights.safetensors")
     (folder / "model.json").write_text(json.dumps(card))
     scenario.file, scenario.fix = "cyclegan/weights.safetensors", "retrain the model"
     return scenario

@@ -7,7 +7,7 @@ What every case must show (the issue's contract):
   error of a function-level case) that names the file (its path inside the case folder) and
   carries the fix;
 - no traceback: no ``Traceback`` on stderr or in a WARNING+ record, no record with exception
-  info, no "unexpected error" (the generic catch-all of ``cli/run.py``);
+  info, no "unexpected error" (the generic catch-all of ``workflows/participant.py``);
 - no partial output. A run refused at dataset level (exit 16, 18, 64, 66, 73) leaves the output
   and work folders exactly as they were (absent when they were absent: ``prepare_dirs`` runs
   only after every dataset-level check). Any other run leaves only the run's bookkeeping in
@@ -197,7 +197,7 @@ def probe(record: dict[str, Any]) -> Callable:
     real = participant.run_participant
 
     def run_participant(unit, cfg, info):
-        from pseudopet_bids.io.inputs import load_inputs
+        from pseudopet_bids.bids.inputs import load_inputs
 
         try:
             images = load_inputs(unit)
@@ -220,7 +220,7 @@ def run_case(scenario: Scenario, tmp_path: Path, caplog, capsys, monkeypatch) ->
     work = scenario.work or tmp_path / "work"
     probed: dict[str, Any] = {}
     if scenario.pipeline == "probe":
-        monkeypatch.setattr("pseudopet_bids.participant.run_participant", probe(probed))
+        monkeypatch.setattr("pseudopet_bids.workflows.participant.run_participant", probe(probed))
     for target, value in scenario.patch.items():
         monkeypatch.setattr(target, value)
     argv = scenario.argv or [str(scenario.root), str(out), "participant", "-w", str(work),
@@ -232,7 +232,7 @@ def run_case(scenario: Scenario, tmp_path: Path, caplog, capsys, monkeypatch) ->
     error, value = None, None
     with InputWatch(scenario.root) as watch:
         if scenario.call is not None:
-            from pseudopet_bids.cli.run import setup_logging
+            from pseudopet_bids.cli.environment import setup_logging
 
             setup_logging(0)  # the console handler of the CLI, on this test's stderr
             try:

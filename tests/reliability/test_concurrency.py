@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pseudopet_bids.bids import temporaries as T
+from pseudopet_bids.io import temporaries as T
 from tests.conftest import assert_bids_valid
 
 pytestmark = pytest.mark.slow
@@ -89,7 +89,7 @@ def dataset(tmp_path_factory):
 def test_eight_participant_jobs_at_once_into_one_output_folder(dataset):
     from pseudopet_bids.bids.derivatives import BIDSIGNORE, SubjectPaths
     from pseudopet_bids.config import RunConfig
-    from pseudopet_bids.participant import expected_outputs
+    from pseudopet_bids.workflows.outputs import expected_outputs
     from pseudopet_bids.reports.citation import (cards_in_output, write_citation,
                                                  z_references_in_output)
     from pseudopet_bids.reports.html import check_links
@@ -120,7 +120,7 @@ def test_eight_participant_jobs_at_once_into_one_output_folder(dataset):
                                       np.asarray(nib.load(alone).dataobj)), path
             else:
                 assert path.read_text() == alone.read_text(), path
-        assert RunConfig.from_toml(paths.config("tissue")).participant_label
+        assert RunConfig.from_toml(paths.config("tissue")).input.participant_label
         assert json.loads(paths.status.read_text())["state"] == "finished"
         assert check_links(out / f"sub-{label}.html") == []
 

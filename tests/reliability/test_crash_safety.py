@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pseudopet_bids.bids import temporaries as T
-from pseudopet_bids.bids.derivatives import npz_bytes
+from pseudopet_bids.io import temporaries as T
+from pseudopet_bids.bids.inputs import UnitImages
+from pseudopet_bids.config import PreprocConfig
+from pseudopet_bids.io.files import npz_bytes, sha256_file
 
 KEY = "sub-P01"
 #: Run records whose content is the run itself (timings, paths, host, pid): never compared.
@@ -258,12 +260,12 @@ def test_preprocessing_cache_is_unsealed_before_recomputing(tmp_path, monkeypatc
     (cache / "arrays.npz").parent.mkdir()
     (cache / "arrays.npz").write_bytes(npz_bytes({k: np.zeros(1) for k in
                                                   ("mask", "lobes", "aal", "GM", "WM", "CSF")}))
-    manifest = {"hash": digest, "transforms": [str(xfm)], "sha256": [pipeline._sha256(xfm)],
+    manifest = {"hash": digest, "transforms": [str(xfm)], "sha256": [sha256_file(xfm)],
                 "reg": {"t1_affine": np.eye(4).tolist(), "t1_shape": [4, 4, 4],
                         "forward": [str(xfm)], "inverse": [str(xfm)], "inverse_invert": [False],
                         "metric": 0.0, "brain_box": [[0, 4]] * 3}, "coreg": None}
     (cache / "manifest.json").write_text(json.dumps(manifest))
-    pre = pipeline.preprocess_cached(t1, None, tmp_path, 0)  # valid: reused
+    pre = pipeline.preprocess_cached(UnitImages(t1), tmp_path, PreprocConfig(), 0)  # valid: reused
     assert pre.timings == {"preprocessing (cached)": 0.0}
 
     def killed(*args, **kwargs):
@@ -274,10 +276,10 @@ def test_preprocessing_cache_is_unsealed_before_recomputing(tmp_path, monkeypatc
     xfm.write_bytes(b"rewritten by another run")
     (cache / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(KeyboardInterrupt):  # sha256 mismatch: recomputed, not reused
-        pipeline.preprocess_cached(t1, None, tmp_path, 0)
+        pipeline.preprocess_cached(UnitImages(t1), tmp_path, PreprocConfig(), 0)
     (cache / "manifest.json").write_text(json.dumps({**manifest, "hash": "other input"}))
     with pytest.raises(KeyboardInterrupt):
-        pipeline.preprocess_cached(t1, None, tmp_path, 0)
+        pipeline.preprocess_cached(UnitImages(t1), tmp_path, PreprocConfig(), 0)
     assert not (cache / "manifest.json").exists()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import re
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,16 @@ import pytest
 from pseudopet_bids.config import RunConfig
 from pseudopet_bids.models.presets import card_hparams, preset
 from pseudopet_bids.reports import citation as cit
+from pseudopet_bids import provenance
 
 VERSIONS = {"pseudopet": "9.9.9", "python": "3.11.0", "numpy": "1.0", "torch": "2.0"}
 
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> RunConfig:
-    return RunConfig(bids_dir=str(tmp_path / "bids"), output_dir=str(tmp_path / "out"),
-                     analysis_level="participant")
+    return RunConfig.from_flat(dict(bids_dir=str(tmp_path / "bids"),
+                                    output_dir=str(tmp_path / "out"),
+                                    analysis_level="participant"))
 
 
 def make_card(model: str, name: str = "small", **extra) -> dict:
@@ -43,17 +44,17 @@ def make_card(model: str, name: str = "small", **extra) -> dict:
 def test_threshold_gives_one_sided_p(cfg):
     default = cit.methods_markdown(cfg, None, VERSIONS)
     assert "Z < −1.65 (one-sided p ≈ 0.05)" in default
-    strict = cit.methods_markdown(replace(cfg, z_threshold=2.33), None, VERSIONS)
+    strict = cit.methods_markdown(cfg.replace(z_threshold=2.33), None, VERSIONS)
     assert "Z < −2.33 (one-sided p ≈ 0.01)" in strict
     assert cit.one_sided_p(1.96) == "0.025" and cit.one_sided_p(3.09) == "0.001"
 
 
 def test_skullstrip_and_detection_settings_change_the_text(cfg):
     deep = cit.methods_markdown(cfg, None, VERSIONS)
-    tmpl = cit.methods_markdown(replace(cfg, skullstrip="template"), None, VERSIONS)
+    tmpl = cit.methods_markdown(cfg.replace(skullstrip="template"), None, VERSIONS)
     assert "[@fisch2024deepbet]" in deep and "deepbet [@" not in tmpl
     assert "skull-stripped MNI152NLin2009aSym" in tmpl and "fisch2024deepbet" not in tmpl
-    other = cit.methods_markdown(replace(cfg, cluster_min_volume=800.0, gm_threshold=0.3,
+    other = cit.methods_markdown(cfg.replace(cluster_min_volume=800.0, gm_threshold=0.3,
                                          connectivity=6, search_region="gm",
                                          normalization="brain-mean", seed=7), None, VERSIONS)
     assert "smaller than 800 mm³" in other and "GM probability ≥ 0.3" in other
@@ -67,16 +68,14 @@ def test_skullstrip_and_detection_settings_change_the_text(cfg):
 def test_z_reference(cfg):
     subject = cit.methods_markdown(cfg, None, VERSIONS)
     assert "subject's own detection grey matter" in subject
-    controls = replace(cfg)
-    controls.z_reference = "controls"  # field being added to RunConfig; getattr-based
+    controls = cfg.replace(z_reference="controls")
     text = cit.methods_markdown(controls, None, VERSIONS)
     assert "normative model built from the healthy control" in text
     assert "leave-one-out" in text and "SHA-256 digest" not in text.split("Detection")[1]
-    controls.normative_sha256 = "feedc0de" * 8
+    controls = controls.replace(normative_sha256="feedc0de" * 8)
     text = cit.methods_markdown(controls, None, VERSIONS)
     assert "The normative model used has the SHA-256 digest feedc0defeedc0de…." in text
-    bad = replace(cfg)
-    bad.z_reference = "nonsense"
+    bad = cfg.replace(z_reference="nonsense")
     with pytest.raises(ValueError, match="z_reference = 'nonsense'"):
         cit.methods_markdown(bad, None, VERSIONS)
 
@@ -85,13 +84,13 @@ def test_versions_appear_and_missing_ones_are_marked(cfg):
     text = cit.methods_markdown(cfg, None, VERSIONS)
     assert "pseudopet 9.9.9" in text and "NumPy 1.0 [@" in text and "PyTorch 2.0" in text
     assert "SciPy not recorded" in text
-    versions = cit.software_versions()
-    assert set(cit.PACKAGES) | {"pseudopet", "python"} <= set(versions)
-    assert versions["numpy"] != cit.NOT_INSTALLED and all(versions.values())
+    versions = provenance.software_versions()
+    assert set(provenance.PACKAGES) | {"pseudopet", "python"} <= set(versions)
+    assert versions["numpy"] != provenance.NOT_INSTALLED and all(versions.values())
 
 
 def test_tissue_cyclegan_syndiff_paragraphs(cfg):
-    tissue = cit.methods_markdown(replace(cfg, pet_fwhm=8.0), None, VERSIONS)
+    tissue = cit.methods_markdown(cfg.replace(pet_fwhm=8.0), None, VERSIONS)
     assert "tissue-model baseline" in tissue and "8 mm full width" in tissue
     assert "CycleGAN [@" not in tissue and "SynDiff [@" not in tissue
 
@@ -102,7 +101,7 @@ def test_tissue_cyclegan_syndiff_paragraphs(cfg):
     assert "2 held-out controls" in cyc and "SSIM) [@wang2004ssim] of 0.812" in cyc
     assert "tissue-model baseline" not in cyc and "stochastic samples" not in cyc
 
-    syn = cit.methods_markdown(replace(cfg, n_samples=8), make_card("syndiff", "paper"),
+    syn = cit.methods_markdown(cfg.replace(n_samples=8), make_card("syndiff", "paper"),
                                VERSIONS)
     assert "SynDiff [@ozbey2023syndiff]" in syn and "`paper` preset" in syn
     assert "mean of 8 stochastic samples (seed 42)" in syn and "4 large reverse" in syn
@@ -160,7 +159,7 @@ def test_every_variant_renders_with_known_keys(cfg):
     for skull, norm, region, zref, conn, n in itertools.product(
             ("deepbet", "template"), ("gm-median", "brain-mean"), ("cortex", "gm"),
             ("subject", "controls"), (6, 18, 26), (1, 4)):
-        run = replace(cfg, skullstrip=skull, normalization=norm, search_region=region,
+        run = cfg.replace(skullstrip=skull, normalization=norm, search_region=region,
                       connectivity=conn, n_samples=n)
         run.z_reference = zref
         for card in cards:
@@ -215,12 +214,10 @@ def test_methods_html_is_escaped_and_formatted(cfg):
 
 
 def test_write_citation_writes_both_files_atomically(cfg, tmp_path, monkeypatch):
-    from pseudopet_bids.bids import derivatives
-
     out = tmp_path / "out"
     calls = []
-    real = derivatives.atomic_write_text
-    monkeypatch.setattr(derivatives, "atomic_write_text",
+    real = cit.atomic_write_text
+    monkeypatch.setattr(cit, "atomic_write_text",
                         lambda path, text: (calls.append(Path(path).name), real(path, text)))
     md_path, bib_path = cit.write_citation(out, cfg, [None, make_card("syndiff"),
                                                       make_card("syndiff")])
@@ -239,7 +236,7 @@ def test_write_citation_writes_both_files_atomically(cfg, tmp_path, monkeypatch)
 def test_concurrent_writes_leave_a_complete_file(cfg, tmp_path):
     out = tmp_path / "out"
     cards = [[None], [make_card("cyclegan")], [make_card("syndiff")], [None, make_card("cyclegan")]]
-    expected = {cit._render(cfg, c, cit.software_versions()) for c in cards}
+    expected = {cit._render(cfg, c, provenance.software_versions()) for c in cards}
     errors = []
 
     def job(i: int) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pseudopet_bids.bids import derivatives as der
+from pseudopet_bids.io import files
 from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.evaluate.group import aggregate
 from pseudopet_bids.reports.group import comparison_table, write_group_report
@@ -46,9 +46,9 @@ def translation_tables(root: Path) -> None:
             values = 0.7 ** np.arange(1, 17)
             spectra += [{"model": model, "source": source, "component": k + 1,
                          "value": v / values.sum()} for k, v in enumerate(values)]
-    der.write_tsv(root / "group" / "translation.tsv", pd.DataFrame(rows))
-    der.write_tsv(root / "group" / "translation_summary.tsv", pd.DataFrame(summary))
-    der.write_tsv(root / "group" / "spectra.tsv", pd.DataFrame(spectra))
+    files.write_tsv(root / "group" / "translation.tsv", pd.DataFrame(rows))
+    files.write_tsv(root / "group" / "translation_summary.tsv", pd.DataFrame(summary))
+    files.write_tsv(root / "group" / "spectra.tsv", pd.DataFrame(spectra))
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 
 from pseudopet_bids.bids import derivatives as der
+from pseudopet_bids.io import files
 from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.config import RunConfig
+from pseudopet_bids.detect.rules import parse_analysis_label
 from pseudopet_bids.reports.html import check_links
 from pseudopet_bids.reports.subject import (cluster_view, discover, write_subject_figures,
                                             write_subject_report)
@@ -93,16 +95,16 @@ def build_output(root: Path, figures: bool = True, layout: dict | None = None) -
     for subject, (session, analyses) in layout.items():
         prefix = f"sub-{subject}" + (f"_ses-{session}" if session else "") + "_trc-FDG"
         paths = der.SubjectPaths(root, subject, session, Path(f"{prefix}_pet.nii.gz"))
-        der.write_nifti(paths.anat("desc-preproc_T1w.nii.gz"), t1, AFFINE)
-        der.write_nifti(paths.anat("desc-brain_mask.nii.gz"), mask, AFFINE, np.uint8)
-        der.write_nifti(paths.pet("space-T1w_desc-preproc_pet.nii.gz"), pet * mask, AFFINE)
+        files.write_nifti(paths.anat("desc-preproc_T1w.nii.gz"), t1, AFFINE)
+        files.write_nifti(paths.anat("desc-brain_mask.nii.gz"), mask, AFFINE, np.uint8)
+        files.write_nifti(paths.pet("space-T1w_desc-preproc_pet.nii.gz"), pet * mask, AFFINE)
         for analysis, regions in analyses.items():
-            model, reference = der.parse_analysis_label(analysis)
-            der.write_nifti(paths.pseudonormal(model), pet * mask * 0.95, AFFINE)
+            model, reference = parse_analysis_label(analysis)
+            files.write_nifti(paths.pseudonormal(model), pet * mask * 0.95, AFFINE)
             if model == "syndiff":
-                der.write_nifti(paths.pseudonormal(model, sd=True), pet * 0.05, AFFINE)
+                files.write_nifti(paths.pseudonormal(model, sd=True), pet * 0.05, AFFINE)
             z = np.where(gm > 0.3, -0.5, 0).astype(np.float32)
-            der.write_nifti(paths.zmap(analysis), z, AFFINE)
+            files.write_nifti(paths.zmap(analysis), z, AFFINE)
             side = {"Model": model, "ModelSHA256": "ab" * 32, "NSamples": 1, "Seed": 42,
                     "ZThreshold": -1.65, "ClusterMinVolume_mm3": 1500.0, "GMThreshold": 0.5,
                     "Connectivity": 26, "SearchRegion": "cortex", "pseudopetVersion": "0.1.0",
@@ -110,13 +112,14 @@ def build_output(root: Path, figures: bool = True, layout: dict | None = None) -
                     else "subject grey matter",
                     "IntensityNormalization": {"Method": "gm-median", "Scale": 1234.5},
                     "Sources": [f"bids:raw:sub-{subject}/pet/{prefix}_pet.nii.gz"]}
-            der.write_json(paths.zmap(analysis, ".json"), side)
+            files.write_json(paths.zmap(analysis, ".json"), side)
             if regions is None:  # unfinished: no cluster table, no config
                 continue
-            der.write_tsv(paths.clusters(analysis), cluster_table(regions))
-            cfg = RunConfig(bids_dir=str(root / "bids"), output_dir=str(root),
-                            analysis_level="participant", z_reference=reference)
-            der.atomic_write_text(paths.config(analysis), cfg.to_toml()
+            files.write_tsv(paths.clusters(analysis), cluster_table(regions))
+            cfg = RunConfig.from_flat(dict(bids_dir=str(root / "bids"), output_dir=str(root),
+                                           analysis_level="participant",
+                                           z_reference=reference))
+            files.atomic_write_text(paths.config(analysis), cfg.to_toml()
                                   + '\n[timings_s]\n"brain mask" = 3.5\ntotal = 60.0\n')
     if figures:
         subject, (session, analyses) = "01", layout["01"]
@@ -205,7 +208,7 @@ def test_subject_report_session_unfinished_and_no_figures(output):
 
 
 def test_subject_report_group_from_subjects_tsv(output, tmp_path):
-    der.write_tsv(output / "group" / "subjects.tsv", pd.DataFrame([{
+    files.write_tsv(output / "group" / "subjects.tsv", pd.DataFrame([{
         "analysis": "tissue", "model": "tissue", "z_reference": "subject",
         "participant_id": "sub-02", "session": "1", "group": "control", "focus": "n/a",
         "n_clusters": 0, "detected": False, "regions": "n/a", "largest_region": "n/a",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pseudopet_bids.io import files
 from pseudopet_bids.errors import InputError
 from pseudopet_bids.models import checkpoint as ckpt
 from pseudopet_bids.models.presets import card_hparams, preset
@@ -67,7 +68,7 @@ def test_loaded_model_translates_like_the_in_memory_one(kind, context, tmp_path,
     trained = load_trained(tmp_path, CPU)
     assert trained.context == context and trained.name == kind
     assert trained.grid == preset(kind, "tiny")["grid"]
-    assert trained.sha256 == ckpt.sha256_file(tmp_path / ckpt.WEIGHTS)
+    assert trained.sha256 == files.sha256_file(tmp_path / ckpt.WEIGHTS)
     assert not trained.model.training
     # training-only networks are dropped
     params = {k.split(".")[0] for k, _ in trained.model.named_parameters()}

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from pseudopet_bids.io import files
 from pseudopet_bids.errors import UsageError
 from pseudopet_bids.models import checkpoint as ckpt
 from pseudopet_bids.models.presets import preset
@@ -167,8 +168,8 @@ def test_resume_equals_uninterrupted_training(kind, tmp_path):
     _assert_same_tensors(a.model.state_dict(), b2.model.state_dict())
     _assert_same_tensors(a.ema, b2.ema)
     _assert_same_tensors(_optimizer_tensors(a), _optimizer_tensors(b2))
-    assert ckpt.sha256_file(tmp_path / "A" / ckpt.WEIGHTS) == \
-        ckpt.sha256_file(tmp_path / "B" / ckpt.WEIGHTS)
+    assert files.sha256_file(tmp_path / "A" / ckpt.WEIGHTS) == \
+        files.sha256_file(tmp_path / "B" / ckpt.WEIGHTS)
     assert card_a["weights_sha256"] == card_b["weights_sha256"]
     assert card_b["steps_done"] == steps
     _assert_same_tensors(ckpt.load_weights(tmp_path / "A" / ckpt.WEIGHTS),
@@ -220,7 +221,7 @@ def test_export_and_logs(tmp_path):
     assert weights.is_file() and (tmp_path / ckpt.CARD).is_file()
     on_disk = json.loads((tmp_path / ckpt.CARD).read_text())
     assert on_disk == card
-    assert card["weights_sha256"] == ckpt.sha256_file(weights)
+    assert card["weights_sha256"] == files.sha256_file(weights)
     assert card["steps_done"] == 5 and card["world_size"] == 1
     assert card["format_version"] == 1 and card["extra_field"] == [1, 2]
     assert card["ema_decay"] == preset("syndiff", "tiny")["ema_decay"]
@@ -342,7 +343,7 @@ def test_data_parallel_gloo_ranks_stay_identical(tmp_path):
     assert card["world_size"] == 2 and card["steps_done"] == 3
     weights = ckpt.load_weights(tmp_path / "model" / ckpt.WEIGHTS)
     assert weights and {k.split(".")[0] for k in weights} == {"g_mri2pet"}
-    assert card["weights_sha256"] == ckpt.sha256_file(tmp_path / "model" / ckpt.WEIGHTS)
+    assert card["weights_sha256"] == files.sha256_file(tmp_path / "model" / ckpt.WEIGHTS)
 
 
 def test_ema_warm_up_follows_the_weights_early(tmp_path):

@@ -23,6 +23,8 @@ from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.config import RunConfig
 from pseudopet_bids.detect import normative
 from pseudopet_bids.errors import InputError
+from pseudopet_bids.preproc.template_reg import TemplateRegistration
+from pseudopet_bids.synthesis.select import choose_model
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,8 +35,6 @@ def control_residual(paths: der.SubjectPaths, pseudo_file: Path, gm_threshold: f
 
     Returns ``(residual, valid)`` on :func:`normative.grid_reference`.
     """
-    from pseudopet_bids.preproc.template_reg import TemplateRegistration
-
     load = (lambda path: np.asarray(nib.load(path).dataobj, dtype=np.float32))
     pet_file = paths.pet("space-T1w_desc-preproc_pet.nii.gz")
     gm = normative.normative_gm(load(paths.anat("label-GM_probseg.nii.gz")),
@@ -56,12 +56,10 @@ def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Pat
     InputError
         Fewer than :data:`normative.MIN_CONTROLS` controls have outputs of this model (exit 66).
     """
-    from pseudopet_bids.participant import labels_for, model_sha256, resolve_model
-
-    out = Path(cfg.output_dir)
-    model_dir = resolve_model(cfg)
-    model, _ = labels_for(cfg, model_dir)
-    sha = model_sha256(model_dir)
+    out = Path(cfg.input.output_dir)
+    choice = choose_model(out, cfg.synthesis.model)
+    model, sha = choice.label, choice.sha256
+    gm_threshold = cfg.detection.gm_threshold
     controls = {label for label, p in participants.items() if p.group == "control"}
     ref = normative.grid_reference()
     stats = normative.NormativeStats.empty(ref.shape[:3], ref.affine)
@@ -79,7 +77,7 @@ def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Pat
             skipped.append(f"{key} (a second PET of the same session; the first one is used)")
             continue
         try:
-            res_t, valid_t = control_residual(paths, pseudo, cfg.gm_threshold)
+            res_t, valid_t = control_residual(paths, pseudo, gm_threshold)
         except (OSError, KeyError, ValueError) as exc:
             skipped.append(f"{key} ({type(exc).__name__}: {exc})")
             continue
@@ -92,11 +90,11 @@ def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Pat
         raise InputError(f"the normative model of {model} needs at least "
                          f"{normative.MIN_CONTROLS} healthy controls with participant outputs of "
                          f"this model; found {len(stats.controls)}", out,
-                         f"run the participant level with --model {cfg.model} on the controls "
-                         "(participants.tsv group = control) first")
+                         f"run the participant level with --model {cfg.synthesis.model} on the "
+                         "controls (participants.tsv group = control) first")
     card = {"name": folder.name, "kind": "normative", "model": model,
             "model_sha256": sha, "template": resources.TEMPLATE_NAME,
-            "gm_threshold": cfg.gm_threshold, "pseudopet_version": __version__,
+            "gm_threshold": gm_threshold, "pseudopet_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "residual": "D = (real - pseudo-normal PET) / GM-median scale, minus its GM median"}
     card = normative.save(folder, stats, card)

@@ -13,18 +13,38 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import torch
+import torch.distributed as tdist
 
 from pseudopet_bids import __version__
-from pseudopet_bids.bids.discovery import SubjectInputs
+from pseudopet_bids.bids.discovery import SubjectInputs, discover, load_filters, preflight_table
+from pseudopet_bids.bids.inputs import load_inputs
+from pseudopet_bids.bids.participants import read_participants
 from pseudopet_bids.config import RunConfig
+from pseudopet_bids.detect.search import detection_mask
+from pseudopet_bids.device import set_threads
 from pseudopet_bids.errors import InputError, PseudopetError, UsageError
+from pseudopet_bids.evaluate.translation import volume_metrics
+from pseudopet_bids.io.files import atomic_write_bytes, npz_bytes
+from pseudopet_bids.io.temporaries import clean_folders, private_tempdir
+from pseudopet_bids.models import checkpoint as ckpt
+from pseudopet_bids.models.base import TranslationModel
 from pseudopet_bids.models.presets import ModelGrid, card_hparams, preset
+from pseudopet_bids.models.registry import build_model, model_spec, trainable_models
+from pseudopet_bids.preproc.normalize import normalize_pet
+from pseudopet_bids.preproc.pipeline import input_hash, preprocess_cached
+from pseudopet_bids.synthesis.apply import TrainedModel, translate_volume
+from pseudopet_bids.synthesis.modelspace import SCALING, subject_on_grid
+from pseudopet_bids.train.data import SliceSet, UnpairedSampler
+from pseudopet_bids.train.trainer import Trainer, TrainSettings, _Distributed
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,54 +53,57 @@ def _grid_key(grid: ModelGrid) -> str:
     return hashlib.sha256(json.dumps(grid.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def prepare_control(unit: SubjectInputs, cfg: RunConfig, grid: ModelGrid
-                    ) -> dict[str, Any]:
+@dataclass(eq=False)  # compared by identity: the fields hold arrays
+class ControlVolumes:
+    """One training control on the model grid, scaled to [−1, 1] (``synthesis/modelspace.py``).
+
+    ``hash`` is the preprocessing cache key of its images; ``pet`` is None for a T1w-only
+    control (MRI domain only).
+    """
+
+    key: str
+    hash: str
+    mri: np.ndarray
+    mask: np.ndarray
+    pet: np.ndarray | None
+
+
+def prepare_control(unit: SubjectInputs, cfg: RunConfig, grid: ModelGrid) -> ControlVolumes:
     """Preprocess one control (cached) and return its model-grid volumes.
 
-    Returns ``{"key", "hash", "mri", "mask", "pet" (or None)}``; the arrays are cached in
-    ``WORK/<key>/modelgrid-<grid hash>.npz`` next to the preprocessing cache.
+    The arrays are cached in ``WORK/<key>/modelgrid-<grid hash>.npz`` next to the preprocessing
+    cache.
     """
-    from pseudopet_bids.io.inputs import load_inputs
-    from pseudopet_bids.participant import detection_mask
-    from pseudopet_bids.preproc.normalize import normalize_pet
-    from pseudopet_bids.preproc.pipeline import input_hash, preprocess_cached
-    from pseudopet_bids.synthesis.modelspace import subject_on_grid
-
     images = load_inputs(unit)
-    t1, pet, provided = images.t1, images.pet, images.provided
-    work = Path(cfg.work_dir) / unit.key
-    digest = input_hash(t1, pet, cfg.seed, cfg.skullstrip, provided.fingerprint)
+    ex = cfg.execution
+    work = Path(ex.work_dir) / unit.key
+    digest = input_hash(images.t1, images.pet, ex.seed, cfg.preproc.skullstrip,
+                        images.provided.fingerprint)
     cached = work / f"modelgrid-{_grid_key(grid)}.npz"
     if cached.exists():
         try:
             with np.load(cached, allow_pickle=False) as z:
                 if str(z["hash"]) == digest:
-                    return {"key": unit.key, "hash": digest, "mri": z["mri"], "mask": z["mask"],
-                            "pet": z["pet"] if "pet" in z.files else None}
+                    return ControlVolumes(unit.key, digest, z["mri"], z["mask"],
+                                          z["pet"] if "pet" in z.files else None)
         except (OSError, ValueError, KeyError):
             pass
-    pre = preprocess_cached(t1, pet, work, cfg.seed, cfg.omp_nthreads, cfg.skullstrip,
-                            unit.key, digest=digest, provided=provided,
-                            t1_path=images.t1_path, pet_path=images.pet_path)
+    pre = preprocess_cached(images, work, cfg.preproc, ex.seed, ex.omp_nthreads, unit.key,
+                            digest=digest)
     pet_norm = None
     if pre.pet is not None:
-        pet_norm, _, _ = normalize_pet(pre.pet, detection_mask(pre, cfg), method=cfg.normalization)
+        pet_norm, _, _ = normalize_pet(pre.pet, detection_mask(pre, cfg.detection),
+                                       method=cfg.synthesis.normalization)
     vols = subject_on_grid(pre.registration, pre.t1.get_fdata(dtype=np.float32), pre.mask,
                            pre.affine, grid, pet_norm)
-    from pseudopet_bids.bids.derivatives import atomic_write_bytes, npz_bytes
-
     atomic_write_bytes(cached, npz_bytes({"hash": np.array(digest), **vols}))
-    return {"key": unit.key, "hash": digest, "pet": vols.get("pet"), "mri": vols["mri"],
-            "mask": vols["mask"]}
+    return ControlVolumes(unit.key, digest, vols["mri"], vols["mask"], vols.get("pet"))
 
 
-def _prepare_job(args: tuple) -> dict[str, Any] | str:
+def _prepare_job(args: tuple[SubjectInputs, RunConfig, ModelGrid]) -> ControlVolumes | str:
     unit, cfg, grid = args
-    from pseudopet_bids.bids.temporaries import clean_folders, private_tempdir
-    from pseudopet_bids.participant import _set_threads
-
-    _set_threads(cfg.omp_nthreads)
-    work = Path(cfg.work_dir)
+    set_threads(cfg.execution.omp_nthreads)
+    work = Path(cfg.execution.work_dir)
     clean_folders([(work / unit.key, True)], unit.key)  # cache writes of killed runs
     try:
         with private_tempdir(work / "tmp"):  # ANTs' files: see participant.run_participant
@@ -91,25 +114,23 @@ def _prepare_job(args: tuple) -> dict[str, Any] | str:
 
 def training_units(cfg: RunConfig) -> list[SubjectInputs]:
     """The controls' (subject, session) units that can feed at least one domain."""
-    from pseudopet_bids.bids.discovery import discover, load_filters, preflight_table
-    from pseudopet_bids.bids.participants import read_participants
-
-    bids = Path(cfg.bids_dir)
+    inp = cfg.input
+    bids = Path(inp.bids_dir)
     participants = read_participants(bids)
     controls = sorted(k for k, p in participants.items() if p.group == "control")
     if not controls:
         raise InputError("participants.tsv lists no healthy controls (group = control); only "
                          "controls can be used for training", bids / "participants.tsv",
                          "add a 'group' column with 'control' for the healthy participants")
-    if cfg.participant_label:
-        controls = [c for c in controls if c in cfg.participant_label]
+    if inp.participant_label:
+        controls = [c for c in controls if c in inp.participant_label]
         if not controls:
             raise UsageError("none of the selected participants is a control", None,
                              "select controls with --participant-label, or none to use all")
-    units = discover(bids, controls, cfg.session_label or None,
-                     load_filters(Path(cfg.bids_filter_file) if cfg.bids_filter_file else None),
-                     Path(cfg.bids_database_dir) if cfg.bids_database_dir else None,
-                     cfg.allow_any_tracer, {k: Path(v) for k, v in cfg.derivatives.items()},
+    units = discover(bids, controls, inp.session_label or None,
+                     load_filters(Path(inp.bids_filter_file) if inp.bids_filter_file else None),
+                     Path(inp.bids_database_dir) if inp.bids_database_dir else None,
+                     inp.allow_any_tracer, {k: Path(v) for k, v in inp.derivatives.items()},
                      report_skipped=False)  # T1w-only controls are used, not skipped
     LOGGER.info("training pre-flight (controls only):\n%s", preflight_table(units))
     usable = []
@@ -131,13 +152,13 @@ def training_units(cfg: RunConfig) -> list[SubjectInputs]:
     return usable
 
 
-def split_validation(volumes: list[dict[str, Any]], n_val: int | None, seed: int
-                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def split_validation(volumes: list[ControlVolumes], n_val: int | None, seed: int
+                     ) -> tuple[list[ControlVolumes], list[ControlVolumes]]:
     """(training, validation): ``n_val`` paired controls held out, chosen by the seed.
 
     ``n_val`` None picks 2 when at least 6 controls have both images, 1 when at least 3, else 0.
     """
-    paired = [v for v in volumes if v["pet"] is not None]
+    paired = [v for v in volumes if v.pet is not None]
     if n_val is None:
         n_val = 2 if len(paired) >= 6 else 1 if len(paired) >= 3 else 0
     if n_val > max(0, len(paired) - 1):
@@ -145,139 +166,123 @@ def split_validation(volumes: list[dict[str, Any]], n_val: int | None, seed: int
                          "T1w and PET, and at least one must remain for training", None,
                          "lower --val-controls")
     order = np.random.default_rng(seed).permutation(len(paired))
-    val_keys = {paired[i]["key"] for i in sorted(order[:n_val])}
-    return ([v for v in volumes if v["key"] not in val_keys],
-            [v for v in volumes if v["key"] in val_keys])
+    val_keys = {paired[i].key for i in sorted(order[:n_val])}
+    return ([v for v in volumes if v.key not in val_keys],
+            [v for v in volumes if v.key in val_keys])
 
 
 def paired_metrics(real: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """SSIM (whole grid, 3D), PSNR and MAE (brain) of model-scale PET mapped to [0, 1]."""
-    from pseudopet_bids.evaluate.translation import volume_metrics
-
     m = volume_metrics((real + 1) / 2, (pred + 1) / 2, mask)
     return {"ssim": m["ssim_image"], "psnr": m["psnr_brain"], "mae": m["mae_brain"]}
 
 
-def make_validator(val: list[dict[str, Any]], context: int, seed: int):
+def make_validator(val: list[ControlVolumes], context: int, seed: int
+                   ) -> Callable[[TranslationModel], dict[str, float]] | None:
     """A validation callback for the trainer (mean metrics over the held-out controls)."""
     if not val:
         return None
 
-    def validate(model) -> dict[str, float]:
-        from pseudopet_bids.synthesis.apply import TrainedModel, translate_volume
-
+    def validate(model: TranslationModel) -> dict[str, float]:
         device = next(model.parameters()).device
         trained = TrainedModel(model, {}, Path("."), None, context)  # type: ignore[arg-type]
         rows = []
         for v in val:
-            pred, _ = translate_volume(trained, v["mri"], v["mask"], device, 1, seed)
-            rows.append(paired_metrics(v["pet"], pred, v["mask"]))
+            assert v.pet is not None  # validation controls are paired
+            pred, _ = translate_volume(trained, v.mri, v.mask, device, 1, seed)
+            rows.append(paired_metrics(v.pet, pred, v.mask))
         return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
     return validate
 
 
 def run_training(cfg: RunConfig) -> dict[str, Any]:
-    """``pseudopet BIDS OUT group --train --model {cyclegan,syndiff}``; returns the card."""
-    import torch
-
-    from pseudopet_bids.models import checkpoint as ckpt
-    from pseudopet_bids.models.registry import build_model
-    from pseudopet_bids.synthesis.modelspace import SCALING
-    from pseudopet_bids.train.data import SliceSet, UnpairedSampler
-    from pseudopet_bids.train.trainer import Trainer, TrainSettings, _Distributed
-
-    if cfg.model not in ("cyclegan", "syndiff"):
-        raise UsageError(f"group --train needs --model cyclegan or syndiff (got {cfg.model!r})",
-                         None, "add --model cyclegan or --model syndiff")
-    hp = preset(cfg.model, cfg.preset)
+    """``pseudopet BIDS OUT group --train --model NAME``; returns the card."""
+    tr, ex, kind = cfg.training, cfg.execution, cfg.synthesis.model
+    if kind not in trainable_models():
+        choices = " or ".join(trainable_models())
+        raise UsageError(f"group --train needs --model {choices} (got {kind!r})", None,
+                         f"add --model {trainable_models()[0]}")
+    hp = preset(kind, tr.preset)
     grid: ModelGrid = hp["grid"]
-    steps = cfg.train_steps or hp["steps"]
-    batch = cfg.batch_size or hp["batch_size"]
-    name = cfg.model_name or cfg.model
-    model_dir = Path(cfg.output_dir) / "models" / name
-    dist = _Distributed(cfg.device)
+    steps = tr.train_steps or hp["steps"]
+    batch = tr.batch_size or hp["batch_size"]
+    name = tr.model_name or kind
+    model_dir = Path(cfg.input.output_dir) / "models" / name
+    dist = _Distributed(ex.device)
     if dist.main:  # what killed trainings left: checkpoint and log temporaries, ANTs folders
-        from pseudopet_bids.bids.temporaries import clean_folders
-
-        clean_folders(((model_dir, True), (Path(cfg.work_dir) / "tmp", False)), name)
+        clean_folders(((model_dir, True), (Path(ex.work_dir) / "tmp", False)), name)
     units = training_units(cfg)
     t0 = time.monotonic()
     if dist.world_size > 1 and not dist.main:
-        import torch.distributed as tdist
-
         tdist.barrier()  # rank 0 fills the preprocessing cache first
     jobs = [(u, cfg, grid) for u in units]
-    if cfg.nprocs > 1 and len(jobs) > 1 and dist.world_size == 1:
-        with ProcessPoolExecutor(max_workers=cfg.nprocs) as pool:
+    if ex.nprocs > 1 and len(jobs) > 1 and dist.world_size == 1:
+        with ProcessPoolExecutor(max_workers=ex.nprocs) as pool:
             results = list(pool.map(_prepare_job, jobs))
     else:
         results = [_prepare_job(j) for j in jobs]
     if dist.world_size > 1 and dist.main:
-        import torch.distributed as tdist
-
         tdist.barrier()
     for failure in (r for r in results if isinstance(r, str)):
         LOGGER.error("not used for training: %s", failure)
-    volumes = [r for r in results if not isinstance(r, str)]
+    volumes = [r for r in results if isinstance(r, ControlVolumes)]
     LOGGER.info("training data prepared in %.0f s", time.monotonic() - t0)
-    train, val = split_validation(volumes, cfg.val_controls, cfg.seed)
-    k = cfg.context_slices
-    sets = {"mri": SliceSet([v["mri"] for v in train], [v["mask"] for v in train], k),
-            "pet": SliceSet([v["pet"] for v in train if v["pet"] is not None],
-                            [v["mask"] for v in train if v["pet"] is not None], k)}
+    train, val = split_validation(volumes, tr.val_controls, ex.seed)
+    k = tr.context_slices
+    paired = [v for v in train if v.pet is not None]
+    sets = {"mri": SliceSet([v.mri for v in train], [v.mask for v in train], k),
+            "pet": SliceSet([v.pet for v in paired if v.pet is not None],
+                            [v.mask for v in paired], k)}
     if len(sets["pet"]) == 0:
-        raise InputError("no training control has a usable FDG PET", Path(cfg.bids_dir),
+        raise InputError("no training control has a usable FDG PET", Path(cfg.input.bids_dir),
                          "training needs controls with PET (and --val-controls leaves some)")
-    data_hash = hashlib.sha256("|".join(sorted(v["hash"] for v in volumes)).encode()
+    data_hash = hashlib.sha256("|".join(sorted(v.hash for v in volumes)).encode()
                                ).hexdigest()[:16]
-    config = {"model": cfg.model, "preset": cfg.preset, "context_slices": k, "seed": cfg.seed,
+    config = {"model": kind, "preset": tr.preset, "context_slices": k, "seed": ex.seed,
               "steps": steps, "batch_size": batch, "data_hash": data_hash,
-              "val_controls": sorted(v["key"] for v in val), "version": __version__}
+              "val_controls": sorted(v.key for v in val), "version": __version__}
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    if (model_dir / ckpt.CARD).exists() and not cfg.force:
+    if (model_dir / ckpt.CARD).exists() and not ex.force:
         card = ckpt.read_card(model_dir)
         if card.get("config_hash") == config_hash and card.get("steps_done") == steps:
             LOGGER.info("model %s is already trained with these settings (use --force to "
                         "retrain)", model_dir)
             return card
-        if not cfg.resume:
+        if not tr.resume:
             ckpt.check_compatible(card, {"config_hash": config_hash}, model_dir)
-    if (model_dir / ckpt.STATE_DIR).exists() and not (cfg.resume or cfg.force):
+    if (model_dir / ckpt.STATE_DIR).exists() and not (tr.resume or ex.force):
         raise UsageError("an unfinished training exists in this model folder", model_dir,
                          "continue it with --resume, or start over with --force")
-    if cfg.force and not cfg.resume and dist.main:
-        import shutil
-
+    if ex.force and not tr.resume and dist.main:
         shutil.rmtree(model_dir, ignore_errors=True)
     model_dir.mkdir(parents=True, exist_ok=True)
     LOGGER.info("training %s (%s preset) on %d MRI and %d PET slices from %d controls "
                 "(%d held out for validation); %d steps of %d slices per domain",
-                cfg.model, cfg.preset, len(sets["mri"]), len(sets["pet"]), len(train), len(val),
+                kind, tr.preset, len(sets["mri"]), len(sets["pet"]), len(train), len(val),
                 steps, batch)
-    torch.set_num_threads(max(1, cfg.omp_nthreads))  # --omp-nthreads: threads of the trainer
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, hp, 2 * k + 1)
-    card = {"model": cfg.model, "preset": cfg.preset, "name": name,
+    torch.set_num_threads(max(1, ex.omp_nthreads))  # --omp-nthreads: threads of the trainer
+    torch.manual_seed(ex.seed)
+    model = build_model(kind, hp, 2 * k + 1)
+    card = {"model": kind, "preset": tr.preset, "name": name,
             "hparams": card_hparams({key: v for key, v in hp.items()
                                      if key not in ("steps", "batch_size")}),
             "context_slices": k, "scaling": SCALING,
             "config_hash": config_hash, "config": config, "data_hash": data_hash,
             "training_subjects": {
-                "mri": [v["key"] for v in train],
-                "pet": [v["key"] for v in train if v["pet"] is not None],
-                "validation": [v["key"] for v in val]},
+                "mri": [v.key for v in train],
+                "pet": [v.key for v in paired],
+                "validation": [v.key for v in val]},
             "n_slices": {"mri": len(sets["mri"]), "pet": len(sets["pet"])},
             "template": "MNI152NLin2009aSym", "created_by": f"pseudopet {__version__}",
-            "references": ["Zhu et al. ICCV 2017 (CycleGAN)",
-                           "Ozbey et al. IEEE TMI 2023 (SynDiff)"]}
-    settings = TrainSettings(steps=steps, batch_size=batch, accumulate=cfg.accumulate,
-                             device=cfg.device, checkpoint_every=cfg.checkpoint_every,
-                             checkpoint_minutes=cfg.checkpoint_minutes,
-                             val_every=cfg.val_every, seed=cfg.seed, resume=cfg.resume)
-    sampler = UnpairedSampler(sets, batch, cfg.seed, dist.rank, dist.world_size)
+            "references": list(model_spec(kind).references)}
+    settings = TrainSettings(steps=steps, batch_size=batch, accumulate=tr.accumulate,
+                             device=ex.device, checkpoint_every=tr.checkpoint_every,
+                             checkpoint_minutes=tr.checkpoint_minutes,
+                             val_every=tr.val_every, seed=ex.seed, resume=tr.resume)
+    sampler = UnpairedSampler(sets, batch, ex.seed, dist.rank, dist.world_size)
     trainer = Trainer(model, sampler, settings, model_dir, card,
-                      make_validator(val, k, cfg.seed), dist=dist)
+                      make_validator(val, k, ex.seed), dist=dist)
     card = trainer.fit()
     LOGGER.info("model written to %s (%d steps in %.0f s)", model_dir, trainer.step,
                 trainer.elapsed)

@@ -3,7 +3,7 @@
 Names carry their owner so that a cleanup never removes a concurrent job's live temporary:
 
 * ``.<name>.pp-<host>-<pid>-<random>.tmp``: the file of an atomic write
-  (:func:`pseudopet_bids.bids.derivatives.atomic_write_bytes`);
+  (:func:`pseudopet_bids.io.files.atomic_write_bytes`);
 * ``.staging-<key>.pp-<host>-<pid>``: a participant run's outputs before they are renamed
   into place;
 * ``.tmp.pp-<host>-<pid>``: a process's private temporary folder in ``WORK/tmp``

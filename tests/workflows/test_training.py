@@ -1,4 +1,4 @@
-"""Group-level training helpers: the paired validation split and its metrics."""
+"""Group-level training workflow helpers: the paired validation split and its metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 from pseudopet_bids.errors import UsageError
 from pseudopet_bids.models.presets import preset
 from pseudopet_bids.models.registry import build_model
-from pseudopet_bids.train.workflow import make_validator, paired_metrics, split_validation
+from pseudopet_bids.workflows.training import (ControlVolumes, make_validator, paired_metrics,
+                                                split_validation)
 
 # --------------------------------------------------------------------------- metrics
 
@@ -54,9 +55,10 @@ def test_mae_and_psnr_look_at_the_brain_only(rng):
 # --------------------------------------------------------------------------- split
 
 
-def _volumes(n_paired: int, n_t1_only: int = 2) -> list[dict]:
-    vols = [{"key": f"sub-p{i}", "pet": np.zeros(1)} for i in range(n_paired)]
-    vols += [{"key": f"sub-t{i}", "pet": None} for i in range(n_t1_only)]
+def _volumes(n_paired: int, n_t1_only: int = 2) -> list[ControlVolumes]:
+    empty = np.zeros(1)
+    vols = [ControlVolumes(f"sub-p{i}", "", empty, empty, np.zeros(1)) for i in range(n_paired)]
+    vols += [ControlVolumes(f"sub-t{i}", "", empty, empty, None) for i in range(n_t1_only)]
     return vols[::2] + vols[1::2]                 # interleave the two kinds
 
 
@@ -72,16 +74,16 @@ def test_split_is_deterministic_and_disjoint():
     vols = _volumes(8)
     train, val = split_validation(vols, 3, seed=5)
     again = split_validation(vols, 3, seed=5)
-    assert [v["key"] for v in val] == [v["key"] for v in again[1]]
-    assert [v["key"] for v in train] == [v["key"] for v in again[0]]
-    assert len(val) == 3 and all(v["pet"] is not None for v in val)
-    keys = [v["key"] for v in train] + [v["key"] for v in val]
-    assert sorted(keys) == sorted(v["key"] for v in vols)
+    assert [v.key for v in val] == [v.key for v in again[1]]
+    assert [v.key for v in train] == [v.key for v in again[0]]
+    assert len(val) == 3 and all(v.pet is not None for v in val)
+    keys = [v.key for v in train] + [v.key for v in val]
+    assert sorted(keys) == sorted(v.key for v in vols)
     # T1w-only controls always train; the input order is kept
-    assert all(v in train for v in vols if v["pet"] is None)
-    assert [v["key"] for v in train] == [v["key"] for v in vols if v in train]
+    assert all(v in train for v in vols if v.pet is None)
+    assert [v.key for v in train] == [v.key for v in vols if v in train]
     # the seed picks the controls
-    picks = {tuple(v["key"] for v in split_validation(vols, 3, seed=s)[1]) for s in range(8)}
+    picks = {tuple(v.key for v in split_validation(vols, 3, seed=s)[1]) for s in range(8)}
     assert len(picks) > 1
 
 
@@ -91,7 +93,7 @@ def test_too_many_validation_controls_are_refused():
     with pytest.raises(UsageError):
         split_validation(_volumes(0), 1, 0)
     train, val = split_validation(_volumes(3), 2, 0)       # one paired control must remain
-    assert len(val) == 2 and sum(v["pet"] is not None for v in train) == 1
+    assert len(val) == 2 and sum(v.pet is not None for v in train) == 1
     assert split_validation(_volumes(3), 0, 0)[1] == []
 
 
@@ -103,9 +105,9 @@ def test_validator_scores_the_held_out_controls(rng):
     shape = (32, 40, 8)
     mask = np.zeros(shape, bool)
     mask[6:26, 8:32, 2:6] = True
-    val = [{"key": f"sub-{i}", "mask": mask,
-            "mri": np.where(mask, rng.uniform(-1, 1, shape), -1).astype(np.float32),
-            "pet": np.where(mask, rng.uniform(-1, 1, shape), -1).astype(np.float32)}
+    val = [ControlVolumes(f"sub-{i}", "",
+                          np.where(mask, rng.uniform(-1, 1, shape), -1).astype(np.float32), mask,
+                          np.where(mask, rng.uniform(-1, 1, shape), -1).astype(np.float32))
            for i in range(2)]
     torch.manual_seed(0)
     model = build_model("cyclegan", preset("cyclegan", "tiny"), 3).eval()

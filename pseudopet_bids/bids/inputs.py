@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -51,14 +52,14 @@ class Provided:
 
 @dataclass
 class UnitImages:
-    """The images one unit runs on."""
+    """The images one unit runs on, what ``--derivatives`` provided, and their files."""
 
     t1: nib.Nifti1Image
-    pet: nib.Nifti1Image | None
-    frame_info: dict
-    provided: Provided
-    t1_path: Path
-    pet_path: Path | None
+    pet: nib.Nifti1Image | None = None
+    frame_info: dict[str, Any] = field(default_factory=dict)
+    provided: Provided = field(default_factory=Provided)
+    t1_path: Path | None = None
+    pet_path: Path | None = None
 
 
 def _on_grid(img: nib.Nifti1Image, ref: nib.Nifti1Image, path: Path, kind: str) -> None:

@@ -1,0 +1,318 @@
+"""Participant level: intake → preprocessing → pseudo-normal PET → Z-map → clusters → outputs.
+
+This module is the flow only: each step is a function of its own package (``bids``, ``preproc``,
+``synthesis``, ``detect``), the derivatives are declared in :mod:`.outputs`, and the reports
+come from :mod:`pseudopet_bids.reports`.
+
+Outputs of one (subject, session) are first written to a hidden staging folder inside the
+output folder, then renamed into place, and the per-subject config (``logs/<key>_config.toml``)
+is written last: its presence with a matching output hash marks the subject as finished (an
+earlier record is removed before the first final file is replaced). A failed or killed run
+therefore never leaves a finished-looking set of derivatives; its staging folder and temporary
+files are removed by the next run (``io/temporaries.py``), and its preprocessing, when it
+got that far, is reused from the work folder (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pseudopet_bids.bids import derivatives as der
+from pseudopet_bids.bids.discovery import SubjectInputs, discover, load_filters, preflight_table
+from pseudopet_bids.bids.inputs import load_inputs
+from pseudopet_bids.bids.participants import Participant, read_participants
+from pseudopet_bids.config import RunConfig
+from pseudopet_bids.detect.clusters import find_clusters
+from pseudopet_bids.detect.regions import cluster_table
+from pseudopet_bids.detect.rules import (DetectionRule, RuleInputs, RuleReference,
+                                         analysis_label, get_rule)
+from pseudopet_bids.detect.search import detection_mask
+from pseudopet_bids.detect.zmap import difference_map
+from pseudopet_bids.device import resolve_device, set_threads
+from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, InputError,
+                                   PseudopetError)
+from pseudopet_bids.io.files import atomic_write_text
+from pseudopet_bids.io.temporaries import clean_folders, private_tempdir, staging_name
+from pseudopet_bids.models.registry import model_spec
+from pseudopet_bids.preproc.normalize import normalize_pet
+from pseudopet_bids.preproc.pipeline import preprocess_cached
+from pseudopet_bids.progress import SubjectStatus, participant_stages, timed
+from pseudopet_bids.reports.citation import (cards_in_output, write_citation,
+                                             z_references_in_output)
+from pseudopet_bids.reports.subject import write_subject_report
+from pseudopet_bids.reports.subject_figures import write_subject_figures
+from pseudopet_bids.synthesis.apply import load_trained, synthesize_subject
+from pseudopet_bids.synthesis.select import ModelChoice, choose_model
+from pseudopet_bids.workflows import outputs
+
+LOGGER = logging.getLogger(__name__)
+#: Peak memory of one participant with the tissue model, rounded up (docs/performance.md).
+GB_PER_PARTICIPANT = 3.0
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What a participant-level run computes for every unit: the synthesis model, the
+    detection rule and its reference, and the label of their outputs."""
+
+    model: ModelChoice
+    rule: DetectionRule
+    reference: RuleReference | None
+    label: str
+
+
+def resolve_analysis(cfg: RunConfig) -> tuple[RunConfig, Analysis]:
+    """Choose the model and the detection rule of a run and load what the rule needs.
+
+    Returns the config with the identities of what makes the outputs filled in (the trained
+    weights' and the rule reference's sha256: part of the output hash) and the analysis.
+
+    Raises
+    ------
+    UsageError
+        The model or the rule's reference is missing or does not match (exit 64).
+    """
+    model = choose_model(Path(cfg.input.output_dir), cfg.synthesis.model)
+    rule = get_rule(cfg.detection.z_reference)
+    if model.trained:  # the weights are part of what made the outputs
+        cfg = cfg.replace(model_sha256=model.sha256)
+    reference = None
+    if rule.prepare is not None:
+        reference = rule.prepare(Path(cfg.input.output_dir), model.label, model.sha256,
+                                 cfg.synthesis.model)
+        cfg = cfg.replace(normative_sha256=reference.sha256)
+    return cfg, Analysis(model, rule, reference, analysis_label(model.label, rule.name))
+
+
+# --------------------------------------------------------------------------- the run
+def run_participant_level(cfg: RunConfig, prepare_output: Callable[[RunConfig], None]) -> int:
+    """Discover, print the pre-flight table, process each runnable unit.
+
+    ``prepare_output`` creates the output and work folders (exit 73): it is called once every
+    input is known to be usable, so a refused run leaves nothing behind.
+    """
+    bids = Path(cfg.input.bids_dir)
+    participants = read_participants(bids)
+    inp = cfg.input
+    units = discover(bids, inp.participant_label or None, inp.session_label or None,
+                     load_filters(Path(inp.bids_filter_file) if inp.bids_filter_file else None),
+                     Path(inp.bids_database_dir) if inp.bids_database_dir else None,
+                     inp.allow_any_tracer, {k: Path(v) for k, v in inp.derivatives.items()})
+    LOGGER.info("pre-flight:\n%s", preflight_table(units))
+    runnable = [u for u in units if u.runnable]
+    if not runnable:
+        raise InputError("no participant has the inputs it needs (see the pre-flight table)",
+                         bids, "each participant needs a T1w and an FDG PET image")
+    _, analysis = resolve_analysis(cfg)  # fail before any work when the model is missing
+    if analysis.model.trained:
+        assert analysis.model.folder is not None
+        resolve_device(cfg.execution.device)  # --device cuda without a GPU: usage error now
+        # the whole model folder is checked (card, weights sha256, architecture) before any
+        # output exists: a broken model is one clear error (66), not one failure per subject
+        card = load_trained(analysis.model.folder, torch.device("cpu")).card
+        LOGGER.info("model: %s (%s, %s preset, %s steps)", analysis.model.folder,
+                    card["model"], card["preset"], card.get("steps_done"))
+    prepare_output(cfg)
+    der.init_output(Path(inp.output_dir), bids, inp.derivatives)
+    t0 = time.monotonic()
+    nprocs = cfg.execution.nprocs
+    mem_gb = cfg.execution.mem_gb
+    if mem_gb and nprocs > 1:
+        fit = max(1, int(mem_gb // GB_PER_PARTICIPANT))
+        if fit < nprocs:
+            LOGGER.warning("--mem %.1f GB fits %d participant(s) at a time (about %.0f GB each): "
+                           "using --nprocs %d", mem_gb, fit, GB_PER_PARTICIPANT, fit)
+            nprocs = fit
+    if nprocs > 1 and len(runnable) > 1:
+        with ProcessPoolExecutor(max_workers=nprocs) as pool:
+            results = list(pool.map(run_unit, runnable, [cfg] * len(runnable),
+                                    [participants] * len(runnable)))
+    else:
+        results = [run_unit(u, cfg, participants) for u in runnable]
+    failed = [(key, err) for key, err in results if err]
+    LOGGER.info("participant level done in %.0f s: %d ok, %d failed, %d skipped",
+                time.monotonic() - t0, len(results) - len(failed), len(failed),
+                len(units) - len(runnable))
+    for key, err in failed:
+        LOGGER.error("  %s: %s", key, err)
+    return EXIT_PARTICIPANT_FAILED if failed else EXIT_OK
+
+
+def run_unit(unit: SubjectInputs, cfg: RunConfig, participants: dict[str, Participant]
+             ) -> tuple[str, str | None]:
+    """Run one unit and report ``(key, error or None)``: one unit's failure never stops the
+    others; unexpected errors keep their traceback in the log file."""
+    try:
+        run_participant(unit, cfg, participants.get(unit.subject))
+        return unit.key, None
+    except PseudopetError as exc:
+        LOGGER.error("%s failed: %s", unit.key, exc)
+        return unit.key, str(exc)
+    except Exception as exc:  # noqa: BLE001 - keep other participants running
+        LOGGER.debug("%s traceback", unit.key, exc_info=True)
+        LOGGER.error("%s failed with an unexpected error: %s: %s (see the log file in "
+                     "OUTPUT_DIR/logs; please report it)", unit.key, type(exc).__name__, exc)
+        return unit.key, f"{type(exc).__name__}: {exc}"
+
+
+def clean_stale(out: Path, work_dir: Path, paths: der.SubjectPaths, key: str) -> list[Path]:
+    """Remove what killed runs of this subject left: staging folders and temporary files in
+    the output folder, ``logs/``, the subject's folder, its work folder and ``WORK/tmp``
+    (never a concurrent job's live ones: :mod:`pseudopet_bids.io.temporaries`)."""
+    work = Path(work_dir)
+    return clean_folders(((out, False), (out / "logs", False), (out / f"sub-{paths.subject}", True),
+                          (work / key, True), (work / "tmp", False)), key)
+
+
+def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participant | None
+                    ) -> None:
+    """Process one (subject, session) and write its derivatives (see module docstring).
+
+    Its progress is kept in ``logs/<key>_status.json`` (:class:`SubjectStatus`).
+    """
+    out = Path(cfg.input.output_dir)
+    final = der.SubjectPaths(out, unit.subject, unit.session, unit.pet)
+    cfg, analysis = resolve_analysis(cfg)
+    model_lbl = analysis.model.label
+    clean_stale(out, Path(cfg.execution.work_dir), final, unit.key)
+    done, why = outputs.is_finished(final, cfg, model_lbl, analysis.label)
+    status = SubjectStatus(final.status, unit.subject, unit.session,
+                           participant_stages(analysis.model.architecture))
+    if done and not cfg.execution.force:
+        LOGGER.info("%s: %s skipped, %s (use --force to redo)", unit.key, analysis.label, why)
+        if _report_outdated(out, unit.subject, final.config(analysis.label)):
+            # the run that finished the analysis was killed while writing its report
+            write_reports(out, cfg, unit.subject, participant)
+        status.skipped(why)
+        return
+    if final.config(analysis.label).exists():
+        LOGGER.info("%s: redoing, %s", unit.key, "--force given" if done else why)
+    try:
+        # WORK/tmp is shared by the participants of a run: a folder of this process's own lets
+        # a later run tell what a killed one left there (temporaries.py)
+        with private_tempdir(Path(cfg.execution.work_dir) / "tmp"):
+            _process(unit, cfg, participant, status, analysis)
+    except BaseException as exc:
+        status.fail(exc)
+        raise
+    status.done()
+
+
+def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | None,
+             status: SubjectStatus, analysis: Analysis) -> None:
+    """The work of :func:`run_participant` once it is known to be needed."""
+    out = Path(cfg.input.output_dir)
+    final = der.SubjectPaths(out, unit.subject, unit.session, unit.pet)
+    ex = cfg.execution
+    set_threads(ex.omp_nthreads)
+    t_start = time.monotonic()
+    timings: dict[str, float] = {}
+    with timed(timings, "image intake", unit.key, status):
+        images = load_inputs(unit)
+    for note in unit.notes:
+        LOGGER.info("%s: %s", unit.key, note)
+    pre = preprocess_cached(images, Path(ex.work_dir) / unit.key, cfg.preproc, ex.seed,
+                            ex.omp_nthreads, unit.key, status=status)
+    timings.update(pre.timings)
+    search = detection_mask(pre, cfg.detection)
+    model = analysis.model
+    with timed(timings, f"pseudo-normal PET ({model.architecture})", unit.key, status):
+        assert pre.pet is not None  # a runnable unit has a PET
+        reference = search if cfg.synthesis.normalization == "gm-median" else pre.mask
+        pet_norm, scale, norm_info = normalize_pet(pre.pet, reference,
+                                                   method=cfg.synthesis.normalization)
+        pseudo_sd = None
+        n_samples = 1
+        if not model.trained:
+            # a non-learned model, fitted to the subject's own PET (models/registry.py)
+            spec = model_spec(model.architecture)
+            predictor = spec.loader()(**spec.options(cfg.synthesis))
+            pseudo_norm, model_info = predictor.predict(pet_norm, pre.tissues, pre.mask,
+                                                        pre.voxel_sizes, aal_labels=pre.aal)
+        else:
+            assert model.folder is not None
+            device = resolve_device(ex.device)
+            trained = load_trained(model.folder, device)
+            LOGGER.info("%s: model %s (%s, %s preset) on %s", unit.key, model.folder,
+                        trained.name, trained.card.get("preset"), device)
+            pseudo_norm, pseudo_sd, model_info = synthesize_subject(
+                trained, pre, search, device, cfg.synthesis.n_samples, ex.seed, status,
+                unit.key)
+            if pseudo_sd is not None:
+                n_samples = cfg.synthesis.n_samples
+    det = cfg.detection
+    with timed(timings, "detection", unit.key, status):
+        diff = difference_map(pet_norm, pseudo_norm)
+        z, z_info = analysis.rule.score(RuleInputs(
+            diff=diff, search=search, gm_prob=pre.tissues["GM"], brain=pre.mask,
+            gm_threshold=det.gm_threshold, registration=pre.registration, key=unit.key,
+            reference=analysis.reference))
+        labels, clusters = find_clusters(z, search, float(np.prod(pre.voxel_sizes)),
+                                         threshold=det.z_threshold,
+                                         min_volume_mm3=det.cluster_min_volume,
+                                         connectivity=det.connectivity)
+        table = cluster_table(z, labels, clusters, pre.lobes, pre.affine,
+                              pre.registration.points_to_template)
+    LOGGER.info("%s: %d cluster(s) >= %.0f mm3 at Z < -%.2f%s", unit.key, len(clusters),
+                det.cluster_min_volume, det.z_threshold,
+                "".join(f"\n    {r.region}: {r.volume_mm3:.0f} mm3, peak Z {r.peak_z:.2f}"
+                        for r in table.itertuples()))
+    result = outputs.SubjectResult(
+        images=images, pre=pre, pet=pet_norm * scale, pseudo=pseudo_norm * scale,
+        pseudo_sd=None if pseudo_sd is None else pseudo_sd * scale, scale=scale,
+        norm_info=norm_info, model_name=model.architecture, model_sha256=model.sha256,
+        model_info=model_info, n_samples=n_samples, z=z, z_info=z_info, labels=labels,
+        table=table)
+    staging = out / staging_name(unit.key)
+    try:
+        with timed(timings, "writing derivatives", unit.key, status):
+            spaths = der.SubjectPaths(staging, unit.subject, unit.session, unit.pet)
+            outputs.write_derivatives(
+                outputs.subject_derivatives(spaths, result, cfg, unit, model.label,
+                                            analysis.label),
+                pre.affine, threads=ex.omp_nthreads)
+            write_subject_figures(spaths, pre, result.pet, result.pseudo, result.pseudo_sd, z,
+                                  labels, model.label, analysis.label, det.z_threshold)
+            # the record of an earlier run goes first: killed while the final files are being
+            # replaced, the analysis must not look finished with a mix of old and new files
+            final.config(analysis.label).unlink(missing_ok=True)
+            outputs.commit(staging, out)
+        timings["total"] = round(time.monotonic() - t_start, 2)
+        atomic_write_text(final.config(analysis.label), outputs.analysis_record(cfg, timings))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    with timed(timings, "reports", unit.key, status):
+        write_reports(out, cfg, unit.subject, participant)
+    LOGGER.info("%s: finished in %.0f s", unit.key, timings["total"])
+
+
+def write_reports(out: Path, cfg: RunConfig, subject: str, participant: Participant | None
+                  ) -> None:
+    """The subject's HTML report and the folder's citation boilerplate, both rebuilt from what
+    is on disk (so they cover every model and session) and written atomically.
+
+    A failure here is logged and does not fail the subject: its derivatives are complete.
+    """
+    try:
+        write_citation(out, cfg, cards_in_output(out), z_references_in_output(out))
+        page = write_subject_report(out, subject, participant)
+        LOGGER.info("sub-%s: report %s", subject, page)
+    except Exception as exc:  # noqa: BLE001 - reports must not undo a finished analysis
+        LOGGER.debug("report traceback", exc_info=True)
+        LOGGER.error("sub-%s: report or citation not written: %s: %s", subject,
+                     type(exc).__name__, exc)
+
+
+def _report_outdated(out: Path, subject: str, record: Path) -> bool:
+    """The subject's page is missing or older than an analysis record (written before it)."""
+    page = out / f"sub-{subject}.html"
+    return not page.exists() or page.stat().st_mtime_ns < record.stat().st_mtime_ns
