@@ -192,7 +192,7 @@ class Run:
 
 def probe(record: dict[str, Any]) -> Callable:
     """A stand-in for ``participant.run_participant``: real intake, then stop (module doc)."""
-    from pseudopet_bids import participant
+    from pseudopet_bids.workflows import participant
 
     real = participant.run_participant
 
