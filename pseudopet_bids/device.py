@@ -18,7 +18,8 @@ def flush_denormals() -> None:
     slower; flushing them changes nothing measurable. numpy's float limits are computed first:
     computed afterwards they warn that the smallest subnormal is zero.
     """
-    for dtype in (np.float16, np.float32, np.float64):
+    dtypes: tuple[type[np.floating], ...] = (np.float16, np.float32, np.float64)
+    for dtype in dtypes:
         np.finfo(dtype).smallest_subnormal
     torch.set_flush_denormal(True)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -157,6 +158,11 @@ def templateflow_files(name: str = TEMPLATE_NAME) -> tuple[dict[str, Path] | Non
 
 
 @functools.lru_cache(maxsize=4)
+def _load(path: str | Path) -> nib.Nifti1Image:
+    """A NIfTI file of the template or atlas (``nibabel.load`` is typed as any image)."""
+    return cast(nib.Nifti1Image, nib.load(path))
+
+
 def _template_arrays(source: str = "auto") -> tuple[np.ndarray, dict[str, np.ndarray], str]:
     from scipy import ndimage
 
@@ -171,12 +177,12 @@ def _template_arrays(source: str = "auto") -> tuple[np.ndarray, dict[str, np.nda
                 "TemplateFlow template %s unreadable (%s: %s): using the packaged copy",
                 files["T1w"].parent, type(exc).__name__, exc)
     stem = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
-    t1 = nib.load(_nilearn_data(stem.format("t1")))
+    t1 = _load(_nilearn_data(stem.format("t1")))
     affine = t1.affine.copy()
     maps = {
         "T1w": np.asarray(t1.dataobj, dtype=np.float32) / 255.0,
-        "GM": np.asarray(nib.load(_nilearn_data(stem.format("gm"))).dataobj, dtype=np.float32) / 255.0,
-        "WM": np.asarray(nib.load(_nilearn_data(stem.format("wm"))).dataobj, dtype=np.float32) / 255.0,
+        "GM": np.asarray(_load(_nilearn_data(stem.format("gm"))).dataobj, dtype=np.float32) / 255.0,
+        "WM": np.asarray(_load(_nilearn_data(stem.format("wm"))).dataobj, dtype=np.float32) / 255.0,
     }
     mask = ndimage.binary_closing(maps["T1w"] > 0.02, iterations=2)
     mask = ndimage.binary_fill_holes(mask | (maps["GM"] + maps["WM"] > 0.1))
@@ -192,7 +198,7 @@ def _template_arrays(source: str = "auto") -> tuple[np.ndarray, dict[str, np.nda
 def _templateflow_arrays(files: dict[str, Path]) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
     """TemplateFlow's images as the packaged ones are shaped: a skull-stripped T1w in [0, 1]
     (the brain mask applied, scaled by its 99.9th percentile), binary mask, probabilities."""
-    imgs = {k: nib.load(str(p)) for k, p in files.items()}
+    imgs = {k: _load(str(p)) for k, p in files.items()}
     affine = imgs["T1w"].affine.copy()
     for kind, img in imgs.items():
         if img.shape[:3] != imgs["T1w"].shape[:3] or not np.allclose(img.affine, affine,
@@ -240,7 +246,7 @@ def load_template(kind: str = "T1w", source: str = "auto") -> nib.Nifti1Image:
 def _atlas_arrays(source: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     from nilearn.image import resample_to_img
 
-    aal = nib.load(_aal_dir() / "AAL.nii")
+    aal = _load(_aal_dir() / "AAL.nii")
     aal = nib.Nifti1Image(np.asarray(aal.dataobj, dtype=np.int16), aal.affine)
     ref = load_template("mask", source)
     on_grid = resample_to_img(aal, ref, interpolation="nearest", force_resample=True,

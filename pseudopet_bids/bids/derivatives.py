@@ -217,7 +217,7 @@ def dataset_description(bids_dir: Path, container: str | None = None,
     ``derivatives`` (``-d`` name → root) become ``DatasetLinks`` so that the sidecars'
     ``bids:<name>:…`` URIs of reused files resolve, and ``SourceDatasets``.
     """
-    generated = {"Name": "pseudopet", "Version": __version__,
+    generated: dict[str, Any] = {"Name": "pseudopet", "Version": __version__,
                  "Description": "Pseudo-normal FDG PET from T1w MRI and hypometabolism Z-maps",
                  "CodeURL": "https://github.com/pseudopet/pseudopet"}
     if container:

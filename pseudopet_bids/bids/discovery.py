@@ -30,11 +30,12 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pseudopet_bids.bids.derivatives import subject_key
 
 import nibabel as nib
+from nibabel.spatialimages import SpatialImage
 
 from pseudopet_bids.bids.entities import parse_entities
 from pseudopet_bids.bids.reuse import Reused, build_layouts, find_reused
@@ -241,7 +242,8 @@ def _header_shape(path: Path, root: Path | None = None
     if known is not None:
         return None, f"{name} {known[0]} -> {known[1]}"
     try:
-        return tuple(nib.load(str(path)).header.get_data_shape()), None
+        img = cast(SpatialImage, nib.load(str(path)))  # nibabel types load() as any image
+        return tuple(img.header.get_data_shape()), None
     except Exception as exc:
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
         return None, (f"{name} is not a readable NIfTI ({reason}) -> "
@@ -428,6 +430,7 @@ def _discover_unit(layout, subject: str, session: str | None, filters: dict,
 def _check_pet_meta(unit: SubjectInputs, root: Path) -> None:
     """Notes and warnings about PET metadata that do not stop the run (module docstring)."""
     meta, pet = unit.pet_meta, unit.pet
+    assert pet is not None  # called for a unit with a PET
     sidecar = _rel(pet.with_name(pet.name.split(".nii")[0] + ".json"), root)
 
     def warn(problem: str, fix: str) -> None:

@@ -118,6 +118,7 @@ def load_inputs(unit: SubjectInputs, with_pet: bool = True) -> UnitImages:
                 np.clip(np.asarray(img.dataobj, dtype=np.float32), 0.0, 1.0), t1.affine)
     if unit.reused.xfm:
         provided.xfm = (files["xfm_forward"], files["xfm_inverse"])
+    frame_info: dict[str, Any]
     pet, frame_info, pet_path = None, {}, None
     if with_pet and unit.pet is not None:
         if "pet" in files:

@@ -35,12 +35,17 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
 
 from pseudopet_bids.bids.entities import parse_entities
 from pseudopet_bids.errors import InputError
+
+if TYPE_CHECKING:  # pybids has no type information: Any to mypy
+    from bids import BIDSLayout
 
 LOGGER = logging.getLogger(__name__)
 TEMPLATE = "MNI152NLin2009aSym"
@@ -148,7 +153,7 @@ class Reused:
         return dict(sorted(self.uris.items()))
 
 
-def build_layouts(datasets: dict[str, Path]) -> dict[str, object]:
+def build_layouts(datasets: dict[str, Path]) -> dict[str, BIDSLayout]:
     """One pybids layout per derivative dataset (derivatives config: ``space``, ``desc``,
     ``label``, ``from``/``to``/``mode`` entities)."""
     from bids import BIDSLayout
@@ -181,7 +186,7 @@ def _pick(layout, subject: str, session: str | None, **query) -> tuple[Path | No
 
 
 def _grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
-    img = nib.load(str(path))
+    img = cast(SpatialImage, nib.load(str(path)))  # nibabel types load() as any file image
     return tuple(int(n) for n in img.shape[:3]), np.asarray(img.affine, dtype=np.float64)
 
 
@@ -190,7 +195,7 @@ def _same_grid(a: Path, b: Path) -> bool:
     return shape_a == shape_b and np.allclose(aff_a, aff_b, atol=1e-3)
 
 
-def find_reused(layouts: dict[str, object], datasets: dict[str, Path], subject: str,
+def find_reused(layouts: dict[str, BIDSLayout], datasets: dict[str, Path], subject: str,
                 session: str | None, raw_t1w: Path | None, raw_pet: Path | None) -> Reused:
     """What the derivative datasets provide for one (subject, session); see module docstring.
 
@@ -267,7 +272,7 @@ def _check_grids(reused: Reused, raw_t1w: Path | None) -> str | None:
                 return f"{path.name} is a broken link (content not present)"
             continue
         try:
-            nib.load(str(path)).header.get_data_shape()
+            cast(SpatialImage, nib.load(str(path))).header.get_data_shape()
         except Exception as exc:  # nibabel raises many types for non-NIfTI content
             return f"derivative {path.name} is not a readable NIfTI ({type(exc).__name__})"
     reference = reused.files.get("t1w", raw_t1w)

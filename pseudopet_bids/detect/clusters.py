@@ -11,6 +11,7 @@ position of the cluster's first voxel in C (row-major) order, so the numbering i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -45,7 +46,7 @@ class Cluster:
     peak_z: float
     mean_z: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain-Python dictionary (JSON-serialisable)."""
         return asdict(self)
 
@@ -126,11 +127,12 @@ def find_clusters(z: np.ndarray, gm_mask: np.ndarray, voxel_volume_mm3: float,
     for k, start in enumerate(starts, start=1):
         pos = by[start]
         count = int(sizes[order[k - 1]])
+        i, j, kk = (int(n) for n in np.unravel_index(flat_idx[pos], z.shape))  # z is 3D
         clusters.append(Cluster(
             id=k,
             n_voxels=count,
             volume_mm3=count * float(voxel_volume_mm3),
-            peak_index=tuple(int(i) for i in np.unravel_index(flat_idx[pos], z.shape)),
+            peak_index=(i, j, kk),
             peak_z=float(zvals[pos]),
             mean_z=float(sums[k] / count),
         ))

@@ -25,9 +25,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from pseudopet_bids.preproc.registration import Registration
 
 NORMATIVE_FILE = "normative.safetensors"
 NORMATIVE_CARD = "normative.json"
@@ -162,10 +166,8 @@ def normative_z(residual: np.ndarray, valid: np.ndarray, mean: np.ndarray, sd: n
     return z
 
 
-def grid_reference():
+def grid_reference() -> nib.Nifti1Image:
     """Empty image on the 2 mm template grid of the normative sums (RAS)."""
-    import nibabel as nib
-
     from pseudopet_bids import resources
 
     ref = resources.load_template("mask")
@@ -176,29 +178,29 @@ def grid_reference():
     return nib.Nifti1Image(np.zeros(shape, np.float32), affine)
 
 
-def residual_to_template(residual: np.ndarray, gm: np.ndarray, registration
+def residual_to_template(residual: np.ndarray, gm: np.ndarray, registration: Registration
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Resample a centred residual (defined in ``gm``) to :func:`grid_reference`.
 
     Normalised interpolation: ``warp(residual * gm) / warp(gm)`` where at least half of the
     interpolated neighbourhood is grey matter, so non-GM values never leak into the sums.
-    ``registration`` is a :class:`~pseudopet_bids.preproc.template_reg.TemplateRegistration`.
+    ``registration`` is e.g. a :class:`~pseudopet_bids.preproc.template_reg.TemplateRegistration`.
     """
-    import nibabel as nib
-
     gm = np.asarray(gm, dtype=bool)
     affine = registration.t1_affine
     ref = grid_reference()
-    num = registration.to_template(nib.Nifti1Image(np.where(gm, residual, 0.0)
-                                                   .astype(np.float32), affine), "linear", ref)
-    den = registration.to_template(nib.Nifti1Image(gm.astype(np.float32), affine), "linear", ref)
-    num, den = np.asarray(num.dataobj), np.asarray(den.dataobj)
+    num_img = registration.to_template(nib.Nifti1Image(np.where(gm, residual, 0.0)
+                                                       .astype(np.float32), affine), "linear", ref)
+    den_img = registration.to_template(nib.Nifti1Image(gm.astype(np.float32), affine), "linear",
+                                       ref)
+    num, den = np.asarray(num_img.dataobj), np.asarray(den_img.dataobj)
     valid = den >= 0.5
     return np.where(valid, num / np.maximum(den, 1e-6), 0.0).astype(np.float32), valid
 
 
-def zmap_against_controls(diff: np.ndarray, gm: np.ndarray, search: np.ndarray, registration,
-                          stats: NormativeStats, key: str) -> tuple[np.ndarray, dict]:
+def zmap_against_controls(diff: np.ndarray, gm: np.ndarray, search: np.ndarray,
+                          registration: Registration, stats: NormativeStats, key: str
+                          ) -> tuple[np.ndarray, dict[str, Any]]:
     """Normative Z-map of one subject on its T1w grid (see the module docstring).
 
     Parameters
@@ -220,8 +222,6 @@ def zmap_against_controls(diff: np.ndarray, gm: np.ndarray, search: np.ndarray, 
         The Z-map (0 outside ``search`` and where fewer than :data:`MIN_CONTROLS` controls
         cover the voxel) and a small dict for the sidecars.
     """
-    import nibabel as nib
-
     gm = np.asarray(gm, dtype=bool)
     residual = centred_residual(diff, gm)
     # scored on the template grid, where the controls' residuals were pooled: the resampling
@@ -244,7 +244,7 @@ def zmap_against_controls(diff: np.ndarray, gm: np.ndarray, search: np.ndarray, 
     return z, info
 
 
-def save(folder: Path, stats: NormativeStats, card: dict) -> dict:
+def save(folder: Path, stats: NormativeStats, card: dict[str, Any]) -> dict[str, Any]:
     """Write ``normative.safetensors`` then ``normative.json`` (with the file's sha256).
 
     The card is written last (atomically), so a folder with a card always has its sums.
@@ -266,7 +266,7 @@ def save(folder: Path, stats: NormativeStats, card: dict) -> dict:
     return card
 
 
-def load(folder: Path) -> tuple[NormativeStats, dict]:
+def load(folder: Path) -> tuple[NormativeStats, dict[str, Any]]:
     """Read a normative model written by :func:`save`, checking its sha256.
 
     Raises

@@ -27,7 +27,7 @@ import gzip
 import logging
 import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -147,7 +147,7 @@ def choose_affine(img: nib.Nifti1Image, path: Path) -> np.ndarray:
              for name, m, code in (("sform", sform, scode), ("qform", qform, qcode))
              if code and code > 0]
     problems = {name: _affine_problem(m, img.shape) for name, m in coded}
-    usable = [(name, m) for name, m in coded if problems[name] is None]
+    usable = [(name, m) for name, m in coded if m is not None and problems[name] is None]
     if not usable:
         text = "; ".join(f"the {name} is {problems[name]}" for name, _ in coded)
         raise ImageError(f"no usable header transform: {text}", path,
@@ -280,7 +280,7 @@ def load_image(path: str | Path, kind: str = "image", ndim: tuple[int, ...] = (3
 
 
 def combine_frames(img: nib.Nifti1Image, durations: Sequence[float] | None, path: str | Path
-                   ) -> tuple[nib.Nifti1Image, dict]:
+                   ) -> tuple[nib.Nifti1Image, dict[str, Any]]:
     """Collapse a 4D PET into one static image by a ``FrameDuration``-weighted mean.
 
     A frame's voxel value is an average activity concentration over the frame, so the
@@ -324,7 +324,7 @@ def combine_frames(img: nib.Nifti1Image, durations: Sequence[float] | None, path
 
 
 def load_static_pet(path: str | Path, durations: Sequence[float] | None
-                    ) -> tuple[nib.Nifti1Image, dict]:
+                    ) -> tuple[nib.Nifti1Image, dict[str, Any]]:
     """Read a 3D or 4D PET (:func:`load_image`) and make it static (:func:`combine_frames`)."""
     return combine_frames(load_image(path, "PET", ndim=(3, 4), require_positive=True),
                           durations, path)

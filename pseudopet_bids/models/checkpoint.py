@@ -277,7 +277,7 @@ def _add(tensors: dict[str, Tensor], path: str, tensor: Tensor) -> str:
 # --------------------------------------------------------------------------- training state
 
 
-def save_training_state(model_dir: Path, state: dict) -> None:
+def save_training_state(model_dir: Path, state: dict[str, Any]) -> None:
     """Write ``state/training_state.json`` and the tensor file it names; the JSON, written
     last, seals the pair.
 
@@ -311,7 +311,8 @@ def state_tensor_path(model_dir: Path) -> Path:
     return state_dir / name
 
 
-def load_training_state(model_dir: Path, device: str | torch.device = "cpu") -> dict:
+def load_training_state(model_dir: Path, device: str | torch.device = "cpu"
+                        ) -> dict[str, Any]:
     """Read the state written by :func:`save_training_state`, verifying its sha256."""
     state_dir = Path(model_dir) / STATE_DIR
     json_path = state_dir / STATE_JSON
@@ -345,7 +346,7 @@ def load_training_state(model_dir: Path, device: str | torch.device = "cpu") -> 
 # --------------------------------------------------------------------------- model card
 
 
-def write_card(model_dir: Path, card: dict) -> None:
+def write_card(model_dir: Path, card: dict[str, Any]) -> None:
     """Write ``model.json`` atomically (sorted keys, 2-space indent)."""
     missing = [key for key in CARD_REQUIRED if key not in card]
     if missing:  # a card read_card would refuse must never be written
@@ -353,7 +354,7 @@ def write_card(model_dir: Path, card: dict) -> None:
     write_json(Path(model_dir) / CARD, card)
 
 
-def read_card(model_dir: Path) -> dict:
+def read_card(model_dir: Path) -> dict[str, Any]:
     """Read and check ``model.json``; InputError when missing, invalid or incomplete."""
     path = Path(model_dir) / CARD
     if not path.is_file():
@@ -379,7 +380,7 @@ def read_card(model_dir: Path) -> dict:
     return card
 
 
-def check_compatible(card: dict, expected: dict, model_dir: Path) -> None:
+def check_compatible(card: dict[str, Any], expected: dict[str, Any], model_dir: Path) -> None:
     """UsageError listing every key of ``expected`` whose value differs in ``card``."""
     missing = object()
     diffs = [f"{key}: model has {card.get(key, '<missing>')!r}, requested {value!r}"
@@ -392,8 +393,8 @@ def check_compatible(card: dict, expected: dict, model_dir: Path) -> None:
                          "to retrain")
 
 
-def load_model_dir(model_dir: Path,
-                   device: str | torch.device = "cpu") -> tuple[dict, dict[str, Tensor]]:
+def load_model_dir(model_dir: Path, device: str | torch.device = "cpu"
+                   ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Model card and weights of a trained model, the weights verified against the card."""
     model_dir = Path(model_dir)
     card = read_card(model_dir)

@@ -38,7 +38,7 @@ class ModelGrid:
     shape: tuple[int, int, int]
     centre: tuple[float, float, float] = (0.0, -18.0, 8.0)
 
-    def affine(self):
+    def affine(self) -> np.ndarray:
         """4 × 4 voxel → template RAS mm matrix of the grid."""
         aff = np.diag([self.voxel_mm] * 3 + [1.0])
         half = (np.asarray(self.shape, dtype=float) - 1) / 2 * self.voxel_mm
@@ -51,8 +51,9 @@ class ModelGrid:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelGrid":
-        return cls(float(d["voxel_mm"]), tuple(int(v) for v in d["shape"]),
-                   tuple(float(v) for v in d["centre"]))
+        nx, ny, nz = (int(v) for v in d["shape"])
+        cx, cy, cz = (float(v) for v in d["centre"])
+        return cls(float(d["voxel_mm"]), (nx, ny, nz), (cx, cy, cz))
 
 
 GRIDS = {
@@ -82,7 +83,7 @@ def preset(model: str, name: str) -> dict[str, Any]:
 
 def card_hparams(hp: dict[str, Any]) -> dict[str, Any]:
     """JSON-able copy of a preset dict (grid expanded, tuples as lists)."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in hp.items():
         if isinstance(value, ModelGrid):
             out[key] = value.to_dict()

@@ -54,6 +54,14 @@ def vp_schedule(num_timesteps: int, beta_min: float, beta_max: float, eps: float
 class Diffusion(nn.Module):
     """Forward (q) and posterior coefficients of the schedule, as non-persistent buffers."""
 
+    a_s: torch.Tensor
+    sigmas: torch.Tensor
+    a_cum: torch.Tensor
+    sig_cum: torch.Tensor
+    post_c1: torch.Tensor
+    post_c2: torch.Tensor
+    post_logvar: torch.Tensor
+
     def __init__(self, num_timesteps: int, beta_min: float, beta_max: float):
         super().__init__()
         sigmas, a_s = vp_schedule(num_timesteps, beta_min, beta_max)

@@ -10,22 +10,27 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
+
+if TYPE_CHECKING:  # antspyx has no type information: these names read as Any to mypy
+    from ants import ANTsImage
 
 #: RAS <-> LPS flip (its own inverse), as a 4x4 homogeneous matrix.
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def _import_ants():
+def _import_ants() -> ModuleType:
     # antspyx is imported lazily: it is heavy (~1 s) and the CLI parser must stay light.
     import ants
 
     return ants
 
 
-def to_ants(img: nib.Nifti1Image, data: np.ndarray | None = None):
+def to_ants(img: nib.Nifti1Image, data: np.ndarray | None = None) -> ANTsImage:
     """Convert a 3D nibabel image (or ``data`` on its grid) to a float32 ``ants.ANTsImage``.
 
     A header with shear (non-orthogonal columns) is projected onto the nearest rotation, because
@@ -46,7 +51,7 @@ def to_ants(img: nib.Nifti1Image, data: np.ndarray | None = None):
                            spacing=tuple(map(float, zooms)), direction=direction)
 
 
-def ants_affine(aimg) -> np.ndarray:
+def ants_affine(aimg: ANTsImage) -> np.ndarray:
     """RAS voxel-to-world affine of an ``ANTsImage``."""
     direction = np.asarray(aimg.direction, dtype=np.float64)
     affine = np.eye(4)
@@ -55,14 +60,15 @@ def ants_affine(aimg) -> np.ndarray:
     return LPS @ affine
 
 
-def from_ants(aimg, dtype: type = np.float32) -> nib.Nifti1Image:
+def from_ants(aimg: ANTsImage, dtype: type = np.float32) -> nib.Nifti1Image:
     """Convert a 3D ``ANTsImage`` to a nibabel image (RAS affine, ``dtype`` data)."""
     out = nib.Nifti1Image(np.asarray(aimg.numpy(), dtype=dtype), ants_affine(aimg))
     out.header.set_xyzt_units("mm", "sec")
     return out
 
 
-def resample_to_spacing(aimg, spacing_mm: float, interpolation: str = "linear"):
+def resample_to_spacing(aimg: ANTsImage, spacing_mm: float, interpolation: str = "linear"
+                        ) -> ANTsImage:
     """Resample an ``ANTsImage`` onto an isotropic grid covering the same field of view."""
     ants = _import_ants()
     if np.allclose(aimg.spacing, spacing_mm):
@@ -114,8 +120,15 @@ def mask_box(mask: np.ndarray, affine: np.ndarray, margin_mm: float) -> tuple[sl
         raise ValueError("empty mask")
     zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     pad = np.ceil(margin_mm / zooms).astype(int)
-    return tuple(slice(max(0, int(i.min()) - int(p)), min(int(n), int(i.max()) + 1 + int(p)))
-                 for i, p, n in zip(idx, pad, mask.shape))
+    x, y, z = (slice(max(0, int(i.min()) - int(p)), min(int(n), int(i.max()) + 1 + int(p)))
+               for i, p, n in zip(idx, pad, mask.shape))
+    return x, y, z
+
+
+def grid_shape(img: nib.Nifti1Image) -> tuple[int, int, int]:
+    """The 3D grid of an image: the first three entries of its shape."""
+    x, y, z = (int(n) for n in img.shape[:3])
+    return x, y, z
 
 
 def box_affine(affine: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:

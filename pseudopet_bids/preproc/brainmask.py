@@ -24,6 +24,7 @@ import functools
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -31,6 +32,10 @@ from scipy import ndimage
 
 from pseudopet_bids import resources
 from pseudopet_bids.preproc._ants import ants_affine, ants_session, resample_to_spacing, to_ants
+
+if TYPE_CHECKING:  # no type information in antspyx and deepbet: Any to mypy
+    from ants import ANTsImage
+    from deepbet.bet import BrainExtraction
 
 LOGGER = logging.getLogger(__name__)
 
@@ -40,7 +45,7 @@ DEEPBET_MM = 1.0
 
 
 @functools.lru_cache(maxsize=1)
-def _deepbet_model():
+def _deepbet_model() -> BrainExtraction:
     """The deepbet networks, loaded once per process (TorchScript files inside the wheel)."""
     from deepbet.bet import BrainExtraction
 
@@ -88,7 +93,7 @@ def _deepbet(t1: nib.Nifti1Image, omp_nthreads: int) -> np.ndarray:
     return mask
 
 
-def _from_ants_float(aimg) -> nib.Nifti1Image:
+def _from_ants_float(aimg: ANTsImage) -> nib.Nifti1Image:
     return nib.Nifti1Image(np.asarray(aimg.numpy(), dtype=np.float32), ants_affine(aimg))
 
 

@@ -19,14 +19,18 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from pseudopet_bids.preproc._ants import (LPS, ants_session, box_affine, mask_box,
+from pseudopet_bids.preproc._ants import (LPS, ants_affine, ants_session, box_affine, mask_box,
                                           resample_to_spacing, to_ants)
+
+if TYPE_CHECKING:  # antspyx has no type information: Any to mypy
+    from ants import ANTsImage, ANTsTransform
 
 
 @dataclass
@@ -79,7 +83,7 @@ def ants_matrix_to_ras(parameters: np.ndarray, fixed_parameters: np.ndarray) -> 
     return LPS @ lps @ LPS
 
 
-def ras_to_ants_transform(matrix: np.ndarray):
+def ras_to_ants_transform(matrix: np.ndarray) -> ANTsTransform:
     """``ants.ANTsTransform`` (affine, LPS) for a 4x4 RAS fixed→moving matrix."""
     import ants
 
@@ -89,7 +93,8 @@ def ras_to_ants_transform(matrix: np.ndarray):
     return tx
 
 
-def _prepare(pet: nib.Nifti1Image, t1: nib.Nifti1Image, t1_mask: nib.Nifti1Image | None):
+def _prepare(pet: nib.Nifti1Image, t1: nib.Nifti1Image, t1_mask: nib.Nifti1Image | None
+             ) -> tuple[ANTsImage, ANTsImage]:
     """Fixed (T1w brain, 2 mm) and moving (PET, >= 0) ANTs images."""
     t1_data = np.asarray(t1.dataobj, dtype=np.float32)
     if t1_mask is not None:
@@ -111,10 +116,8 @@ def _prepare(pet: nib.Nifti1Image, t1: nib.Nifti1Image, t1_mask: nib.Nifti1Image
     return fixed, moving
 
 
-def _centre_of_mass(aimg) -> np.ndarray:
+def _centre_of_mass(aimg: ANTsImage) -> np.ndarray:
     """Intensity centre of mass of an ``ANTsImage`` in RAS mm."""
-    from pseudopet_bids.preproc._ants import ants_affine
-
     data = np.clip(aimg.numpy(), 0.0, None)
     com = np.asarray(ndimage.center_of_mass(data))
     return (ants_affine(aimg) @ np.append(com, 1.0))[:3]

@@ -17,6 +17,8 @@ The normalized image is unitless (a ratio to the reference uptake).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 #: Normalization methods accepted by :func:`normalize_pet`.
@@ -50,7 +52,7 @@ def reference_region(gm_prob: np.ndarray, brain_mask: np.ndarray,
 
 
 def normalize_pet(pet: np.ndarray, reference_mask: np.ndarray,
-                  method: str = "gm-median") -> tuple[np.ndarray, float, dict]:
+                  method: str = "gm-median") -> tuple[np.ndarray, float, dict[str, Any]]:
     """Divide a PET volume by the uptake of a reference region.
 
     Parameters

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -31,8 +33,11 @@ from pseudopet_bids.progress import timed as _timed
 
 LOGGER = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 
-def timed(timings: dict[str, float], step: str, key: str, status: SubjectStatus | None = None):
+
+def timed(timings: dict[str, float], step: str, key: str, status: SubjectStatus | None = None
+          ) -> AbstractContextManager[None]:
     """:func:`pseudopet_bids.progress.timed` logging under this module's logger."""
     return _timed(timings, step, key, status, logger=LOGGER)
 
@@ -79,7 +84,8 @@ class Preprocessed:
 
     @property
     def voxel_sizes(self) -> tuple[float, float, float]:
-        return tuple(float(v) for v in self.t1.header.get_zooms()[:3])
+        x, y, z = (float(v) for v in self.t1.header.get_zooms()[:3])
+        return x, y, z
 
 
 def preprocess(images: UnitImages, workdir: Path, preproc: PreprocConfig, seed: int,
@@ -196,8 +202,8 @@ def check_pet_coverage(pet_t1: np.ndarray, mask: np.ndarray, key: str,
     return covered
 
 
-def _reused(timings: dict[str, float], step: str, key: str, source: str, value,
-            status: SubjectStatus | None = None):
+def _reused(timings: dict[str, float], step: str, key: str, source: str, value: _T,
+            status: SubjectStatus | None = None) -> _T:
     """Log, time-stamp and report a step whose result came from a derivative dataset."""
     LOGGER.info("%s: %s reused from %s", key, step, source)
     timings[f"{step} (reused)"] = 0.0
@@ -211,7 +217,8 @@ def _reused(timings: dict[str, float], step: str, key: str, source: str, value,
 MIN_REUSED_XFM_DICE = 0.6
 
 
-def reused_registration(t1: nib.Nifti1Image, mask: np.ndarray, forward: Path, inverse: Path):
+def reused_registration(t1: nib.Nifti1Image, mask: np.ndarray, forward: Path, inverse: Path
+                        ) -> TemplateRegistration:
     """A :class:`TemplateRegistration` from a derivative dataset's transform pair, checked.
 
     Raises
@@ -284,13 +291,14 @@ def preprocess_cached(images: UnitImages, workdir: Path, preproc: PreprocConfig,
                     for p, sha in zip(info["transforms"], info["sha256"], strict=True)):
                 with np.load(cache / "arrays.npz", allow_pickle=False) as z:
                     arrays = {k: z[k] for k in z.files}
+                x, y, z = (slice(a, b) for a, b in info["reg"]["brain_box"])
                 reg = TemplateRegistration(
                     t1_affine=np.asarray(info["reg"]["t1_affine"]),
                     t1_shape=tuple(info["reg"]["t1_shape"]), forward=info["reg"]["forward"],
                     inverse=info["reg"]["inverse"],
                     inverse_invert=list(info["reg"]["inverse_invert"]),
                     metric=info["reg"]["metric"],
-                    brain_box=tuple(slice(a, b) for a, b in info["reg"]["brain_box"]))
+                    brain_box=(x, y, z))
                 coreg = None if info["coreg"] is None else RigidResult(
                     t1_to_pet=np.asarray(info["coreg"]["t1_to_pet"]),
                     metric=info["coreg"]["metric"], starts=info["coreg"]["starts"])
@@ -313,6 +321,7 @@ def preprocess_cached(images: UnitImages, workdir: Path, preproc: PreprocConfig,
         arrays["pet"] = pre.pet
     atomic_write_bytes(cache / "arrays.npz", npz_bytes(arrays, compress=True))
     reg = pre.registration
+    assert reg.brain_box is not None  # set by both ways of making a registration (above)
     transforms = list(reg.forward) + list(reg.inverse)
     info = {"hash": digest, "transforms": transforms,
             "sha256": [sha256_file(Path(p)) for p in transforms],

@@ -18,6 +18,9 @@ import numpy as np
 class Registration(Protocol):
     """A mapping between a subject's T1w grid and the template."""
 
+    #: The voxel-to-RAS affine of the T1w grid.
+    t1_affine: np.ndarray
+
     def to_t1(self, img: nib.Nifti1Image, interpolation: str = "nearest", *,
               crop: bool = True) -> nib.Nifti1Image:
         """Resample a template-space image onto the T1w grid."""

@@ -20,12 +20,16 @@ The classes are CSF < GM < WM in T1w intensity; with priors each class is tied t
 from __future__ import annotations
 
 import tempfile
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 
 from pseudopet_bids.preproc._ants import (ants_session, box_affine, from_ants, mask_box,
                                           resample_to_spacing, to_ants)
+
+if TYPE_CHECKING:  # antspyx has no type information: Any to mypy
+    from ants import ANTsImage
 
 CLASSES: tuple[str, str, str] = ("CSF", "GM", "WM")
 
@@ -257,6 +261,7 @@ def _atropos(img: nib.Nifti1Image, inside: np.ndarray, prior_stack: np.ndarray |
         old = tempfile.tempdir
         tempfile.tempdir = tmp  # antspyx writes its probability images with mktemp()
         try:
+            init: str | list[ANTsImage]
             if prior_stack is None:
                 init = "Kmeans[3]"
             else:

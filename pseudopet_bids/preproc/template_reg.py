@@ -25,13 +25,17 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 
 from pseudopet_bids import resources
-from pseudopet_bids.preproc._ants import (LPS, ants_session, box_affine, from_ants, mask_box,
-                                          resample_to_spacing, to_ants)
+from pseudopet_bids.preproc._ants import (LPS, ants_session, box_affine, from_ants, grid_shape,
+                                          mask_box, resample_to_spacing, to_ants)
+
+if TYPE_CHECKING:  # antspyx has no type information: Any to mypy
+    from ants import ANTsImage
 
 REGISTRATION_MM = 2.0  # estimation grid of the registration
 FIELD_MM = 2.0         # grid of the written displacement fields (the warp is estimated at 2 mm)
@@ -72,11 +76,11 @@ class TemplateRegistration:
         for path in (forward_path, inverse_path):
             if not Path(path).is_file():
                 raise FileNotFoundError(path)
-        return cls(t1_affine=t1.affine, t1_shape=tuple(int(n) for n in t1.shape[:3]),
+        return cls(t1_affine=t1.affine, t1_shape=grid_shape(t1),
                    forward=[str(forward_path)], inverse=[str(inverse_path)],
                    inverse_invert=[False])
 
-    def _t1_ref(self, box: tuple[slice, slice, slice] | None = None):
+    def _t1_ref(self, box: tuple[slice, slice, slice] | None = None) -> ANTsImage:
         shape = self.t1_shape if box is None else tuple(s.stop - s.start for s in box)
         affine = self.t1_affine if box is None else box_affine(self.t1_affine, box)
         return to_ants(nib.Nifti1Image(np.zeros(shape, dtype=np.float32), affine))
@@ -237,6 +241,6 @@ def register_t1_to_template(t1: nib.Nifti1Image, t1_mask: nib.Nifti1Image, workd
     if len(inverse) != 2 or not inverse[0].endswith(".mat"):
         raise RuntimeError(f"unexpected ANTs transform list {inverse}")
     return TemplateRegistration(t1_affine=np.asarray(t1.affine, dtype=np.float64),
-                                t1_shape=tuple(int(n) for n in t1.shape[:3]),
+                                t1_shape=grid_shape(t1),
                                 forward=forward, inverse=inverse, metric=metric,
                                 brain_box=mask_box(inside, t1.affine, 20.0))

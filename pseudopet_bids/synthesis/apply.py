@@ -12,18 +12,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from pseudopet_bids.device import flush_denormals
 from pseudopet_bids.errors import InputError, ProcessingError
 from pseudopet_bids.models import checkpoint as ckpt
 from pseudopet_bids.models.base import TranslationModel
 from pseudopet_bids.models.presets import ModelGrid, hparams_from_card
 from pseudopet_bids.models.registry import build_model
-from pseudopet_bids.synthesis.modelspace import SCALING, context_slices
-from pseudopet_bids.device import flush_denormals
+from pseudopet_bids.preproc.pipeline import Preprocessed
+from pseudopet_bids.progress import ProgressReporter, SubjectStatus
+from pseudopet_bids.synthesis.modelspace import (PET_MAX, SCALING, context_slices,
+                                                 from_model_grid, subject_on_grid, unscale_pet)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ class TrainedModel:
     """A model ready for inference, with its card."""
 
     model: TranslationModel
-    card: dict
+    card: dict[str, Any]
     directory: Path
     grid: ModelGrid
     context: int
@@ -91,8 +95,8 @@ def _default_batch(device: torch.device) -> int:
 
 def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
                      device: torch.device, n_samples: int = 1, seed: int = 0,
-                     batch_size: int | None = None, status=None, key: str = ""
-                     ) -> tuple[np.ndarray, np.ndarray | None]:
+                     batch_size: int | None = None, status: SubjectStatus | None = None,
+                     key: str = "") -> tuple[np.ndarray, np.ndarray | None]:
     """Translate every brain slice of a model-grid T1w volume.
 
     Parameters
@@ -126,8 +130,6 @@ def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
     gen = torch.Generator(device=device).manual_seed(int(seed))
     total = np.zeros(mri.shape, np.float64)
     total2 = np.zeros(mri.shape, np.float64)
-    from pseudopet_bids.progress import ProgressReporter
-
     bar = ProgressReporter(n_samples * len(zs), f"{key}: synthesis".lstrip(": "), unit="slices",
                            status=status, logger=LOGGER)
     for _ in range(n_samples):
@@ -162,9 +164,10 @@ def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
     return mean, std
 
 
-def synthesize_subject(trained: TrainedModel, pre, gm: np.ndarray, device: torch.device,
-                       n_samples: int = 1, seed: int = 0, status=None, key: str = ""
-                       ) -> tuple[np.ndarray, np.ndarray | None, dict]:
+def synthesize_subject(trained: TrainedModel, pre: Preprocessed, gm: np.ndarray,
+                       device: torch.device, n_samples: int = 1, seed: int = 0,
+                       status: SubjectStatus | None = None, key: str = ""
+                       ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Pseudo-normal PET of a preprocessed subject on its T1w grid.
 
     The T1w goes to the model grid with the subject's template registration, is translated,
@@ -189,9 +192,6 @@ def synthesize_subject(trained: TrainedModel, pre, gm: np.ndarray, device: torch
         standard deviation, both in the same normalised units, masked by the brain mask; and a
         dict for the sidecars.
     """
-    from pseudopet_bids.synthesis.modelspace import (PET_MAX, from_model_grid, subject_on_grid,
-                                                     unscale_pet)
-
     reg, grid = pre.registration, trained.grid
     vols = subject_on_grid(reg, pre.t1.get_fdata(dtype=np.float32), pre.mask, pre.affine, grid)
     mean, std = translate_volume(trained, vols["mri"], vols["mask"], device, n_samples, seed,

@@ -26,6 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from pseudopet_bids.models.presets import ModelGrid
+from pseudopet_bids.preproc.registration import Registration
 
 PET_MAX = 2.5
 MRI_PERCENTILE = 99.5
@@ -66,22 +67,23 @@ def grid_image(grid: ModelGrid, data: np.ndarray | None = None) -> nib.Nifti1Ima
     return nib.Nifti1Image(arr, grid.affine())
 
 
-def to_model_grid(registration, data: np.ndarray, t1_affine: np.ndarray, grid: ModelGrid
-                  ) -> np.ndarray:
+def to_model_grid(registration: Registration, data: np.ndarray, t1_affine: np.ndarray,
+                  grid: ModelGrid) -> np.ndarray:
     """Resample a T1w-grid array into template space on ``grid`` (linear)."""
     img = nib.Nifti1Image(np.asarray(data, np.float32), t1_affine)
     out = registration.to_template(img, "linear", reference=grid_image(grid))
     return np.asarray(out.dataobj, dtype=np.float32)
 
 
-def from_model_grid(registration, data: np.ndarray, grid: ModelGrid) -> np.ndarray:
+def from_model_grid(registration: Registration, data: np.ndarray, grid: ModelGrid) -> np.ndarray:
     """Resample a model-grid array back onto the subject's T1w grid (linear)."""
     out = registration.to_t1(grid_image(grid, data), "linear")
     return np.asarray(out.dataobj, dtype=np.float32)
 
 
-def subject_on_grid(registration, t1: np.ndarray, mask: np.ndarray, t1_affine: np.ndarray,
-                    grid: ModelGrid, pet_norm: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def subject_on_grid(registration: Registration, t1: np.ndarray, mask: np.ndarray,
+                    t1_affine: np.ndarray, grid: ModelGrid, pet_norm: np.ndarray | None = None
+                    ) -> dict[str, np.ndarray]:
     """A subject's scaled T1w (and PET) and brain mask on the model grid.
 
     Scaling happens on the T1w grid (the percentile is a property of the subject's image, not

@@ -14,7 +14,7 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def flops_per_call(module: nn.Module, *example_inputs: object) -> float:
+def flops_per_call(module: nn.Module, *example_inputs: torch.Tensor) -> float:
     """FLOPs of one forward call ``module(*example_inputs)``.
 
     Counted with :class:`torch.utils.flop_counter.FlopCounterMode`, which counts one
@@ -33,6 +33,6 @@ def flops_per_call(module: nn.Module, *example_inputs: object) -> float:
     return float(counter.get_total_flops())
 
 
-def gflops(module: nn.Module, *example_inputs: object) -> float:
+def gflops(module: nn.Module, *example_inputs: torch.Tensor) -> float:
     """:func:`flops_per_call` in units of 1e9 FLOPs."""
     return flops_per_call(module, *example_inputs) / 1e9

@@ -37,6 +37,8 @@ class DownConvBlock(nn.Module):
         1D FIR taps.
     """
 
+    kernel: Tensor  #: FIR kernel (a non-persistent buffer)
+
     def __init__(self, in_ch: int, out_ch: int, t_emb_dim: int, downsample: bool = True,
                  fir_kernel: Sequence[float] = (1, 3, 3, 1)) -> None:
         super().__init__()

@@ -95,6 +95,8 @@ class FirUpsample(nn.Module):
         1D FIR taps.
     """
 
+    kernel: Tensor  #: FIR kernel (a non-persistent buffer)
+
     def __init__(self, channels: int, with_conv: bool, out_channels: int | None = None,
                  taps: Sequence[float] = (1, 3, 3, 1)) -> None:
         super().__init__()
@@ -125,6 +127,8 @@ class FirDownsample(nn.Module):
     taps
         1D FIR taps.
     """
+
+    kernel: Tensor  #: FIR kernel (a non-persistent buffer)
 
     def __init__(self, channels: int, with_conv: bool, out_channels: int | None = None,
                  taps: Sequence[float] = (1, 3, 3, 1)) -> None:
@@ -275,7 +279,7 @@ def conv2d(in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: 
     """``nn.Conv2d`` with variance-scaling weights and zero bias (NCSN++ / DDGAN init)."""
     conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=bias)
     variance_scaling_(conv.weight, init_scale)
-    if bias:
+    if conv.bias is not None:  # bias=True
         nn.init.zeros_(conv.bias)
     return conv
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +58,8 @@ class ResnetBlockBigGANAdaGN(nn.Module):
     skip_rescale
         Divide the sum by sqrt(2) to keep the variance constant.
     """
+
+    kernel: Tensor  #: FIR kernel (a non-persistent buffer, with up or down only)
 
     def __init__(self, in_ch: int, out_ch: int, temb_dim: int, zemb_dim: int, up: bool = False,
                  down: bool = False, dropout: float = 0.0,
@@ -267,7 +270,10 @@ class NCSNppGenerator(nn.Module):
         pyramid = x
         hs = [self.conv_in(x)]
         for i in range(self.num_levels):
-            for blk, attn in zip(self.down_blocks[i], self.down_attn[i]):
+            # nn.ModuleList is not generic: its items read as Module, these are ModuleLists
+            level = zip(cast(nn.ModuleList, self.down_blocks[i]),
+                        cast(nn.ModuleList, self.down_attn[i]))
+            for blk, attn in level:
                 hs.append(attn(blk(hs[-1], temb, zemb)))
             if i != self.num_levels - 1:
                 h = self.downsamplers[i](hs[-1], temb, zemb)
@@ -283,7 +289,7 @@ class NCSNppGenerator(nn.Module):
         h = self.mid[2](h, temb, zemb)
 
         for j, (blocks, attn) in enumerate(zip(self.up_blocks, self.up_attn)):
-            for blk in blocks:
+            for blk in cast(nn.ModuleList, blocks):
                 h = blk(torch.cat([h, hs.pop()], dim=1), temb, zemb)
             h = attn(h)
             if j < len(self.upsamplers):
