@@ -232,11 +232,16 @@ class RunConfig:
     @classmethod
     def from_toml(cls, path: Path) -> "RunConfig":
         """Read a config written by :meth:`to_toml` (or the flat table of release 0.1.0)."""
-        data = tomllib.loads(Path(path).read_text())["pseudopet"]
-        flat: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in SECTIONS and isinstance(value, dict):
-                flat.update(value)
-            else:
-                flat[key] = value
-        return cls.from_flat(flat)
+        return cls.from_flat(flatten_record(tomllib.loads(Path(path).read_text())["pseudopet"]))
+
+
+def flatten_record(table: dict[str, Any]) -> dict[str, Any]:
+    """Field name → value of a saved ``[pseudopet]`` table: its sections merged (the flat table
+    of release 0.1.0 is returned as it is)."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat

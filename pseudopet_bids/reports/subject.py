@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from pseudopet_bids.bids import derivatives as der
-from pseudopet_bids.config import SECTIONS, RunConfig
+from pseudopet_bids.config import RunConfig, flatten_record
 from pseudopet_bids.detect.rules import get_rule, parse_analysis_label, rule_order
 from pseudopet_bids.io import files
 from pseudopet_bids.models.registry import TISSUE
@@ -243,7 +243,7 @@ def _provenance(paths: der.SubjectPaths, analysis: str, model: str, config: Path
     side = _read_json(paths.zmap(analysis, ".json")) or _read_json(
         paths.focus_mask(analysis, ".json"))
     toml = _read_toml(config) if config.is_file() else {}
-    run = _flat_record(toml.get("pseudopet", {}))
+    run = flatten_record(toml.get("pseudopet", {}))
     ref = parse_analysis_label(analysis)[1]
     items: dict[str, object] = {
         "pseudopet version": side.get("pseudopetVersion", run.get("version", "n/a")),
@@ -288,18 +288,6 @@ def _provenance(paths: der.SubjectPaths, analysis: str, model: str, config: Path
                               "seconds": [float(v) for v in timings.values()]})
         body += H.table_html(frame, "{:.1f}", caption="Run time per step")
     return body
-
-
-def _flat_record(table: dict[str, Any]) -> dict[str, Any]:
-    """The ``[pseudopet]`` table of a run record with its sections merged (and the flat
-    table of release 0.1.0 as it is)."""
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        if key in SECTIONS and isinstance(value, dict):
-            flat.update(value)
-        else:
-            flat[key] = value
-    return flat
 
 
 def _summary_table(units: list[_Unit], foci: tuple[str, ...]) -> pd.DataFrame:
