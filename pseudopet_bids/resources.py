@@ -157,12 +157,12 @@ def templateflow_files(name: str = TEMPLATE_NAME) -> tuple[dict[str, Path] | Non
     return files, ""
 
 
-@functools.lru_cache(maxsize=4)
 def _load(path: str | Path) -> nib.Nifti1Image:
     """A NIfTI file of the template or atlas (``nibabel.load`` is typed as any image)."""
     return cast(nib.Nifti1Image, nib.load(path))
 
 
+@functools.lru_cache(maxsize=4)  # computed once per process: about 1 s each time
 def _template_arrays(source: str = "auto") -> tuple[np.ndarray, dict[str, np.ndarray], str]:
     from scipy import ndimage
 
