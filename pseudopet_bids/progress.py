@@ -307,6 +307,8 @@ class SubjectStatus:
             return
         self._last_write = now  # also after a failure: no retry at every progress call
         try:
+            # lazy: io.files imports pandas, and this module must not (module docstring,
+            # tests/test_progress.py::test_module_imports_no_torch)
             from pseudopet_bids.io.files import atomic_write_text
 
             atomic_write_text(self.path, json.dumps(self.snapshot(), indent=2) + "\n")

@@ -31,6 +31,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from pseudopet_bids import resources
+from pseudopet_bids.io.files import atomic_write_bytes, atomic_write_text
 from pseudopet_bids.preproc.registration import Registration
 
 NORMATIVE_FILE = "normative.safetensors"
@@ -168,8 +170,6 @@ def normative_z(residual: np.ndarray, valid: np.ndarray, mean: np.ndarray, sd: n
 
 def grid_reference() -> nib.Nifti1Image:
     """Empty image on the 2 mm template grid of the normative sums (RAS)."""
-    from pseudopet_bids import resources
-
     ref = resources.load_template("mask")
     step = int(round(GRID_MM / float(abs(ref.affine[0, 0]))))
     affine = ref.affine.copy()
@@ -250,8 +250,6 @@ def save(folder: Path, stats: NormativeStats, card: dict[str, Any]) -> dict[str,
     The card is written last (atomically), so a folder with a card always has its sums.
     """
     from safetensors.numpy import save as st_save
-
-    from pseudopet_bids.io.files import atomic_write_bytes, atomic_write_text
 
     folder = Path(folder)
     blob = st_save({"total": stats.total, "total_sq": stats.total_sq, "count": stats.count,

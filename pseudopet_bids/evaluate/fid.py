@@ -23,6 +23,7 @@ import torch
 from pseudopet_bids.errors import InputError
 from pseudopet_bids.evaluate.inception import FEATURE_DIM, FIDInceptionV3
 from pseudopet_bids.evaluate.translation import frechet_distance
+from pseudopet_bids.models.checkpoint import save_weights
 
 #: The file the weights are expected to come from.
 EXPECTED_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
@@ -138,8 +139,6 @@ def convert_to_safetensors(src: Path, dst: Path) -> None:
     InputError
         As :func:`load_inception`, for ``src``.
     """
-    from pseudopet_bids.models.checkpoint import save_weights
-
     src = Path(src)
     state = _read_tensors(src)
     _checked_model(dict(state), src)

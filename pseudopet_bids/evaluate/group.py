@@ -24,6 +24,7 @@ from pseudopet_bids.io.files import write_tsv
 from pseudopet_bids.bids.entities import parse_entities
 from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.errors import InputError
+from pseudopet_bids.resources import LOBE_LABELS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -136,8 +137,6 @@ def summarize(subjects: pd.DataFrame) -> pd.DataFrame:
 def lobe_breakdown_one(subjects: pd.DataFrame) -> pd.DataFrame:
     """Per region: patients with that focus, detected, localized (largest / any), and the
     clusters that fell in the region in controls."""
-    from pseudopet_bids.resources import LOBE_LABELS
-
     patients, controls, _ = _split(subjects)
     rows = []
     for region in LOBE_LABELS.values():

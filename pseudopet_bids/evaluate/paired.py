@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from pseudopet_bids.bids import derivatives as der
 from pseudopet_bids.bids.participants import Participant
+from pseudopet_bids.evaluate.fid import fid
 from pseudopet_bids.evaluate.translation import (singular_value_spectrum, slice_metrics,
                                                  spectrum_distance, volume_metrics)
 from pseudopet_bids.synthesis.modelspace import PET_MAX
@@ -154,8 +155,6 @@ def evaluate_translation(output_dir: Path, participants: dict[str, Participant],
         entry["n_slices"] = len(real_s)
         entry["fid"] = float("nan")
         if fid_model is not None:
-            from pseudopet_bids.evaluate.fid import fid
-
             entry["fid"] = fid(real_s, fake_s, fid_model, device=device)
         summary.append(entry)
         for source, values in spec.items():

@@ -150,6 +150,9 @@ def build_model(kind: str, hparams: dict[str, Any], channels: int) -> Translatio
 
 
 # --------------------------------------------------------------------------- built-in models
+# The loaders import their model module when a model is built: this registry is read by the
+# command-line parser (``pseudopet --help`` must not import torch, which CycleGAN and SynDiff
+# need; the tissue model's scipy.optimize/linalg would add ~50 ms to it too).
 def _tissue() -> type:
     from pseudopet_bids.models.tissue import TissueModel
 

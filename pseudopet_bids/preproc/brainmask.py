@@ -32,6 +32,7 @@ from scipy import ndimage
 
 from pseudopet_bids import resources
 from pseudopet_bids.preproc._ants import ants_affine, ants_session, resample_to_spacing, to_ants
+from pseudopet_bids.preproc.coregister import ras_to_ants_transform
 
 if TYPE_CHECKING:  # no type information in antspyx and deepbet: Any to mypy
     from ants import ANTsImage
@@ -178,8 +179,6 @@ def _register_template_mask(t1: nib.Nifti1Image, omp_nthreads: int, seed: int,
                             offset_mm: np.ndarray) -> np.ndarray:
     """One rigid → affine → SyN registration from a head-top start; template mask warped back."""
     import ants
-
-    from pseudopet_bids.preproc.coregister import ras_to_ants_transform
 
     res = 3.0
     with ants_session(seed, omp_nthreads), tempfile.TemporaryDirectory(prefix="tbet") as tmp:

@@ -21,8 +21,9 @@ import pandas as pd
 from pseudopet_bids.detect.rules import get_rule, parse_analysis_label, rule_names
 from pseudopet_bids.io import files
 from pseudopet_bids.models.registry import model_names, model_spec
+from pseudopet_bids.reports import group_figures as F
 from pseudopet_bids.reports import html as H
-from pseudopet_bids.reports.subject import analysis_order
+from pseudopet_bids.reports.subject import analysis_order, methods_block
 
 LOGGER = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ def _write_figure(fig_dir: Path, name: str, make, *args) -> Path | None:
 def _methods(output_dir: Path, analyses: list[str]) -> str | None:
     """The run's ``logs/CITATION.md`` as HTML, else the methods text of each analysis' run
     config; None without the citation module."""
-    try:
+    try:  # optional by design: the reports are written without it (test_group_report.py)
         from pseudopet_bids.reports import citation
     except ImportError:
         return None
@@ -228,8 +229,6 @@ def _methods(output_dir: Path, analyses: list[str]) -> str | None:
             return citation.methods_html(md.read_text(encoding="utf-8"))
     except Exception as exc:
         LOGGER.warning("group report: CITATION.md not rendered: %s", exc)
-    from pseudopet_bids.reports.subject import methods_block
-
     parts = []
     for analysis in analyses:
         config = next(iter(sorted((output_dir / "logs").glob(f"*_desc-{analysis}_config.toml"))),
@@ -251,8 +250,6 @@ def write_group_report(output_dir: Path) -> Path:
     Path
         The page (written atomically).
     """
-    from pseudopet_bids.reports import group_figures as F
-
     output_dir = Path(output_dir)
     group_dir = output_dir / "group"
     fig_dir = group_dir / "figures"

@@ -11,6 +11,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from pseudopet_bids.io.files import atomic_write_bytes
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
@@ -36,8 +38,6 @@ def screenshot(html_path: Path, png_path: Path, width: int = 1300, height: int =
         No Chromium on PATH, the page does not exist, Chromium failed or timed out, or it wrote
         no PNG.
     """
-    from pseudopet_bids.io.files import atomic_write_bytes
-
     browser = find_chromium()
     if browser is None:
         raise RuntimeError("no Chromium found on PATH (looked for "

@@ -25,6 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from pseudopet_bids.bids import derivatives as der
+from pseudopet_bids.bids.participants import read_participants
 from pseudopet_bids.config import RunConfig, flatten_record
 from pseudopet_bids.detect.rules import get_rule, parse_analysis_label, rule_order
 from pseudopet_bids.io import files
@@ -167,8 +168,6 @@ def _participant_info(output_dir: Path, subject: str, participant, configs: list
         bids_dir = _read_toml(config).get("pseudopet", {}).get("bids_dir")
         if bids_dir and (Path(bids_dir) / "participants.tsv").is_file():
             try:
-                from pseudopet_bids.bids.participants import read_participants
-
                 info = read_participants(Path(bids_dir)).get(subject)
             except Exception:  # an unreadable participants.tsv only loses this summary line
                 info = None
@@ -187,7 +186,7 @@ def _model_card(output_dir: Path, model: str) -> dict | None:
 def methods_block(output_dir: Path, config: Path | None, model: str) -> str | None:
     """Methods text (HTML) of one analysis from its run config, or None when the citation
     module or the config is unavailable."""
-    try:
+    try:  # optional by design: the reports are written without it (test_group_report.py)
         from pseudopet_bids.reports import citation
     except ImportError:
         return None

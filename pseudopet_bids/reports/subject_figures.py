@@ -20,9 +20,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from pseudopet_bids import resources
 from pseudopet_bids.bids import derivatives as der
-
+from pseudopet_bids.detect.regions import assign_region
 from pseudopet_bids.io import files
+from pseudopet_bids.reports import figures as F
+from pseudopet_bids.reports.mosaic import _resample
 
 LOGGER = logging.getLogger(__name__)
 TEMPLATE_FIGURE_MM = 2.0
@@ -45,9 +48,6 @@ def pet_figure_path(paths: der.SubjectPaths, desc: str) -> Path:
 @functools.lru_cache(maxsize=1)
 def template_at(mm: float = TEMPLATE_FIGURE_MM) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
     """The template T1w and brain mask on a ``mm`` grid covering the 1 mm template."""
-    from pseudopet_bids import resources
-    from pseudopet_bids.reports.mosaic import _resample
-
     t1 = resources.load_template("T1w")
     mask = resources.load_template("mask")
     zoom = float(np.sqrt((t1.affine[:3, :3] ** 2).sum(axis=0))[0])
@@ -65,8 +65,6 @@ def template_at(mm: float = TEMPLATE_FIGURE_MM) -> tuple[nib.Nifti1Image, nib.Ni
 
 def cluster_regions(labels: np.ndarray, lobes: np.ndarray) -> dict[int, str]:
     """Cluster label → region by the rule of the cluster table (majority lobe)."""
-    from pseudopet_bids.detect.regions import assign_region
-
     labels = np.asarray(labels)
     out = {}
     for value in np.unique(labels[labels > 0]).astype(int):
@@ -106,8 +104,6 @@ def write_subject_figures(paths: der.SubjectPaths, pre, pet: np.ndarray, pseudo:
         The figures written. A figure that fails is logged and left out: QC figures never stop
         the analysis.
     """
-    from pseudopet_bids.reports import figures as F
-
     t1 = pre.t1
     affine = pre.affine
     mask = np.asarray(pre.mask, bool)

@@ -10,6 +10,7 @@ from pathlib import Path
 from pseudopet_bids import __version__
 from pseudopet_bids.cli.parser import int_in
 from pseudopet_bids.errors import EXIT_OK, EXIT_USAGE, PseudopetError, UsageError
+from pseudopet_bids.simulate.cohort import simulate_cohort
 
 LOGGER = logging.getLogger("pseudopet.simulate")
 
@@ -67,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("pseudopet_bids.simulate").setLevel(level)  # its own loggers only
-    from pseudopet_bids.simulate.cohort import simulate_cohort
-
     try:
         table = simulate_cohort(args.out, args.controls, args.patients, args.seed,
                                 t1_voxel_mm=args.t1_voxel_size, pet_voxel_mm=args.pet_voxel_size,

@@ -28,7 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from pseudopet_bids import resources
-from pseudopet_bids.simulate.geometry import Grid, SubjectWarp, pull
+from pseudopet_bids.simulate.geometry import Grid, SubjectWarp, apply_affine, pull, rotation_matrix
 
 #: Extent of the template-space head model (mm): the template box grown to hold scalp and neck.
 MODEL_BOUNDS: tuple[tuple[float, float], ...] = ((-100.0, 100.0), (-136.0, 104.0), (-160.0, 112.0))
@@ -383,8 +383,6 @@ def draw_lesion(rng: np.random.Generator, model: HeadModel, region: str) -> Lesi
 
 def lesion_weight(level: Level, lesion: Lesion, edge_mm: float = 2.0) -> np.ndarray:
     """Lesion weight in [0, 1] on a model grid, zero outside the lesion's lobe territory."""
-    from pseudopet_bids.simulate.geometry import rotation_matrix
-
     out = np.zeros(level.grid.shape, dtype=np.float32)
     centre = np.asarray(lesion.centre_mm)
     reach = max(lesion.semi_axes_mm) + 4 * edge_mm
@@ -532,8 +530,6 @@ def make_frames(static: np.ndarray, durations: np.ndarray, rng: np.random.Genera
 def render(level: Level, volumes: np.ndarray, target: Grid, warp: SubjectWarp,
            world_to_mr: np.ndarray | None = None) -> np.ndarray:
     """Pull template-space ``volumes`` onto a subject grid (``world_to_mr``: PET header → MR)."""
-    from pseudopet_bids.simulate.geometry import apply_affine
-
     if world_to_mr is None:
         fn = warp.to_template
     else:

@@ -32,8 +32,10 @@ import torch
 from pseudopet_bids import provenance
 from pseudopet_bids.device import flush_denormals, resolve_device
 from pseudopet_bids.errors import ProcessingError, UsageError
+from pseudopet_bids.io.files import atomic_write_text
 from pseudopet_bids.models import checkpoint as ckpt
 from pseudopet_bids.models.base import Phase, TranslationModel
+from pseudopet_bids.progress import ProgressReporter
 
 LOGGER = logging.getLogger(__name__)
 
@@ -339,8 +341,6 @@ class Trainer:
 
     # -- outputs -----------------------------------------------------------------------------
     def _write_logs(self) -> None:
-        from pseudopet_bids.io.files import atomic_write_text
-
         for name, rows in (("train_log.csv", self.log_rows), ("validation_log.csv",
                                                               self.val_rows)):
             if not rows:
@@ -404,8 +404,6 @@ class Trainer:
             torch.manual_seed(self.s.seed)
         self.dist.broadcast_params(self.model)
         self.model.train()
-        from pseudopet_bids.progress import ProgressReporter
-
         # a bar with the losses on a terminal, else a log line every 5 %
         bar = ProgressReporter(self.s.steps, "training", unit="steps", initial=self.step,
                                enabled=self.dist.main, min_interval_s=0.0, every_fraction=0.05,

@@ -101,9 +101,7 @@ def test_fid_is_computed_on_the_slices_when_a_network_is_given(outputs, monkeypa
         seen["shapes"] = (real.shape, fake.shape, model, device)
         return 12.5
 
-    import pseudopet_bids.evaluate.fid as fid_module
-
-    monkeypatch.setattr(fid_module, "fid", fake_fid)
+    monkeypatch.setattr(paired, "fid", fake_fid)  # the name paired.py imported
     _, summary, _ = paired.evaluate_translation(out, parts, fid_model="net")
     assert summary["fid"].iloc[0] == 12.5
     real_shape, fake_shape, model, _ = seen["shapes"]
