@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 #: Exit codes of the command line, documented in README.md.
 EXIT_OK = 0
@@ -81,3 +84,36 @@ class ProcessingError(PseudopetError):
     """A processing step failed for one participant (exit 1 overall)."""
 
     exit_code = EXIT_PARTICIPANT_FAILED
+
+
+#: The input of a unit that a :class:`DataError` concerns.
+Role = Literal["t1w", "pet"]
+
+
+class DataError(ProcessingError):
+    """A problem in a participant's data found by core code (exit 1 overall).
+
+    The core (``preproc``, ``detect``, ``synthesis``, ``models``) works on arrays and knows no
+    file: it says what is wrong, the fix, and which input the problem concerns (``role``); the
+    workflow, which knows the files, names the file (:func:`naming_inputs`). Programming
+    errors (wrong shapes or arguments passed between functions) stay ``ValueError``.
+    """
+
+    def __init__(self, message: str, *, role: Role, fix: str):
+        super().__init__(message, None, fix)
+        self.role: Role = role
+
+    def naming(self, files: Mapping[str, Path | None]) -> ProcessingError:
+        """The same error naming the file of its role (``files``: role -> path)."""
+        return ProcessingError(self.message, files.get(self.role), self.fix)
+
+
+@contextmanager
+def naming_inputs(files: Mapping[str, Path | None]) -> Iterator[None]:
+    """Re-raise a :class:`DataError` of the block as a :class:`ProcessingError` naming the
+    file it concerns (``files``: role -> path, :func:`pseudopet_bids.bids.inputs.input_files`).
+    """
+    try:
+        yield
+    except DataError as exc:
+        raise exc.naming(files) from exc

@@ -82,6 +82,15 @@ def _frame_durations(derivative_pet: Path, raw_meta: dict) -> list | None:
     return raw_meta.get("FrameDuration")
 
 
+def input_files(unit: SubjectInputs) -> dict[str, Path | None]:
+    """The files :func:`load_inputs` reads the unit's images from, by role (``t1w``, ``pet``):
+    the raw ones, or the preprocessed T1w or PET of a ``--derivatives`` dataset. The workflows
+    name them in errors about the data (:func:`pseudopet_bids.errors.naming_inputs`)."""
+    files = unit.reused.files
+    return {"t1w": files.get("t1w", unit.t1w),
+            "pet": None if unit.pet is None else files.get("pet", unit.pet)}
+
+
 def load_inputs(unit: SubjectInputs, with_pet: bool = True) -> UnitImages:
     """Read and check the unit's T1w and PET and whatever ``--derivatives`` provide.
 
@@ -98,7 +107,7 @@ def load_inputs(unit: SubjectInputs, with_pet: bool = True) -> UnitImages:
         An unreadable image, or a reused mask/tissue map off the T1w grid.
     """
     files = unit.reused.files
-    t1_path = files.get("t1w", unit.t1w)
+    t1_path = input_files(unit)["t1w"]
     if t1_path is None:
         raise ImageError("no T1w image", None, "add a T1w")
     t1 = load_image(t1_path, "T1w")

@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from pseudopet_bids import resources
 from pseudopet_bids.io.files import atomic_write_bytes, atomic_write_text
+from pseudopet_bids.errors import DataError
 from pseudopet_bids.preproc.registration import Registration
 
 NORMATIVE_FILE = "normative.safetensors"
@@ -60,7 +61,9 @@ def centred_residual(diff: np.ndarray, gm: np.ndarray) -> np.ndarray:
     """``D − median_GM(D)`` (float32); the reference both for building and for scoring."""
     gm = np.asarray(gm, dtype=bool)
     if not gm.any():
-        raise ValueError("normative model: the grey-matter mask is empty")
+        raise DataError("normative model: no grey matter to centre the residual on",
+                        role="t1w", fix="lower --gm-threshold, and check the grey-matter "
+                                        "segmentation of the T1w (label-GM_probseg)")
     return (np.asarray(diff, dtype=np.float32) - np.float32(np.median(diff[gm])))
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pseudopet_bids.errors import DataError
+
 
 def difference_map(real: np.ndarray, pseudo: np.ndarray) -> np.ndarray:
     """Difference ``D = real − pseudo`` (negative where the real PET is lower than predicted).
@@ -61,8 +63,10 @@ def zmap(diff: np.ndarray, gm_mask: np.ndarray) -> np.ndarray:
     Raises
     ------
     ValueError
-        Shape mismatch, non-binary mask, empty grey matter, non-finite ``D`` in grey matter, or
-        ``std D == 0`` over grey matter (e.g. a pseudo-normal PET identical to the real one).
+        Shape mismatch, non-binary mask, or non-finite ``D`` in grey matter.
+    DataError
+        Empty grey matter, or ``std D == 0`` over grey matter (e.g. a PET without the brain's
+        uptake pattern, predicted exactly).
     """
     diff = np.asarray(diff)
     gm = _as_mask(gm_mask, "gm_mask")
@@ -71,15 +75,18 @@ def zmap(diff: np.ndarray, gm_mask: np.ndarray) -> np.ndarray:
                          f"{gm.shape}")
     values = diff[gm].astype(np.float64)
     if values.size == 0:
-        raise ValueError("z-map: the grey-matter mask is empty; check the segmentation and "
-                         "--gm-threshold")
+        raise DataError("z-map: no grey matter to standardise over", role="t1w",
+                        fix="lower --gm-threshold, and check the grey-matter segmentation of "
+                            "the T1w (label-GM_probseg)")
     if not np.all(np.isfinite(values)):
         raise ValueError("z-map: non-finite difference values inside grey matter")
     mean = values.mean()
     std = values.std()
     if not std > 0:
-        raise ValueError("z-map: the difference map is constant over grey matter (std = 0); "
-                         "the pseudo-normal PET carries no information")
+        raise DataError("z-map: the difference between the PET and the pseudo-normal PET is "
+                        "constant over grey matter (std = 0)", role="pet",
+                        fix="check that the PET is an FDG brain PET of this subject: its "
+                            "uptake varies over grey matter")
     z = np.zeros(diff.shape, dtype=np.float32)
     z[gm] = ((values - mean) / std).astype(np.float32)
     return z

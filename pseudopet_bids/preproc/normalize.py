@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from pseudopet_bids.errors import DataError
+
 #: Normalization methods accepted by :func:`normalize_pet`.
 METHODS: tuple[str, ...] = ("gm-median", "brain-mean")
 
@@ -79,8 +81,10 @@ def normalize_pet(pet: np.ndarray, reference_mask: np.ndarray,
     Raises
     ------
     ValueError
-        Unknown method, shape mismatch, empty reference region, non-finite reference values, or a
-        scale that is not strictly positive (e.g. a PET that is zero in grey matter).
+        Unknown method, shape mismatch, or non-finite reference values.
+    DataError
+        An empty reference region, or a scale that is not strictly positive (e.g. a PET that
+        is zero in grey matter).
     """
     if method not in METHODS:
         raise ValueError(f"unknown PET normalization {method!r}; choose from {list(METHODS)}")
@@ -90,15 +94,17 @@ def normalize_pet(pet: np.ndarray, reference_mask: np.ndarray,
         raise ValueError(f"PET shape {pet.shape} differs from reference mask shape {mask.shape}")
     values = pet[mask != 0].astype(np.float64)
     if values.size == 0:
-        raise ValueError(f"PET normalization ({method}): the reference region is empty; check the "
-                         "brain mask and grey-matter segmentation")
+        raise DataError(f"PET normalization ({method}): the reference region is empty",
+                        role="t1w", fix="check the brain mask and grey-matter segmentation of "
+                                        "the T1w; lower --gm-threshold")
     if not np.all(np.isfinite(values)):
         raise ValueError(f"PET normalization ({method}): non-finite PET values in the reference "
                          "region")
     scale = float(np.median(values)) if method == "gm-median" else float(values.mean())
     if not scale > 0:
-        raise ValueError(f"PET normalization ({method}): reference uptake is {scale:g} (must be "
-                         "> 0); is the PET registered to the T1w and non-negative?")
+        raise DataError(f"PET normalization ({method}): reference uptake is {scale:g} (must be "
+                        "> 0)", role="pet", fix="check that the PET is non-negative and covers "
+                                               "the brain of the T1w")
     normalized = pet.astype(np.float32) / np.float32(scale)
     region = ("grey matter (probability > 0.5) inside the brain mask" if method == "gm-median"
               else "brain mask")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
+from pseudopet_bids.errors import DataError
 from pseudopet_bids.preproc._ants import (ants_session, box_affine, from_ants, mask_box,
                                           resample_to_spacing, to_ants)
 
@@ -209,7 +210,9 @@ def segment_tissues(t1: nib.Nifti1Image, mask: nib.Nifti1Image, seed: int = 0,
     if inside.shape != t1.shape[:3]:
         raise ValueError(f"mask shape {inside.shape} differs from the T1w shape {t1.shape[:3]}")
     if inside.sum() < 1000:
-        raise ValueError("segment_tissues: the brain mask holds fewer than 1000 voxels")
+        raise DataError(f"tissue segmentation: the brain holds only {int(inside.sum())} voxels "
+                        "of the T1w (at least 1000 are needed): the image is too coarse",
+                        role="t1w", fix="give a T1w with voxels of 1 to 2 mm")
     prior_stack = None
     if priors is not None:
         missing = {"GM", "WM", "CSF"} - set(priors)

@@ -31,6 +31,7 @@ import nibabel as nib
 import numpy as np
 
 from pseudopet_bids import resources
+from pseudopet_bids.errors import DataError
 from pseudopet_bids.preproc._ants import (LPS, ants_session, box_affine, from_ants, grid_shape,
                                           mask_box, resample_to_spacing, to_ants)
 
@@ -220,7 +221,9 @@ def register_t1_to_template(t1: nib.Nifti1Image, t1_mask: nib.Nifti1Image, workd
     if inside.shape != t1.shape[:3]:
         raise ValueError("t1_mask must lie on the T1w grid")
     if inside.sum() < 1000:
-        raise ValueError("register_t1_to_template: the brain mask holds fewer than 1000 voxels")
+        raise DataError(f"template registration: the brain holds only {int(inside.sum())} "
+                        "voxels of the T1w (at least 1000 are needed): the image is too coarse",
+                        role="t1w", fix="give a T1w with voxels of 1 to 2 mm")
     data = np.asarray(t1.dataobj, dtype=np.float32)
     # scale the brain to the template's [0, 1] (MI does not need it; the optimiser steps do)
     hi = float(np.percentile(data[inside], 99.5)) or 1.0

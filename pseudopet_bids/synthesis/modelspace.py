@@ -25,6 +25,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from pseudopet_bids.errors import DataError
 from pseudopet_bids.models.presets import ModelGrid
 from pseudopet_bids.preproc.registration import Registration
 
@@ -45,7 +46,8 @@ def scale_mri(t1: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raise ValueError("scale_mri: empty brain mask")
     hi = float(np.percentile(t1[inside], MRI_PERCENTILE))
     if not hi > 0:
-        raise ValueError("scale_mri: the T1w is not positive inside the brain mask")
+        raise DataError("model input: the T1w is not positive inside the brain mask",
+                        role="t1w", fix="give a T1w with positive intensities (magnitude image)")
     out = np.clip(t1 / hi, 0.0, 1.0) * 2.0 - 1.0
     return np.where(inside, out, -1.0).astype(np.float32)
 

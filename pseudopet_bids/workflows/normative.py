@@ -22,7 +22,7 @@ from pseudopet_bids.bids import derivatives as der
 from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.config import RunConfig
 from pseudopet_bids.detect import normative
-from pseudopet_bids.errors import InputError
+from pseudopet_bids.errors import DataError, InputError
 from pseudopet_bids.preproc.template_reg import TemplateRegistration
 from pseudopet_bids.synthesis.select import choose_model
 
@@ -78,6 +78,9 @@ def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Pat
             continue
         try:
             res_t, valid_t = control_residual(paths, pseudo, gm_threshold)
+        except DataError as exc:  # e.g. no grey matter at --gm-threshold
+            skipped.append(f"{key} ({exc})")
+            continue
         except (OSError, KeyError, ValueError) as exc:
             skipped.append(f"{key} ({type(exc).__name__}: {exc})")
             continue

@@ -28,7 +28,7 @@ import torch
 
 from pseudopet_bids.bids import derivatives as der
 from pseudopet_bids.bids.discovery import SubjectInputs, discover, load_filters, preflight_table
-from pseudopet_bids.bids.inputs import load_inputs
+from pseudopet_bids.bids.inputs import input_files, load_inputs
 from pseudopet_bids.bids.participants import Participant, read_participants
 from pseudopet_bids.config import RunConfig
 from pseudopet_bids.detect.clusters import find_clusters
@@ -39,7 +39,7 @@ from pseudopet_bids.detect.search import detection_mask
 from pseudopet_bids.detect.zmap import difference_map
 from pseudopet_bids.device import resolve_device, set_threads
 from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, InputError,
-                                   PseudopetError)
+                                   PseudopetError, naming_inputs)
 from pseudopet_bids.io.files import atomic_write_text
 from pseudopet_bids.io.temporaries import clean_folders, private_tempdir, staging_name
 from pseudopet_bids.models.registry import model_spec
@@ -198,8 +198,10 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
         LOGGER.info("%s: redoing, %s", unit.key, "--force given" if done else why)
     try:
         # WORK/tmp is shared by the participants of a run: a folder of this process's own lets
-        # a later run tell what a killed one left there (temporaries.py)
-        with private_tempdir(Path(cfg.execution.work_dir) / "tmp"):
+        # a later run tell what a killed one left there (temporaries.py); a problem in the data
+        # found by a processing step (errors.DataError) is reported naming the file concerned
+        with (private_tempdir(Path(cfg.execution.work_dir) / "tmp"),
+              naming_inputs(input_files(unit))):
             _process(unit, cfg, participant, status, analysis)
     except BaseException as exc:
         status.fail(exc)

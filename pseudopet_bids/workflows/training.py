@@ -26,12 +26,12 @@ import torch.distributed as tdist
 
 from pseudopet_bids import __version__
 from pseudopet_bids.bids.discovery import SubjectInputs, discover, load_filters, preflight_table
-from pseudopet_bids.bids.inputs import load_inputs
+from pseudopet_bids.bids.inputs import input_files, load_inputs
 from pseudopet_bids.bids.participants import read_participants
 from pseudopet_bids.config import RunConfig
 from pseudopet_bids.detect.search import detection_mask
 from pseudopet_bids.device import set_threads
-from pseudopet_bids.errors import InputError, PseudopetError, UsageError
+from pseudopet_bids.errors import InputError, PseudopetError, UsageError, naming_inputs
 from pseudopet_bids.evaluate.translation import volume_metrics
 from pseudopet_bids.io.files import atomic_write_bytes, npz_bytes
 from pseudopet_bids.io.temporaries import clean_folders, private_tempdir
@@ -105,8 +105,8 @@ def _prepare_job(args: tuple[SubjectInputs, RunConfig, ModelGrid]) -> ControlVol
     set_threads(cfg.execution.omp_nthreads)
     work = Path(cfg.execution.work_dir)
     clean_folders([(work / unit.key, True)], unit.key)  # cache writes of killed runs
-    try:
-        with private_tempdir(work / "tmp"):  # ANTs' files: see participant.run_participant
+    try:  # ANTs' files, and data problems naming their file: see participant.run_participant
+        with private_tempdir(work / "tmp"), naming_inputs(input_files(unit)):
             return prepare_control(unit, cfg, grid)
     except PseudopetError as exc:
         return f"{unit.key}: {exc}"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pseudopet_bids.detect.zmap import difference_map, zmap
+from pseudopet_bids.errors import DataError
 
 
 def test_difference_sign():
@@ -36,10 +37,12 @@ def test_zmap_standardizes_over_gm(rng):
 def test_zmap_errors(rng):
     d = rng.normal(size=(4, 4, 4))
     gm = np.ones(d.shape, bool)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(DataError, match="no grey matter.*--gm-threshold") as empty:
         zmap(d, np.zeros_like(gm))
-    with pytest.raises(ValueError, match="std = 0"):
+    assert empty.value.role == "t1w"
+    with pytest.raises(DataError, match="std = 0") as constant:
         zmap(np.ones_like(d), gm)
+    assert constant.value.role == "pet"
     with pytest.raises(ValueError, match="binary"):
         zmap(d, np.full(d.shape, 0.7))
     with pytest.raises(ValueError, match="shape"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pseudopet_bids.errors import DataError
 from pseudopet_bids.preproc.normalize import normalize_pet, reference_region
 
 
@@ -53,11 +54,11 @@ def test_reference_region_threshold(volumes):
 
 def test_errors(volumes):
     pet, gm, brain = volumes
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(DataError, match="empty"):  # data problems: the file is named upstream
         normalize_pet(pet, np.zeros_like(brain))
-    with pytest.raises(ValueError, match="must be > 0"):
+    with pytest.raises(DataError, match="must be > 0"):
         normalize_pet(np.zeros_like(pet), brain)
-    with pytest.raises(ValueError, match="must be > 0"):
+    with pytest.raises(DataError, match="must be > 0"):
         normalize_pet(-pet, brain, method="brain-mean")
     with pytest.raises(ValueError, match="unknown"):
         normalize_pet(pet, brain, method="suvr")

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from pseudopet_bids.errors import DataError
 from pseudopet_bids.preproc._ants import dice
 from pseudopet_bids.preproc import brainmask
-from pseudopet_bids.preproc.brainmask import _implausible, brain_mask
+from pseudopet_bids.preproc.brainmask import (MIN_NEIGHBOUR_CORRELATION, _implausible,
+                                              brain_mask, neighbour_correlation)
 
 
 def test_deepbet_on_a_2mm_head(head2mm):
@@ -70,5 +72,30 @@ def test_template_method_gives_up_with_a_clear_message(head3mm, monkeypatch):
     t1, _, _ = head3mm
     monkeypatch.setattr(brainmask, "_register_template_mask",
                         lambda t1, n, s, o: np.zeros(t1.shape, bool))
-    with pytest.raises(ValueError, match="every start.*--skullstrip deepbet"):
+    with pytest.raises(DataError, match="every start.*--skullstrip deepbet"):
         brain_mask(t1, "template")
+
+
+def test_neighbour_correlation_tells_a_brain_from_noise(head3mm):
+    t1, truth, _ = head3mm
+    brain = np.asarray(truth["mask"].dataobj) > 0
+    assert neighbour_correlation(np.asarray(t1.dataobj), brain) > 0.6
+    noise = np.random.default_rng(0).uniform(1, 100, t1.shape)
+    assert abs(neighbour_correlation(noise, brain)) < 0.05 < MIN_NEIGHBOUR_CORRELATION
+    assert np.isnan(neighbour_correlation(np.ones(t1.shape), brain))  # constant: not judged
+
+
+@pytest.mark.parametrize("what", ["noise", "no head"])
+def test_deepbet_finds_no_brain_in_noise(what):
+    """deepbet outlines a 650 ml "brain" in a 64-voxel cube of noise (refused as noise), and
+    fails inside its box net on a small patch of noise in an empty volume (refused: no head)."""
+    rng = np.random.default_rng(0)
+    if what == "noise":
+        data = rng.uniform(1, 100, (64, 64, 64))
+    else:
+        data = np.zeros((64, 64, 64))
+        data[:8, :8, :8] = rng.uniform(1, 100, (8, 8, 8))
+    t1 = nib.Nifti1Image(data.astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    with pytest.raises(DataError, match="only noise" if what == "noise" else "no head") as err:
+        brain_mask(t1, "deepbet", omp_nthreads=2)
+    assert err.value.role == "t1w" and "--skullstrip template" in str(err.value)

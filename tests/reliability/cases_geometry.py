@@ -265,8 +265,9 @@ def partial_brain_coverage(tmp: Path) -> Scenario:
         pre = run.value
         covered = float((pre.pet[pre.mask] > 0).mean())
         assert 0.55 < covered < 0.8, covered
+        pre.aal = pre.mask.astype(np.int16)  # the stub's atlas is empty: one region, the brain
         gm = detection_mask(pre, DetectionConfig(search_region="gm"))
-        assert not (gm & (pre.pet == 0)).any()
+        assert gm.any() and not (gm & (pre.pet == 0)).any()
 
     return Scenario(root, call=lambda: _preprocess_with(tmp, np.diag([2.6, 2.6, 2.6, 1.0]),
                                                          slice(0, 36)), verify=verify)

@@ -172,4 +172,5 @@ def same_as_canonical(path: Path, kind: str = "t1", key: str = "sub-01"
 
 # the cases register themselves on import
 from tests.reliability import (cases_dataset, cases_discovery, cases_geometry,  # noqa: E402,F401
-                               cases_images, cases_metadata, cases_mixed, cases_models)
+                               cases_images, cases_metadata, cases_mixed, cases_models,
+                               cases_processing)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pseudopet_bids.errors import DataError
 from pseudopet_bids.models.presets import GRIDS, ModelGrid
 from pseudopet_bids.synthesis.modelspace import (MRI_PERCENTILE, PET_MAX, SCALING, grid_image,
                                                  scale_mri, scale_pet, unscale_pet)
@@ -47,7 +48,7 @@ def test_scale_mri_refuses_unusable_input():
     mask = _brain()
     with pytest.raises(ValueError, match="empty"):
         scale_mri(np.ones(mask.shape), np.zeros(mask.shape, bool))
-    with pytest.raises(ValueError, match="not positive"):
+    with pytest.raises(DataError, match="not positive"):  # a data problem: names the T1w
         scale_mri(-np.ones(mask.shape), mask)
 
 

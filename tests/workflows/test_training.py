@@ -116,3 +116,28 @@ def test_validator_scores_the_held_out_controls(rng):
     assert set(metrics) == {"ssim", "psnr", "mae"}
     assert all(np.isfinite(v) for v in metrics.values())
     assert 0 < metrics["mae"] < 1 and metrics["ssim"] < 1
+
+
+# --------------------------------------------------------------------------- data problems
+
+
+def test_a_data_problem_of_a_control_names_its_file(tmp_path, monkeypatch):
+    """A problem the core finds in a control's data (errors.DataError: no file known there) is
+    reported naming the file it concerns, and the control is left out of the training."""
+    from pseudopet_bids.bids.discovery import discover
+    from pseudopet_bids.config import RunConfig
+    from pseudopet_bids.errors import DataError
+    from pseudopet_bids.workflows import training
+    from tests.conftest import make_bids
+
+    root = make_bids(tmp_path / "ds", {"01": {}})
+    (unit,) = discover(root)
+    cfg = RunConfig.from_flat({"bids_dir": str(root), "output_dir": str(tmp_path / "out"),
+                               "work_dir": str(tmp_path / "work")})
+
+    def no_brain(*args, **kwargs):
+        raise DataError("found no brain in the T1w", role="t1w", fix="give a T1w")
+
+    monkeypatch.setattr(training, "preprocess_cached", no_brain)
+    failure = training._prepare_job((unit, cfg, preset("cyclegan", "small")["grid"]))
+    assert failure == f"sub-01: {unit.t1w}: found no brain in the T1w -> give a T1w"
