@@ -32,8 +32,8 @@ import numpy as np
 from scipy import ndimage
 
 from pseudopet_bids import resources
-from pseudopet_bids.io.files import atomic_write_bytes, atomic_write_text
 from pseudopet_bids.errors import DataError
+from pseudopet_bids.io.files import atomic_write_bytes, atomic_write_text
 from pseudopet_bids.preproc.registration import Registration
 
 NORMATIVE_FILE = "normative.safetensors"
