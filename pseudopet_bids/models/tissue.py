@@ -42,7 +42,6 @@ normal regional patterns inside a compartment, or about uptake outside the brain
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -170,7 +169,7 @@ def _mad_scale(r: np.ndarray, floor: float) -> float:
 
 
 def irls_nnls(x: np.ndarray, y: np.ndarray, loss: str = "tukey", max_iter: int = 100,
-              tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+              tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, dict]:
     """Robust non-negative linear regression by iteratively reweighted least squares.
 
     Parameters
@@ -271,7 +270,7 @@ class TissueModel:
 
     def predict(self, pet: np.ndarray, tissues: dict[str, np.ndarray], brain_mask: np.ndarray,
                 voxel_sizes: tuple[float, float, float],
-                aal_labels: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                aal_labels: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
         """Fit the model to ``pet`` and return the pseudo-normal PET.
 
         Parameters
@@ -313,8 +312,7 @@ class TissueModel:
             raise ValueError(f"voxel_sizes must be three positive numbers, got {voxel_sizes}")
         if not mask.any():
             raise ValueError("tissue model: the brain mask is empty")
-        vx, vy, vz = (float(v) for v in voxel_sizes)
-        voxel_sizes = (vx, vy, vz)
+        voxel_sizes = tuple(float(v) for v in voxel_sizes)
         sigma = tuple(self.pet_fwhm_mm * _FWHM_TO_SIGMA / v for v in voxel_sizes)
 
         # Work in the mask's bounding box plus the kernel radius: identical result, less work.
@@ -330,7 +328,6 @@ class TissueModel:
         tis = {k: np.where(m, np.asarray(tissues[k])[box], 0).astype(np.float32)
                for k in ("GM", "WM", "CSF")}
 
-        names: tuple[str, ...]
         if aal_labels is None:
             comp, names = np.zeros(m.shape, dtype=np.int8), ("GM",)
         else:
