@@ -49,15 +49,23 @@ def digests(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _run_specific(name: str) -> bool:
+    return name.startswith(RUN_SPECIFIC[0]) or name.endswith(RUN_SPECIFIC[1])
+
+
 def compare(before: Path, after: Path) -> tuple[list[str], list[str], list[str], int]:
-    """(different, only in one, run-specific and different, identical count)."""
+    """(different, only in one, run-specific and different or only in one, identical count).
+
+    Run logs carry the time, host and pid in their names, so they are only in one folder: they
+    count as run-specific, like the files that hold times.
+    """
     a, b = digests(before), digests(after)
     different, run_specific = [], []
-    for name in sorted(set(a) & set(b)):
-        if a[name] != b[name]:
-            (run_specific if name.startswith(RUN_SPECIFIC[0]) or name.endswith(RUN_SPECIFIC[1])
-             else different).append(name)
-    only = sorted(set(a) ^ set(b))
+    for name in sorted(set(a) | set(b)):
+        if a.get(name) != b.get(name):
+            (run_specific if _run_specific(name) else different).append(name)
+    only = [n for n in different if n not in a or n not in b]
+    different = [n for n in different if n in a and n in b]
     identical = sum(a[n] == b[n] for n in set(a) & set(b))
     return different, only, run_specific, identical
 
