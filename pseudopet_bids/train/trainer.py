@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from pseudopet_bids import provenance
+from pseudopet_bids.config import RunConfig, default
 from pseudopet_bids.device import flush_denormals, resolve_device
 from pseudopet_bids.errors import ProcessingError, UsageError
 from pseudopet_bids.io.files import atomic_write_text
@@ -68,18 +69,29 @@ class TrainSettings:
         Continue from ``state/`` when present.
     """
 
+    # the defaults shared with the command line are those of the run config (defined once)
     steps: int
     batch_size: int
-    accumulate: int = 1
-    device: str = "auto"
+    accumulate: int = default("accumulate")
+    device: str = default("device")
     amp: bool = True
     channels_last: bool = True
-    checkpoint_every: int = 500
-    checkpoint_minutes: float = 10.0
-    val_every: int = 0
+    checkpoint_every: int = default("checkpoint_every")
+    checkpoint_minutes: float = default("checkpoint_minutes")
+    val_every: int = default("val_every")
     log_every: int = 10
-    seed: int = 42
-    resume: bool = False
+    seed: int = default("seed")
+    resume: bool = default("resume")
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, steps: int, batch_size: int) -> "TrainSettings":
+        """The settings of ``group --train`` (``steps`` and ``batch_size``: the preset's
+        values unless the command line set them)."""
+        tr, ex = cfg.training, cfg.execution
+        return cls(steps=steps, batch_size=batch_size, accumulate=tr.accumulate,
+                   device=ex.device, checkpoint_every=tr.checkpoint_every,
+                   checkpoint_minutes=tr.checkpoint_minutes, val_every=tr.val_every,
+                   seed=ex.seed, resume=tr.resume)
 
 
 def lr_lambda(schedule: str, total: int, lr: float, lr_min: float) -> Callable[[int], float]:

@@ -276,10 +276,7 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
             "n_slices": {"mri": len(sets["mri"]), "pet": len(sets["pet"])},
             "template": "MNI152NLin2009aSym", "created_by": f"pseudopet {__version__}",
             "references": list(model_spec(kind).references)}
-    settings = TrainSettings(steps=steps, batch_size=batch, accumulate=tr.accumulate,
-                             device=ex.device, checkpoint_every=tr.checkpoint_every,
-                             checkpoint_minutes=tr.checkpoint_minutes,
-                             val_every=tr.val_every, seed=ex.seed, resume=tr.resume)
+    settings = TrainSettings.from_config(cfg, steps, batch)
     sampler = UnpairedSampler(sets, batch, ex.seed, dist.rank, dist.world_size)
     trainer = Trainer(model, sampler, settings, model_dir, card,
                       make_validator(val, k, ex.seed), dist=dist)
