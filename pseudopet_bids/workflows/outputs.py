@@ -34,8 +34,18 @@ from pseudopet_bids.preproc.pipeline import Preprocessed
 from pseudopet_bids.provenance import software_versions
 from pseudopet_bids.resources import TEMPLATE_NAME
 
-#: An image (array written as NIfTI on the T1w grid), a table (TSV), or a writer of its own.
-Payload = Union[np.ndarray, pd.DataFrame, Callable[[Path], None]]
+
+@dataclass(frozen=True)
+class Deferred:
+    """An image computed when it is written: it is then not held in memory with all the
+    others while the derivatives are written (a masked copy of a volume, say)."""
+
+    make: Callable[[], np.ndarray]
+
+
+#: An image (array written as NIfTI on the T1w grid, or computed then), a table (TSV), or a
+#: writer of its own.
+Payload = Union[np.ndarray, Deferred, pd.DataFrame, Callable[[Path], None]]
 
 
 @dataclass(frozen=True)
@@ -167,10 +177,10 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
         Derivative(where["lobes_table"], lobe_dseg_table()),
         Derivative(where["xfm_forward"], lambda _path: pre.registration.write(
             where["xfm_forward"], where["xfm_inverse"])),
-        Derivative(where["focus_mask"], result.labels > 0, np.uint8, {
+        Derivative(where["focus_mask"], Deferred(lambda: result.labels > 0), np.uint8, {
             **anat, "Sources": [src_pet, src_t1], "Type": "Hypometabolic clusters",
             **thresholds, **model_fields}),
-        Derivative(where["pet"], result.pet * pre.mask, sidecar={
+        Derivative(where["pet"], Deferred(lambda: result.pet * pre.mask), sidecar={
             **pet_common, "Description": "Static PET rigidly coregistered to the T1w (mutual "
                                          "information) and resampled, masked",
             "Coregistration": {
@@ -178,7 +188,7 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
                 + (" (already in T1w space: resampled, not registered)"
                    if "pet" in reused else ""),
                 "Metric": getattr(coreg, "metric", None)}}),
-        Derivative(where["pseudonormal"], result.pseudo * pre.mask, sidecar={
+        Derivative(where["pseudonormal"], Deferred(lambda: result.pseudo * pre.mask), sidecar={
             **pet_common, **model_fields,
             "Description": "Pseudo-normal PET predicted from the T1w, same units as "
                            "desc-preproc"}),
@@ -199,6 +209,8 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
 
 def _write_one(item: Derivative, affine: np.ndarray) -> None:
     payload = item.payload
+    if isinstance(payload, Deferred):
+        payload = payload.make()
     if isinstance(payload, pd.DataFrame):
         files.write_tsv(item.path, payload)
     elif isinstance(payload, np.ndarray):

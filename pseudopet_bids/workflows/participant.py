@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from pseudopet_bids.bids import derivatives as der
 from pseudopet_bids.bids.discovery import SubjectInputs, discover, load_filters, preflight_table
@@ -222,8 +223,10 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
         images = load_inputs(unit)
     for note in unit.notes:
         LOGGER.info("%s: %s", unit.key, note)
+    # with several threads, the preprocessing cache is compressed while the model runs
     pre = preprocess_cached(images, Path(ex.work_dir) / unit.key, cfg.preproc, ex.seed,
-                            ex.omp_nthreads, unit.key, status=status)
+                            ex.omp_nthreads, unit.key, status=status,
+                            background=ex.omp_nthreads > 1)
     timings.update(pre.timings)
     search = detection_mask(pre, cfg.detection)
     model = analysis.model
@@ -238,8 +241,13 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
             # a non-learned model, fitted to the subject's own PET (models/registry.py)
             spec = model_spec(model.architecture)
             predictor = spec.loader()(**spec.options(cfg.synthesis))
-            pseudo_norm, model_info = predictor.predict(pet_norm, pre.tissues, pre.mask,
-                                                        pre.voxel_sizes, aal_labels=pre.aal)
+            # BLAS on one thread (the tissue fit: a 75k x 65 weighted Gram matrix per
+            # reweighting): OpenBLAS threads spin while they wait, and on 2 cores busy with
+            # other work 2 threads took 56 s of CPU instead of 5; one thread also gives the
+            # same bits whatever --omp-nthreads
+            with threadpool_limits(limits=1, user_api="blas"):
+                pseudo_norm, model_info = predictor.predict(pet_norm, pre.tissues, pre.mask,
+                                                            pre.voxel_sizes, aal_labels=pre.aal)
         else:
             assert model.folder is not None
             device = resolve_device(ex.device)
@@ -274,16 +282,28 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
         norm_info=norm_info, model_name=model.architecture, model_sha256=model.sha256,
         model_info=model_info, n_samples=n_samples, z=z, z_info=z_info, labels=labels,
         table=table)
+    del pet_norm, pseudo_norm, pseudo_sd, diff  # 3 volumes less in memory while writing
     staging = out / staging_name(unit.key)
     try:
         with timed(timings, "writing derivatives", unit.key, status):
             spaths = der.SubjectPaths(staging, unit.subject, unit.session, unit.pet)
-            outputs.write_derivatives(
-                outputs.subject_derivatives(spaths, result, cfg, unit, model.label,
-                                            analysis.label),
-                pre.affine, threads=ex.omp_nthreads)
-            write_subject_figures(spaths, pre, result.pet, result.pseudo, result.pseudo_sd, z,
-                                  labels, model.label, analysis.label, det.z_threshold)
+            items = outputs.subject_derivatives(spaths, result, cfg, unit, model.label,
+                                                analysis.label)
+            figure_args = (spaths, pre, result.pet, result.pseudo, result.pseudo_sd, z, labels,
+                           model.label, analysis.label, det.z_threshold)
+            if ex.omp_nthreads > 1:
+                # the QC figures (matplotlib: holding the GIL most of the time) are drawn in a
+                # thread of their own while the images are compressed (zlib releases the GIL);
+                # each file's bytes are the same either way
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures") as drawer:
+                    figures = drawer.submit(write_subject_figures, *figure_args)
+                    outputs.write_derivatives(items, pre.affine, threads=ex.omp_nthreads)
+                    figures.result()
+            else:
+                outputs.write_derivatives(items, pre.affine)
+                write_subject_figures(*figure_args)
+            if pre.cache_written is not None:
+                pre.cache_written.result()  # its error, if any, fails the subject as before
             # the record of an earlier run goes first: killed while the final files are being
             # replaced, the analysis must not look finished with a mix of old and new files
             final.config(analysis.label).unlink(missing_ok=True)
