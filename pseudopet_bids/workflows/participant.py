@@ -15,10 +15,16 @@ got that far, is reused from the work folder (docs/reliability.md).
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
+import os
 import shutil
+import signal
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -42,7 +48,7 @@ from pseudopet_bids.device import resolve_device, set_threads
 from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, InputError,
                                    PseudopetError, naming_inputs)
 from pseudopet_bids.io.files import atomic_write_text
-from pseudopet_bids.io.temporaries import clean_folders, private_tempdir, staging_name
+from pseudopet_bids.io.temporaries import TMP_SUFFIX, clean_folders, private_tempdir, staging_name
 from pseudopet_bids.models.registry import model_spec
 from pseudopet_bids.preproc.normalize import normalize_pet
 from pseudopet_bids.preproc.pipeline import preprocess_cached
@@ -58,6 +64,9 @@ from pseudopet_bids.workflows import outputs
 LOGGER = logging.getLogger(__name__)
 #: Peak memory of one participant with the tissue model, rounded up (docs/performance.md).
 GB_PER_PARTICIPANT = 3.0
+#: Longest wait for the QC figures drawn by a process of their own (about 6 s of CPU); past it
+#: they are left out, as a figure that fails (QC figures never fail the subject).
+FIGURES_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -291,19 +300,23 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
                                                 analysis.label)
             figure_args = (spaths, pre, result.pet, result.pseudo, result.pseudo_sd, z, labels,
                            model.label, analysis.label, det.z_threshold)
-            if ex.omp_nthreads > 1:
-                # the QC figures (matplotlib: holding the GIL most of the time) are drawn in a
-                # thread of their own while the images are compressed (zlib releases the GIL);
-                # each file's bytes are the same either way
-                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures") as drawer:
-                    figures = drawer.submit(write_subject_figures, *figure_args)
-                    outputs.write_derivatives(items, pre.affine, threads=ex.omp_nthreads)
-                    figures.result()
-            else:
-                outputs.write_derivatives(items, pre.affine)
-                write_subject_figures(*figure_args)
             if pre.cache_written is not None:
                 pre.cache_written.result()  # its error, if any, fails the subject as before
+            # with several threads, the QC figures are drawn by a process of their own while
+            # the images are written; each file's bytes are the same either way
+            drawer = _start_aside(write_subject_figures, figure_args) \
+                if ex.omp_nthreads > 1 else None
+            if drawer is None:
+                outputs.write_derivatives(items, pre.affine, threads=ex.omp_nthreads)
+                write_subject_figures(*figure_args)
+            else:
+                try:
+                    outputs.write_derivatives(items, pre.affine, threads=ex.omp_nthreads)
+                except BaseException:
+                    drawer.kill()
+                    raise
+                finally:
+                    _join_aside(drawer, staging, unit.key)
             # the record of an earlier run goes first: killed while the final files are being
             # replaced, the analysis must not look finished with a mix of old and new files
             final.config(analysis.label).unlink(missing_ok=True)
@@ -315,6 +328,53 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
     with timed(timings, "reports", unit.key, status):
         write_reports(out, cfg, unit.subject, participant)
     LOGGER.info("%s: finished in %.0f s", unit.key, timings["total"])
+
+
+def _start_aside(draw: Callable[..., object], args: tuple[object, ...]
+                 ) -> multiprocessing.process.BaseProcess | None:
+    """Start ``draw(*args)`` in a forked child process; None where there is no fork (not
+    Linux) or this process may not have children (a daemonic worker): the caller draws.
+
+    matplotlib holds the GIL most of the time: drawn by a thread, the figures kept the writer
+    threads waiting (writing the derivatives took as long as one after the other). A forked
+    child has a GIL of its own and shares the volumes with this process (copy-on-write, not
+    copied). It is started before the writer threads; the threads that exist then (BLAS, ITK
+    and OpenMP pools) are idle. It dies with this process (a killed run leaves no process
+    writing into its staging folder).
+    """
+    if not sys.platform.startswith("linux") or multiprocessing.current_process().daemon:
+        return None
+    child = multiprocessing.get_context("fork").Process(
+        target=_aside, args=(os.getpid(), draw, args), name="pseudopet-figures", daemon=True)
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns about forking a process that has threads (the idle pools above)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child.start()
+    return child
+
+
+def _aside(parent: int, draw: Callable[..., object], args: tuple[object, ...]) -> None:
+    """The child of :func:`_start_aside`: SIGKILL when the parent ends (Linux
+    ``PR_SET_PDEATHSIG``), then ``draw(*args)``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent ended before the line above
+        os._exit(1)
+    draw(*args)
+
+
+def _join_aside(child: multiprocessing.process.BaseProcess, staging: Path, key: str) -> None:
+    """Wait for the figures' process (:data:`FIGURES_TIMEOUT_S` at most); when it did not
+    end well, say so and remove the temporary file it may have left in the staging folder."""
+    child.join(FIGURES_TIMEOUT_S)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    if child.exitcode != 0:
+        LOGGER.warning("%s: QC figures not all drawn (their process ended with exit code %s)",
+                       key, child.exitcode)
+        for tmp in staging.rglob(f"*{TMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
 
 
 def write_reports(out: Path, cfg: RunConfig, subject: str, participant: Participant | None
