@@ -37,7 +37,7 @@ def _stubbed(gm_max: float = 0.9) -> dict:
     wm = nib.Nifti1Image(np.where(mask, 1.0 - gm_max, 0.0).astype(np.float32), GRID)
 
     def uncached(images, workdir, preproc, seed, omp_nthreads=1, key="subject", status=None,
-                 digest=None):
+                 **_cache_options):
         return pipeline.preprocess(images, workdir, preproc, seed, omp_nthreads, key, status)
 
     return {
