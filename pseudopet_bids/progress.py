@@ -38,9 +38,9 @@ SCHEMA_VERSION = 1  # run states: queued running finished failed skipped
 #: its full name carries the model (``pseudo-normal PET (tissue)``); trained models run from
 #: seconds (GPU) to minutes (CPU, docs/models_benchmark.md): pass ``weights`` to override.
 DEFAULT_STAGE_WEIGHTS: dict[str, float] = {
-    "image intake": 0.3, "brain mask": 2.8, "T1w to template registration": 10.4,
-    "atlas to T1w": 5.1, "tissue segmentation": 4.8, "PET to T1w coregistration": 5.2,
-    "pseudo-normal PET": 5.3, "detection": 0.4, "writing derivatives": 17.3, "reports": 2.0}
+    "image intake": 0.3, "brain mask": 2.4, "T1w to template registration": 8.4,
+    "atlas to T1w": 4.0, "tissue segmentation": 3.7, "PET to T1w coregistration": 4.2,
+    "pseudo-normal PET": 4.4, "detection": 0.4, "writing derivatives": 7.5, "reports": 2.0}
 #: Weight of a stage that is in no weight table (an unplanned step is assumed short).
 UNKNOWN_STAGE_WEIGHT = 1.0
 #: The stages of ``preproc.pipeline.preprocess``, in order (skipped together on a cache hit).
