@@ -53,9 +53,9 @@ EXIT_INTERRUPTED = getattr(errors, "EXIT_INTERRUPTED", 130)
 REGENERATE = "python -m pseudopet_bids.cli.boutiques"
 
 # Suggested resources for one participant with the tissue model. docs/performance.md measured
-# 39.5 s wall time and 2.19 GiB peak memory with --omp-nthreads 2 (53-77 s on the same
-# 2 cores shared with other jobs); we suggest 90 s and 3 GB (which --mem also assumes per
-# participant) to leave headroom.
+# 40-49 s wall time and 2.2 GiB peak memory with --omp-nthreads 2 on an idle 2-core machine
+# (53-77 s with the cores shared with other jobs); we suggest 90 s and 3 GB (which --mem also
+# assumes per participant) to leave headroom.
 SUGGESTED_RESOURCES = {"cpu-cores": 2, "ram": 3, "walltime-estimate": 90}
 
 _ACCEPT_ERRORS = (argparse.ArgumentTypeError, ValueError, TypeError, OSError)
