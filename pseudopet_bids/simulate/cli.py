@@ -39,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of patients (default 0)")
     g.add_argument("--seed", type=_non_negative_int, required=True, metavar="S",
                    help="random seed; the same arguments give identical files")
+    g.add_argument("--difficulty", choices=("classic", "ladder"), default="classic",
+                   help="classic: one 20-35 %% focus in a random lobe (default); ladder: foci "
+                        "of 8-35 %% depth and 2-40 cm3, mesial temporal most often, some "
+                        "multilobar, and benign left/right asymmetries in every subject")
+    g.add_argument("--uptake-pattern", choices=("regional", "template"), default="regional",
+                   help="normal FDG pattern: regional (symmetric, bounded within regions; "
+                        "default) or template (the real template's, unsymmetrised and "
+                        "unbounded: harder for a tissue model)")
     g = p.add_argument_group("images")
     g.add_argument("--t1-voxel-size", type=float, default=1.0, metavar="MM",
                    help="isotropic T1w voxel size in mm (default 1.0)")
@@ -72,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         table = simulate_cohort(args.out, args.controls, args.patients, args.seed,
                                 t1_voxel_mm=args.t1_voxel_size, pet_voxel_mm=args.pet_voxel_size,
                                 truth_dir=args.truth_dir, frames=args.frames,
-                                nprocs=args.nprocs)
+                                nprocs=args.nprocs, difficulty=args.difficulty,
+                                pattern=args.uptake_pattern)
     except PseudopetError as exc:
         LOGGER.error("%s", exc)
         return exc.exit_code

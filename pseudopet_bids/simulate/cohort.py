@@ -36,6 +36,9 @@ LOGGER = logging.getLogger(__name__)
 BIDS_VERSION = "1.10.0"
 TRUTH_COLUMNS = ["participant_id", "group", "focus", "lesion_volume_mm3", "reduction",
                  "centre_template_x", "centre_template_y", "centre_template_z"]
+#: Further truth columns of the difficulty ladder: the focus' location class, how many lobes it
+#: spans, its ellipsoid volume, and the subject's benign temporal asymmetry (fraction).
+LADDER_COLUMNS = ["location", "extent", "focus_volume_mm3", "temporal_asymmetry"]
 
 
 def default_truth_dir(out_dir: Path) -> Path:
@@ -81,7 +84,8 @@ def _check_args(n_controls: int, n_patients: int, seed: int, t1_voxel_mm: float,
 
 
 def _dataset_files(root: Path, seed: int, n_controls: int, n_patients: int, frames: int,
-                   rows: list[dict]) -> None:
+                   rows: list[dict], difficulty: str = "classic",
+                   pattern: str = "regional") -> None:
     write_json(root / "dataset_description.json", {
         "Name": f"pseudopet synthetic FDG PET and T1w cohort (seed {seed})",
         "BIDSVersion": BIDS_VERSION,
@@ -102,9 +106,15 @@ def _dataset_files(root: Path, seed: int, n_controls: int, n_patients: int, fram
         "MNI152 2009a template head (scalp, skull, CSF, brain) under a random affine pose and a "
         "smooth nonlinear warp, with a T1w bias field and Rician noise. The FDG PET follows the "
         "regional pattern of a real FDG template, is blurred by a 6 mm PSF, noisy, and its "
-        "header is rigidly misaligned with the T1w header (up to 5 degrees / 10 mm). Patients "
-        "carry one 20-35 % hypometabolic focus in the grey matter of the lobe named in "
-        "participants.tsv (column focus).\n\n"
+        "header is rigidly misaligned with the T1w header (up to 5 degrees / 10 mm). "
+        + ("Patients carry one 20-35 % hypometabolic focus in the grey matter of the lobe named "
+           "in participants.tsv (column focus).\n\n" if difficulty == "classic" else
+           "Difficulty ladder: patients carry one hypometabolic focus of 8-35 % depth and "
+           "2-40 cm3, mesial temporal most often, some spanning two lobes (all named in "
+           "participants.tsv, column focus); every subject has benign left/right asymmetries "
+           "of a few percent and its own global, deep-nuclei and cerebellar uptake.\n\n")
+        + ("The normal uptake pattern is the real template's, unsymmetrised and unbounded.\n\n"
+           if pattern == "template" else "") +
         f"PET frames per subject: {frames}. T1w images are int16 (white matter about 1000); PET "
         "images are float32 in Bq/mL. The ground truth (lesion masks, transforms) is kept "
         "outside this dataset.\n\nNo real person's data is contained here.\n")
@@ -157,10 +167,12 @@ def _pet_sidecar(spec: subject.SubjectSpec) -> dict:
 
 def _one_subject(job: tuple) -> dict:
     """Draw, render and write one subject (runs in a worker process when nprocs > 1)."""
-    pid, group, index, seed, t1_voxel_mm, pet_voxel_mm, frames, root, truth = job
+    (pid, group, index, seed, t1_voxel_mm, pet_voxel_mm, frames, root, truth, difficulty,
+     pattern) = job
     start = time.perf_counter()
-    head = phantom.head_model(model_resolution(t1_voxel_mm))
-    spec = subject.draw_subject(pid, group, index, seed, head, t1_voxel_mm, pet_voxel_mm, frames)
+    head = phantom.head_model(model_resolution(t1_voxel_mm), pattern)
+    spec = subject.draw_subject(pid, group, index, seed, head, t1_voxel_mm, pet_voxel_mm, frames,
+                                difficulty)
     images = subject.render_subject(spec, head)
     anat, pet = Path(root) / pid / "anat", Path(root) / pid / "pet"
     anat.mkdir(parents=True)
@@ -173,7 +185,7 @@ def _one_subject(job: tuple) -> dict:
     if images.lesion is not None:
         write_nifti(images.lesion, Path(truth) / f"{pid}_desc-lesion_mask.nii.gz")
     write_json(Path(truth) / f"{pid}_truth.json", record)
-    focus = spec.lesion.region if spec.lesion else "n/a"
+    focus = ";".join(spec.lesion.regions) if spec.lesion else "n/a"
     LOGGER.info("%s (%s, focus %s): T1w %s %s, PET %s %s, %.1f s", pid, group, focus,
                 spec.t1_orientation, "x".join(map(str, spec.t1_grid.shape)),
                 spec.pet_orientation, "x".join(map(str, spec.pet_grid.shape)),
@@ -182,18 +194,27 @@ def _one_subject(job: tuple) -> dict:
             "sex": spec.sex, "record": record}
 
 
-def _truth_table(rows: list[dict]) -> pd.DataFrame:
+def _truth_table(rows: list[dict], difficulty: str = "classic") -> pd.DataFrame:
     table = []
     for r in rows:
         les = r["record"]["lesion"]
         centre = les["centre_template_mm"] if les else [np.nan] * 3
-        table.append({"participant_id": r["participant_id"], "group": r["group"],
-                      "focus": r["focus"],
-                      "lesion_volume_mm3": les["volume_mm3"] if les else np.nan,
-                      "reduction": les["reduction"] if les else np.nan,
-                      "centre_template_x": centre[0], "centre_template_y": centre[1],
-                      "centre_template_z": centre[2]})
-    return pd.DataFrame(table, columns=TRUTH_COLUMNS)
+        row = {"participant_id": r["participant_id"], "group": r["group"],
+               "focus": r["focus"],
+               "lesion_volume_mm3": les["volume_mm3"] if les else np.nan,
+               "reduction": les["reduction"] if les else np.nan,
+               "centre_template_x": centre[0], "centre_template_y": centre[1],
+               "centre_template_z": centre[2]}
+        if difficulty == "ladder":
+            variation = r["record"]["uptake_variation"]
+            row.update({"location": les["location"] if les else "n/a",
+                        "extent": (f"{len(les['regions'])} lobes" if len(les["regions"]) > 1
+                                   else "1 lobe") if les else "n/a",
+                        "focus_volume_mm3": les["focus_volume_mm3"] if les else np.nan,
+                        "temporal_asymmetry": variation["asymmetry"]["temporal"]})
+        table.append(row)
+    columns = TRUTH_COLUMNS + (LADDER_COLUMNS if difficulty == "ladder" else [])
+    return pd.DataFrame(table, columns=columns)
 
 
 def _write_truth_files(truth: Path, table: pd.DataFrame, dataset: Path) -> None:
@@ -202,13 +223,20 @@ def _write_truth_files(truth: Path, table: pd.DataFrame, dataset: Path) -> None:
     fmt["reduction"] = fmt["reduction"].map(lambda v: f"{v:.4f}")
     for c in ("centre_template_x", "centre_template_y", "centre_template_z"):
         fmt[c] = fmt[c].map(lambda v: f"{v:.1f}")
+    if "focus_volume_mm3" in fmt:
+        fmt["focus_volume_mm3"] = fmt["focus_volume_mm3"].map(lambda v: f"{v:.1f}")
+        fmt["temporal_asymmetry"] = fmt["temporal_asymmetry"].map(lambda v: f"{v:.4f}")
     fmt = fmt.replace("nan", "n/a")
     fmt.to_csv(truth / "truth.tsv", sep="\t", index=False, lineterminator="\n")
     (truth / "README.md").write_text(
         f"# Ground truth of the synthetic dataset `{dataset.name}`\n\n"
         "- `truth.tsv`: one row per participant; lesion volume (mm³, lesioned grey matter on the "
         "T1w grid), GM uptake reduction at the focus core, focus centre in MNI152NLin2009aSym "
-        "mm.\n"
+        "mm."
+        + (" Ladder cohorts add the focus' location class, the lobes it spans (extent), its "
+           "ellipsoid volume before it is cut to its lobes (focus_volume_mm3), and each "
+           "subject's benign temporal left/right uptake difference (fraction, + = left "
+           "higher)." if "location" in table else "") + "\n"
         "- `sub-<L>_truth.json`: pose (template → T1w header mm), warp size, T1w/PET grids, "
         "`pet.pet_to_t1w.matrix` (PET header mm → T1w header mm of the same tissue point), "
         "dose and uptake parameters, lesion geometry.\n"
@@ -219,7 +247,8 @@ def _write_truth_files(truth: Path, table: pd.DataFrame, dataset: Path) -> None:
 def simulate_cohort(out_dir: Path, n_controls: int, n_patients: int, seed: int,
                     t1_voxel_mm: float = 1.0, pet_voxel_mm: float = 2.0,
                     truth_dir: Path | None = None, frames: int = 1,
-                    nprocs: int = 1) -> pd.DataFrame:
+                    nprocs: int = 1, difficulty: str = "classic",
+                    pattern: str = "regional") -> pd.DataFrame:
     """Simulate a BIDS cohort of controls and patients, plus its ground truth.
 
     Parameters
@@ -239,6 +268,12 @@ def simulate_cohort(out_dir: Path, n_controls: int, n_patients: int, seed: int,
         PET frames; more than 1 writes a 4D PET whose duration-weighted mean is the static image.
     nprocs
         Subjects simulated in parallel (each worker builds its own head model).
+    difficulty
+        ``classic`` (the earlier cohorts, byte for byte) or ``ladder`` (foci of graded depth,
+        volume and location, benign variation of every subject; :mod:`.phantom`).
+    pattern
+        Normal uptake pattern: ``regional`` (symmetric, bounded within regions) or
+        ``template`` (the real template's, unsymmetrised and unbounded).
 
     Returns
     -------
@@ -253,6 +288,11 @@ def simulate_cohort(out_dir: Path, n_controls: int, n_patients: int, seed: int,
         A target folder is not empty or cannot be created.
     """
     _check_args(n_controls, n_patients, seed, t1_voxel_mm, pet_voxel_mm, frames, nprocs)
+    if difficulty not in subject.DIFFICULTIES:
+        raise UsageError(f"difficulty {difficulty!r}: use one of "
+                         f"{', '.join(subject.DIFFICULTIES)}")
+    if pattern not in phantom.PATTERNS:
+        raise UsageError(f"uptake pattern {pattern!r}: use one of {', '.join(phantom.PATTERNS)}")
     out_dir = Path(out_dir).absolute()
     truth_dir = default_truth_dir(out_dir) if truth_dir is None else Path(truth_dir).absolute()
     if truth_dir == out_dir or out_dir in truth_dir.parents or truth_dir in out_dir.parents:
@@ -274,7 +314,7 @@ def simulate_cohort(out_dir: Path, n_controls: int, n_patients: int, seed: int,
     try:
         width = max(2, len(str(max(n_controls, n_patients))))
         jobs = [(f"sub-{'C' if group == 'control' else 'P'}{i:0{width}d}", group, i, seed,
-                 t1_voxel_mm, pet_voxel_mm, frames, str(root), str(truth))
+                 t1_voxel_mm, pet_voxel_mm, frames, str(root), str(truth), difficulty, pattern)
                 for group, n in (("control", n_controls), ("patient", n_patients))
                 for i in range(1, n + 1)]
         LOGGER.info("simulating %d controls + %d patients (seed %d, T1w %.2g mm, PET %.2g mm, "
@@ -289,8 +329,8 @@ def simulate_cohort(out_dir: Path, n_controls: int, n_patients: int, seed: int,
                 rows = list(pool.map(_one_subject, jobs))
         else:
             rows = [_one_subject(job) for job in jobs]
-        _dataset_files(root, seed, n_controls, n_patients, frames, rows)
-        table = _truth_table(rows)
+        _dataset_files(root, seed, n_controls, n_patients, frames, rows, difficulty, pattern)
+        table = _truth_table(rows, difficulty)
         _write_truth_files(truth, table, out_dir)
         for tmp, final in ((root, out_dir), (truth, truth_dir)):
             if final.is_dir():

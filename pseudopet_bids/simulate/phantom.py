@@ -15,12 +15,21 @@ FDG PET (Bq/mL, before the 6 mm PSF)
     deep nuclei count as GM whatever their T1 probability; WM = 0.30–0.40 × base; CSF = 0.05 ×
     base; scalp and muscles 0.03–0.10 × base. ``base`` (10–18.5 kBq/mL; GM voxels of the
     blurred image then read 8–15 kBq/mL) follows the injected dose.
+Uptake patterns (``pattern``)
+    ``regional`` (default): the template's pattern made left/right symmetric, with its
+    variation inside each AAL region shrunk and bounded (what a per-region tissue fit can
+    absorb). ``template``: the template's pattern as it is, unsymmetrised and unbounded (its
+    real asymmetries and within-region variation, which a per-region fit cannot absorb).
+Difficulty ladder (:func:`draw_ladder_lesion`, :func:`draw_variation`)
+    Foci of 8–35 % depth and 2–40 cm³, placed as in surgical series (mesial temporal most
+    often), some spanning two lobes; every subject gets benign left/right asymmetries of a few
+    percent per lobe and its own deep-nuclei, cerebellar and global uptake.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources as ilr
 
 import nibabel as nib
@@ -40,6 +49,17 @@ CAVITY_MARGIN_MM = 1.5          # CSF rim between the closed brain envelope and 
 HEAD_SHELL_MM = 13.0            # skull + scalp, measured from the cavity surface
 DEEP_GM_GAIN = 0.45             # regional FDG corrections of the template pattern (see below)
 CEREBELLUM_GAIN = -0.28
+#: Uptake patterns of the normal brain (module doc).
+PATTERNS: tuple[str, ...] = ("regional", "template")
+#: Focus locations of the ladder and their weights: roughly as in epilepsy surgery series
+#: (temporal foci about two thirds, mesial temporal the most frequent; Blümcke et al. 2017).
+LADDER_LOCATIONS: dict[str, float] = {"mesial temporal": 0.45, "lateral temporal": 0.20,
+                                      "frontal": 0.20, "parietal": 0.08, "occipital": 0.07}
+LADDER_DEPTH = (0.08, 0.35)           # fractional GM uptake reduction at the focus core
+LADDER_VOLUME_MM3 = (2000.0, 40000.0)  # focus (ellipsoid) volume, drawn log-uniform
+LADDER_MULTILOBAR = 0.15              # share of foci that extend into a neighbouring lobe
+BENIGN_ASYMMETRY_SD = 0.02            # per-lobe left/right uptake difference (fraction), SD
+BENIGN_ASYMMETRY_MAX = 0.05
 #: The simulator always uses the packaged template and atlas, so that a cohort does not depend
 #: on what the machine's TemplateFlow home holds (same arguments, same files).
 PACKAGED = "packaged"
@@ -73,6 +93,8 @@ class HeadModel:
     uptake: np.ndarray
     lobes: np.ndarray
     depth: np.ndarray
+    #: smoothed AAL group masks on the coarse grid (deep_gm, cerebellum, mesial_temporal)
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _model_grid(res: float) -> Grid:
@@ -173,7 +195,8 @@ def _shrink_within_regions(factor: np.ndarray, labels: np.ndarray, in_gm: np.nda
 
 
 def _regional_factor(grid: Grid, gm: np.ndarray, wm: np.ndarray, deep: np.ndarray,
-                     cerebellum: np.ndarray, aal: np.ndarray) -> np.ndarray:
+                     cerebellum: np.ndarray, aal: np.ndarray, pattern: str = "regional"
+                     ) -> np.ndarray:
     """GM FDG factor from the real template, corrected by AAL groups (mean 1 over GM).
 
     The template is an 8 mm-smoothed average, so its raw values mix metabolism with partial
@@ -194,7 +217,9 @@ def _regional_factor(grid: Grid, gm: np.ndarray, wm: np.ndarray, deep: np.ndarra
     # Normal FDG uptake is close to symmetric (asymmetry indices of a few %); the template is
     # not (its dementia half), and an asymmetric "normal" would read as a unilateral defect.
     # The model grid is symmetric about x = 0 (MODEL_BOUNDS), so a flip of axis 0 mirrors it.
-    ratio = 0.5 * (ratio + ratio[::-1])
+    # ``template`` keeps the template's own asymmetry (module doc).
+    if pattern == "regional":
+        ratio = 0.5 * (ratio + ratio[::-1])
     sigma = 4.0 / grid.voxel_mm[0]
     # GM-weighted smoothing: the factor at a voxel reflects nearby GM, not WM partial volume.
     num = ndimage.gaussian_filter(ratio * gm, sigma)
@@ -202,13 +227,15 @@ def _regional_factor(grid: Grid, gm: np.ndarray, wm: np.ndarray, deep: np.ndarra
     factor = np.where(den > 0.02, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
     in_gm = gm >= 0.5
     factor /= float(factor[in_gm].mean())
-    factor = _shrink_within_regions(factor, aal, in_gm, WITHIN_REGION_WEIGHT)
+    if pattern == "regional":
+        factor = _shrink_within_regions(factor, aal, in_gm, WITHIN_REGION_WEIGHT)
     # The 8 mm template under-represents the small hot nuclei and its cerebellum is as bright as
     # the cortex; typical FDG scans show hot nuclei and a cooler cerebellum: correct both groups.
     mult = 1.0 + DEEP_GM_GAIN * deep + CEREBELLUM_GAIN * cerebellum
     factor = np.where(den > 0.02, factor * mult, 1.0)
     factor /= float(factor[in_gm].mean())
-    return np.clip(factor, 0.6, 1.5).astype(np.float32)
+    low, high = (0.6, 1.5) if pattern == "regional" else (0.2, 3.0)  # template: unbounded
+    return np.clip(factor, low, high).astype(np.float32)
 
 
 def _territories(lobes: np.ndarray, brain: np.ndarray) -> np.ndarray:
@@ -275,7 +302,7 @@ def sharpen_tissues(gm: np.ndarray, wm: np.ndarray, gamma: float = SHARPEN_GAMMA
 
 
 @functools.lru_cache(maxsize=2)
-def head_model(resolution_mm: float = 1.0) -> HeadModel:
+def head_model(resolution_mm: float = 1.0, pattern: str = "regional") -> HeadModel:
     """Build (once per process and resolution) the template-space head model.
 
     Parameters
@@ -284,7 +311,11 @@ def head_model(resolution_mm: float = 1.0) -> HeadModel:
         Voxel size of the fine grid (the T1w is pulled from it). Distance maps, lobe territories
         and the FDG pattern are computed at 2 mm (smooth, or used through a 6 mm PSF) and the
         distance maps interpolated onto the fine grid.
+    pattern
+        Normal uptake pattern, one of :data:`PATTERNS` (module doc).
     """
+    if pattern not in PATTERNS:
+        raise ValueError(f"uptake pattern {pattern!r}: use one of {', '.join(PATTERNS)}")
     res = float(resolution_mm)
     grid, cgrid = _model_grid(res), _model_grid(max(2.0, res))
     taff = resources.load_template("mask", PACKAGED).affine
@@ -315,9 +346,10 @@ def head_model(resolution_mm: float = 1.0) -> HeadModel:
     # same GM/WM maps as the T1w, so the MR shows every tissue the PET shows.
     groups = {k: ndimage.gaussian_filter(
         _onto(resources.aal_group_mask(k, PACKAGED).astype(np.float32), taff, cgrid), 1.0)
-        for k in ("deep_gm", "cerebellum")}
+        for k in ("deep_gm", "cerebellum", "mesial_temporal")}
     aal_c = np.rint(_onto(resources.load_aal(PACKAGED).get_fdata(), taff, cgrid, order=0)).astype(np.int64)
-    uptake = _regional_factor(cgrid, gm_c, wm_c, groups["deep_gm"], groups["cerebellum"], aal_c)
+    uptake = _regional_factor(cgrid, gm_c, wm_c, groups["deep_gm"], groups["cerebellum"], aal_c,
+                              pattern)
 
     if cgrid.shape == grid.shape:
         fine = coarse
@@ -328,7 +360,7 @@ def head_model(resolution_mm: float = 1.0) -> HeadModel:
         fine = Level(grid, _onto(tpl["GM"], taff, grid), _onto(tpl["WM"], taff, grid),
                      _upsample(cav_c, grid.shape), skin, terr_c[np.ix_(*idx)],
                      _patches(grid, skin))
-    return HeadModel(fine, coarse, uptake, lobes_c, _boundary_depth(terr_c, rc))
+    return HeadModel(fine, coarse, uptake, lobes_c, _boundary_depth(terr_c, rc), groups)
 
 
 # ----------------------------------------------------------------------------- subjects
@@ -343,6 +375,20 @@ class Lesion:
     semi_axes_mm: tuple[float, float, float]
     rotation_deg: tuple[float, float, float]
     reduction: float
+    #: further lobes the focus extends into (multilobar foci of the ladder)
+    extra_regions: tuple[str, ...] = ()
+    #: ladder location class (``mesial temporal`` …); empty for the classic foci
+    location: str = ""
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """Every lobe the focus lies in, the one holding its centre first."""
+        return (self.region, *self.extra_regions)
+
+    @property
+    def volume_mm3(self) -> float:
+        """Volume of the focus ellipsoid (before it is cut to its lobes)."""
+        return float(4.0 / 3.0 * np.pi * np.prod(self.semi_axes_mm))
 
 
 @dataclass(frozen=True)
@@ -381,6 +427,107 @@ def draw_lesion(rng: np.random.Generator, model: HeadModel, region: str) -> Lesi
                   float(rng.uniform(0.20, 0.35)))
 
 
+def _ellipsoid_axes(rng: np.random.Generator, volume_mm3: float) -> tuple[float, float, float]:
+    """Semi-axes (mm) of an ellipsoid of the given volume, each within ±20 % of the mean."""
+    shape = rng.uniform(0.8, 1.2, size=3)
+    shape /= float(np.prod(shape)) ** (1.0 / 3.0)
+    radius = (3.0 * volume_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)
+    return tuple(float(v) for v in radius * shape)  # type: ignore[return-value]
+
+
+def _neighbour_lobe(model: HeadModel, centre_mm: np.ndarray, label: int) -> int | None:
+    """The other lobe of the same hemisphere most present within 12 mm of a point (or None)."""
+    grid = model.coarse.grid
+    ijk = np.rint(grid.to_voxel(centre_mm[None])[0]).astype(int)
+    r = int(np.ceil(12.0 / grid.voxel_mm[0]))
+    sl = tuple(slice(max(0, c - r), c + r + 1) for c in ijk)
+    terr = model.coarse.territory[sl].astype(int)
+    side = (label - 1) % 2  # LOBE_LABELS: odd = left, even = right
+    same = (terr >= 1) & (terr <= 8) & (terr != label) & ((terr - 1) % 2 == side)
+    if not same.any():
+        return None
+    return int(np.bincount(terr[same]).argmax())
+
+
+def draw_ladder_lesion(rng: np.random.Generator, model: HeadModel) -> Lesion:
+    """A focus of the difficulty ladder (module doc): location class, side, depth, volume and
+    whether it spans two lobes are drawn here; the centre lies in the class's grey matter."""
+    names = list(LADDER_LOCATIONS)
+    weights = np.array([LADDER_LOCATIONS[n] for n in names])
+    location = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    side = "left" if rng.random() < 0.5 else "right"
+    depth = float(rng.uniform(*LADDER_DEPTH))
+    low, high = np.log(LADDER_VOLUME_MM3)
+    volume = float(np.exp(rng.uniform(low, high)))
+    multilobar = bool(rng.random() < LADDER_MULTILOBAR)
+    lobe = location.split()[-1]
+    region = f"{side}-{lobe}"
+    label = resources.LOBE_INDEX[region]
+    gm = (model.lobes == label) & (model.coarse.gm >= 0.5)
+    mesial = model.groups["mesial_temporal"] >= 0.5
+    if location == "mesial temporal":
+        gm &= mesial
+    elif location == "lateral temporal":
+        gm &= ~ndimage.binary_dilation(mesial, iterations=3)
+    # a multilobar focus is centred near its lobe's border, a unilobar one well inside it
+    depths = (6.0, 3.0, 0.0) if multilobar else (10.0, 6.0, 3.0, 0.0)
+    for d in depths:
+        cand = np.argwhere(gm & ((model.depth <= d + 2.0) if multilobar else
+                                 (model.depth >= d)))
+        if len(cand):
+            break
+    if not len(cand):
+        raise RuntimeError(f"no grey matter found for a {location} focus in {region}")
+    centre = model.coarse.grid.to_world(cand[rng.integers(len(cand))][None].astype(float))[0]
+    extra: tuple[str, ...] = ()
+    if multilobar:
+        other = _neighbour_lobe(model, centre, label)
+        if other is not None:
+            extra = (resources.LOBE_LABELS[other],)
+    return Lesion(region, tuple(float(v) for v in centre), _ellipsoid_axes(rng, volume),
+                  tuple(float(v) for v in rng.uniform(-90, 90, size=3)), depth, extra, location)
+
+
+@dataclass(frozen=True)
+class UptakeVariation:
+    """Benign per-subject variation of the normal pattern (the ladder's controls and patients).
+
+    ``asymmetry``: lobe → left/right uptake difference as a fraction (positive: left higher);
+    ``deep_gain`` and ``cerebellum_gain``: relative change of deep-nuclei and cerebellar uptake;
+    ``global_factor``: whole-brain uptake relative to the dose-based level.
+    """
+
+    asymmetry: dict[str, float]
+    deep_gain: float
+    cerebellum_gain: float
+    global_factor: float
+
+
+def draw_variation(rng: np.random.Generator) -> UptakeVariation:
+    """Draw one subject's :class:`UptakeVariation`."""
+    asym = {lobe: float(np.clip(rng.normal(0.0, BENIGN_ASYMMETRY_SD), -BENIGN_ASYMMETRY_MAX,
+                                BENIGN_ASYMMETRY_MAX))
+            for lobe in ("frontal", "temporal", "parietal", "occipital")}
+    return UptakeVariation(asym, float(rng.uniform(-0.08, 0.08)),
+                           float(rng.uniform(-0.08, 0.08)), float(rng.uniform(0.8, 1.2)))
+
+
+def variation_field(model: HeadModel, variation: UptakeVariation) -> np.ndarray:
+    """Multiplicative GM uptake field of a :class:`UptakeVariation` on the coarse grid: each
+    lobe's territory is scaled by ``1 ± asymmetry/2`` (edges smoothed over about 10 mm)."""
+    level = model.coarse
+    sigma = 10.0 * _FWHM_TO_SIGMA / level.grid.voxel_mm[0]
+    field_ = np.ones(level.grid.shape, dtype=np.float32)
+    for lobe, a in variation.asymmetry.items():
+        for side, sign in (("left", 1.0), ("right", -1.0)):
+            inside = (level.territory == resources.LOBE_INDEX[f"{side}-{lobe}"])
+            field_ += np.float32(sign * a / 2.0) * ndimage.gaussian_filter(
+                inside.astype(np.float32), sigma)
+    field_ *= (1.0 + variation.deep_gain * model.groups["deep_gm"]
+               + variation.cerebellum_gain * model.groups["cerebellum"]).astype(np.float32)
+    return field_
+
+
 def lesion_weight(level: Level, lesion: Lesion, edge_mm: float = 2.0) -> np.ndarray:
     """Lesion weight in [0, 1] on a model grid, zero outside the lesion's lobe territory."""
     out = np.zeros(level.grid.shape, dtype=np.float32)
@@ -396,8 +543,8 @@ def lesion_weight(level: Level, lesion: Lesion, edge_mm: float = 2.0) -> np.ndar
         return 1.0 / (1.0 + np.exp((rho - 1.0) * axes.mean() / edge_mm))
 
     sl, w = _patch(level.grid, centre - reach, centre + reach, fn)
-    label = resources.LOBE_INDEX[lesion.region]
-    out[sl] = w * (level.territory[sl] == label)
+    labels = [resources.LOBE_INDEX[r] for r in lesion.regions]
+    out[sl] = w * np.isin(level.territory[sl], labels)
     return out
 
 

@@ -11,6 +11,8 @@ Geometry of a subject
 Random streams
     Everything is drawn from ``numpy.random.default_rng([seed, group, index])`` (draws) and
     ``[seed, group, index, 1]`` (image noise), so a subject does not depend on the cohort size.
+    The difficulty ladder draws its focus and benign variation from ``[seed, group, index, 2]``
+    (the classic draws, and so the classic cohorts' files, are unchanged).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from pseudopet_bids.simulate.geometry import (Grid, SubjectWarp, apply_affine, c
                                               smooth_field_on_grid)
 
 GROUP_CODE = {"control": 0, "patient": 1}
+#: ``classic``: one 20-35 % focus in a random lobe, no benign variation (earlier cohorts' bytes);
+#: ``ladder``: the difficulty ladder of :mod:`phantom` (depth, volume, location, variation).
+DIFFICULTIES: tuple[str, ...] = ("classic", "ladder")
 T1_FOV_MM = (224.0, 256.0, 256.0)         # x, y, z extent of the MR field of view
 PET_FOV_MM = (256.0, 256.0, 224.0)
 T1_ORIENTATIONS = ("RAS", "LAS", "LPS", "PIL")   # PIL: sagittal slices, as many MPRAGEs
@@ -68,6 +73,8 @@ class SubjectSpec:
     durations: np.ndarray
     time_zero: str
     lesion: phantom.Lesion | None
+    #: benign variation of the normal pattern (difficulty ``ladder``), None otherwise
+    variation: phantom.UptakeVariation | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ def frame_durations(frames: int) -> np.ndarray:
 
 def draw_subject(participant_id: str, group: str, index: int, seed: int,
                  head: phantom.HeadModel, t1_voxel_mm: float, pet_voxel_mm: float,
-                 frames: int = 1) -> SubjectSpec:
+                 frames: int = 1, difficulty: str = "classic") -> SubjectSpec:
     """Draw one subject.
 
     Parameters
@@ -109,7 +116,11 @@ def draw_subject(participant_id: str, group: str, index: int, seed: int,
         Isotropic voxel sizes of the stored images.
     frames
         Number of PET frames.
+    difficulty
+        One of :data:`DIFFICULTIES`.
     """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty {difficulty!r}: use one of {', '.join(DIFFICULTIES)}")
     key = (int(seed), GROUP_CODE[group], int(index))
     rng = np.random.default_rng(key)
     age = int(rng.integers(18, 61))
@@ -146,13 +157,20 @@ def draw_subject(participant_id: str, group: str, index: int, seed: int,
     time_zero = f"{minutes // 60:02d}:{minutes % 60:02d}:00"
 
     lesion = None
-    if group == "patient":
+    variation = None
+    if difficulty == "ladder":
+        ladder = np.random.default_rng((*key, 2))
+        variation = phantom.draw_variation(ladder)
+        gm_base *= variation.global_factor
+        if group == "patient":
+            lesion = phantom.draw_ladder_lesion(ladder, head)
+    elif group == "patient":
         region = str(rng.choice(resources.REGIONS))
         lesion = phantom.draw_lesion(rng, head, region)
     return SubjectSpec(participant_id, group, key, age, sex, anatomy, pose, to_mr, warp, warp_max,
                        t1_grid, t1_orient, t1_gain, t1_noise, bias, pet_grid, pet_orient, rigid,
                        pet_to_mr, dose, gm_base, wm_ratio, frame_durations(frames), time_zero,
-                       lesion)
+                       lesion, variation)
 
 
 def _bias_field(spec: SubjectSpec) -> np.ndarray:
@@ -230,6 +248,8 @@ def render_subject(spec: SubjectSpec, head: phantom.HeadModel) -> SubjectImages:
             centroid = spec.t1_grid.to_world(np.argwhere(mask).mean(0)[None])[0].tolist()
         lesion_img = _header(nib.Nifti1Image(mask, spec.t1_grid.affine))
     jitter = phantom.smooth_jitter(rng, head.coarse.grid.shape, 0.03)
+    if spec.variation is not None:
+        jitter = jitter * phantom.variation_field(head, spec.variation)
     act = phantom.pet_template(head, spec.anatomy, spec.gm_base, spec.wm_ratio, jitter, weight,
                                spec.lesion.reduction if spec.lesion else 0.0)
     act = phantom.psf(act, head.coarse.grid)
@@ -258,6 +278,9 @@ def truth_record(spec: SubjectSpec, images: SubjectImages) -> dict:
                   "mask": f"{spec.participant_id}_desc-lesion_mask.nii.gz",
                   "definition": "T1w voxels where the lesion weight >= 0.5 and GM >= 0.5; the "
                                 "PET GM uptake is multiplied by 1 - reduction * weight"}
+        if les.location:  # the ladder's foci
+            lesion.update({"location": les.location, "regions": list(les.regions),
+                           "focus_volume_mm3": les.volume_mm3})
     return {
         "participant_id": spec.participant_id, "group": spec.group, "rng_key": list(spec.seed),
         "age": spec.age, "sex": spec.sex,
@@ -282,4 +305,9 @@ def truth_record(spec: SubjectSpec, images: SubjectImages) -> dict:
                 "psf_fwhm_mm": phantom.PSF_FWHM_MM, "noise_rel": PET_NOISE,
                 "frame_durations_s": spec.durations.tolist()},
         "lesion": lesion,
+        **({"uptake_variation": {**vars(spec.variation), "definition": (
+            "GM uptake x (1 + a/2) in the left and x (1 - a/2) in the right territory of each "
+            "lobe (a = asymmetry), deep nuclei x (1 + deep_gain), cerebellum x (1 + "
+            "cerebellum_gain); gm_base already includes global_factor")}}
+           if spec.variation is not None else {}),
     }
