@@ -1,12 +1,14 @@
 """Group visual report: ``OUTPUT_DIR/group/group.html`` and its figures.
 
-Built from the group tables (``group/summary.tsv``, ``lobes.tsv``, ``subjects.tsv`` and, when
-the translation evaluation ran, ``translation.tsv``, ``translation_summary.tsv``,
-``spectra.tsv``): a side-by-side comparison of the analyses (model × Z reference), bar charts
-with Wilson 95 % confidence intervals, the breakdown by region, every subject with a link to
-its own report, translation quality on held-out controls, and the methods text. Figures go to
-``group/figures/``; the page references them by relative path and loads nothing from the
-network.
+Built from the group tables (``group/summary.tsv``, ``lobes.tsv``, ``subjects.tsv``,
+``froc.tsv``, ``froc_points.tsv``, ``control_clusters.tsv`` and, when the translation
+evaluation ran, ``translation.tsv``, ``translation_summary.tsv``, ``spectra.tsv``): a
+side-by-side comparison of the analyses (model × Z reference), bar charts with Wilson 95 %
+confidence intervals, the trade-off between lesion sensitivity and false clusters (FROC) with
+the confidence tiers' operating points, where controls' false clusters fall, the breakdown by
+region, every subject with a link to its own report, translation quality on held-out controls,
+and the methods text. Figures go to ``group/figures/``; the page references them by relative
+path and loads nothing from the network.
 """
 
 from __future__ import annotations
@@ -29,11 +31,21 @@ LOGGER = logging.getLogger(__name__)
 
 MEASURE_NAMES = {
     "detection_rate": "Detection rate (patients with ≥ 1 cluster)",
-    "localization_accuracy_largest": "Localization accuracy, largest cluster",
+    "localization_accuracy_top": "Localization accuracy, top-ranked cluster",
     "localization_accuracy_any": "Localization accuracy, any cluster",
+    "localization_top_all_patients": "Top-ranked cluster in the focus (all patients with a "
+                                     "known focus)",
+    "patients_with_high_tier_in_focus": "Patients with a high-tier cluster in the focus",
     "controls_with_clusters": "Controls with ≥ 1 cluster",
     "false_clusters_per_control": "False clusters per control",
+    "high_tier_clusters_per_control": "High-tier clusters per control",
 }
+#: Measures of tables written by older versions: shown under these names when present.
+LEGACY_MEASURE_NAMES = {
+    "localization_accuracy_largest": "Localization accuracy, largest cluster (older table)",
+}
+#: Events per control rather than proportions: no interval.
+PER_CONTROL_MEASURES = ("false_clusters_per_control", "high_tier_clusters_per_control")
 METRIC_NAMES = (("ssim_brain", "SSIM brain"), ("psnr_brain", "PSNR brain (dB)"),
                 ("rmse_brain", "RMSE brain"), ("mae_brain", "MAE brain"),
                 ("ssim_image", "SSIM image"), ("psnr_image", "PSNR image (dB)"),
@@ -42,7 +54,8 @@ METRIC_NAMES = (("ssim_brain", "SSIM brain"), ("psnr_brain", "PSNR brain (dB)"),
 
 #: Columns read as text (a session label "1" must not become 1.0).
 TEXT_COLUMNS = ("analysis", "model", "z_reference", "participant_id", "session", "group",
-                "focus", "regions", "largest_region", "region", "measure", "source")
+                "focus", "regions", "top_region", "top_tier", "tier", "region", "measure",
+                "source", "rule", "score", "direction")
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -77,7 +90,7 @@ def _cell(rec: pd.Series | None, measure: str) -> str:
     counts = f" ({k:.0f}/{n:.0f})" if np.isfinite(n) and np.isfinite(k) else ""
     if not np.isfinite(value):
         return f"n/a (n = {n:.0f})" if np.isfinite(n) else "n/a"
-    if measure == "false_clusters_per_control":
+    if measure in PER_CONTROL_MEASURES:
         return f"{value:.2f}{counts}"
     lo, hi = _num(rec.get("ci95_low")), _num(rec.get("ci95_high"))
     ci = f" [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
@@ -91,7 +104,7 @@ def comparison_table(summary: pd.DataFrame) -> pd.DataFrame:
                                       if m not in MEASURE_NAMES]
     rows = []
     for measure in measures:
-        row = {"measure": MEASURE_NAMES.get(measure, measure)}
+        row = {"measure": MEASURE_NAMES.get(measure, LEGACY_MEASURE_NAMES.get(measure, measure))}
         for analysis in analyses:
             sel = summary[(summary["analysis"].astype(str) == analysis)
                           & (summary["measure"] == measure)]
@@ -115,6 +128,9 @@ def _analysis_header(summary: pd.DataFrame) -> pd.DataFrame:
 def lobe_tables(lobes: pd.DataFrame) -> str:
     """One table per analysis: patients with a focus in each region, detected, localized."""
     parts = []
+    # lobes.tsv of an older version counted the largest cluster instead of the top-ranked one
+    top, top_name = ("localized_top", "top-ranked") if "localized_top" in lobes \
+        else ("localized_largest", "largest")
     for analysis in sorted(lobes["analysis"].astype(str).unique(), key=analysis_order):
         rows = lobes[lobes["analysis"].astype(str) == analysis]
         view = pd.DataFrame({
@@ -127,8 +143,8 @@ def lobe_tables(lobes: pd.DataFrame) -> str:
                                            rows["detection_rate"].map(_num),
                                            rows["detection_ci95_low"].map(_num),
                                            rows["detection_ci95_high"].map(_num))],
-            "localized: largest / any": [f"{int(a)} / {int(b)}" for a, b in
-                                          zip(rows["localized_largest"], rows["localized_any"])],
+            f"localized: {top_name} / any": [f"{int(a)} / {int(b)}" for a, b in
+                                             zip(rows[top], rows["localized_any"])],
             "localization (any) [95 % CI]": [
                 f"{r:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(r) else "n/a"
                 for r, lo, hi in zip(rows["localization_any_rate"].map(_num),
@@ -183,6 +199,87 @@ def subjects_table(subjects: pd.DataFrame, output_dir: Path, page_dir: Path) -> 
         out.append("<tr>" + "".join(f'<td class="text">{c}</td>' for c in cells) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
+
+
+def operating_points_table(points: pd.DataFrame) -> pd.DataFrame:
+    """The tier rule's operating points (``group/froc_points.tsv``): per analysis and rule,
+    sensitivity ``value [Wilson 95 % CI] (k/n)`` and false clusters per control ``(k/n)``."""
+    rows = []
+    order = sorted(range(len(points)), key=lambda i: (
+        analysis_order(str(points["analysis"].iloc[i])), str(points["rule"].iloc[i])))
+    for rec in (points.iloc[i] for i in order):
+        sens = {"value": rec.get("sensitivity"), "n": rec.get("n_patients"),
+                "count": rec.get("patients_hit"), "ci95_low": rec.get("sensitivity_ci95_low"),
+                "ci95_high": rec.get("sensitivity_ci95_high")}
+        false = {"value": rec.get("false_clusters_per_control"), "n": rec.get("n_controls"),
+                 "count": rec.get("false_clusters")}
+        rows.append({"analysis": rec.get("analysis"),
+                     "clusters reported": "tier " + str(rec.get("rule")).replace("+", " or "),
+                     "lesion sensitivity [95 % CI] (k/n)": _cell(pd.Series(sens), "sensitivity"),
+                     "false clusters per control (k/n)": _cell(
+                         pd.Series(false), "false_clusters_per_control")})
+    return pd.DataFrame(rows)
+
+
+def _tradeoff_section(froc: pd.DataFrame | None, points: pd.DataFrame | None,
+                      fig_dir: Path, group_dir: Path) -> str:
+    """The FROC figure with what it shows, and the tier rule's operating points."""
+    if froc is None:
+        return H.note("No FROC table (group/froc.tsv): run the group level again with this "
+                      "version (pseudopet BIDS OUT group).")
+    if froc.empty or "analysis" not in froc:
+        return H.note("No FROC curve: the cluster tables have no cluster mass (z_mass; "
+                      "tables written by an older version: run the participant level again), "
+                      "or there is no patient with a known focus or no control.")
+    out = ['<p>Each curve is a free-response ROC (FROC) of one analysis. A threshold on the '
+           "cluster mass (<code>z_mass</code>: over the cluster's voxels, the sum of how far "
+           "−Z goes past the Z threshold, times the voxel volume, in mm³) keeps only the "
+           "clusters at least that strong; sweeping it from the strongest cluster down to the "
+           "weakest traces the <b>lesion sensitivity</b> (patients with a known focus who have "
+           "a kept cluster in a focus region / those patients) against the <b>false clusters "
+           "per control</b> (kept clusters in controls / controls). Higher and further left is "
+           "better; the right end of a curve reports every cluster. The shaded band is a "
+           "bootstrap 95 % band of the sensitivity at each false-cluster rate (patients and "
+           "controls resampled separately). On the log axis a rate of 0 sits at the left edge."
+           "</p>",
+           "<p>The dots are the operating points of the confidence-tier rule: reporting only "
+           "the clusters of tier <i>high</i> (circles), or those of tier <i>high</i> or "
+           "<i>possible</i> (squares), with Wilson 95 % intervals. A dot above its analysis' "
+           "curve means the tiers keep more lesions for the same false clusters than a "
+           "threshold on the cluster mass alone.</p>"]
+    fig = _write_figure(fig_dir, "froc.png", F.froc_figure, froc, points)
+    if fig is not None:
+        out.append(H.figure_html(_rel(group_dir, fig), "FROC per analysis: lesion sensitivity "
+                                 "against false clusters per control (log scale), bootstrap "
+                                 "95 % band, tier rule operating points."))
+    if points is not None and len(points) and "analysis" in points:
+        out.append(H.table_html(operating_points_table(points),
+                                caption="Operating points of the confidence-tier rule"))
+    else:
+        out.append(H.note("No tier operating points (group/froc_points.tsv): the cluster "
+                          "tables have no tier column (written by an older version)."))
+    return "\n".join(out)
+
+
+def _false_cluster_section(ctrl: pd.DataFrame | None, fig_dir: Path, group_dir: Path) -> str:
+    """The map of controls' clusters in template space."""
+    if ctrl is None:
+        return H.note("No table of control clusters (group/control_clusters.tsv): run the "
+                      "group level again with this version.")
+    if ctrl.empty:
+        return H.note("No control has a cluster in any analysis (or there are no controls).")
+    out = ["<p>Every cluster found in a healthy control is a false cluster. Each marker is one "
+           "of them, at its peak in template space, over maximum-intensity projections of the "
+           "template brain mask; its area is proportional to the cluster's volume and its "
+           "colour is its confidence tier. False clusters that recur in the same place in "
+           "several controls point at a systematic error of the model or of the Z reference "
+           "rather than at chance. The full list is group/control_clusters.tsv.</p>"]
+    fig = _write_figure(fig_dir, "control_clusters.png", F.false_cluster_map_figure, ctrl)
+    if fig is not None:
+        out.append(H.figure_html(_rel(group_dir, fig), "Controls' false clusters in template "
+                                 "space per analysis (sagittal, coronal, axial projections; "
+                                 "marker area ∝ volume, colour = tier)."))
+    return "\n".join(out)
 
 
 def translation_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -260,6 +357,9 @@ def write_group_report(output_dir: Path) -> Path:
     translation = _read(group_dir / "translation.tsv")
     tsummary = _read(group_dir / "translation_summary.tsv")
     spectra = _read(group_dir / "spectra.tsv")
+    froc = _read(group_dir / "froc.tsv")
+    points = _read(group_dir / "froc_points.tsv")
+    ctrl_clusters = _read(group_dir / "control_clusters.tsv")
 
     analyses: list[str] = []
     for table in (summary, subjects, lobes):
@@ -269,7 +369,8 @@ def write_group_report(output_dir: Path) -> Path:
     models = list(dict.fromkeys([parse_analysis_label(a)[0] for a in analyses]
                                 + ([str(m) for m in tsummary["model"].dropna().unique()]
                                    if tsummary is not None and "model" in tsummary else [])))
-    nav = [("overview", "Overview"), ("detection", "Detection"), ("regions", "Regions"),
+    nav = [("overview", "Overview"), ("detection", "Detection"), ("tradeoff", "Trade-off"),
+           ("falseclusters", "False clusters"), ("regions", "Regions"),
            ("subjects", "Subjects"), ("translation", "Translation quality")]
     body = []
 
@@ -311,6 +412,12 @@ def write_group_report(output_dir: Path) -> Path:
                                      "clusters per analysis (error bars: Wilson 95 % CI; k/n "
                                      "above each bar), and false clusters per control."))
     body.append(H.section("detection", "Detection statistics", "\n".join(det)))
+
+    # the trade-off between sensitivity and false clusters, and where the false ones fall
+    body.append(H.section("tradeoff", "Trade-off between sensitivity and false clusters",
+                          _tradeoff_section(froc, points, fig_dir, group_dir)))
+    body.append(H.section("falseclusters", "Where controls' false clusters fall",
+                          _false_cluster_section(ctrl_clusters, fig_dir, group_dir)))
 
     # regions
     body.append(H.section("regions", "Breakdown by region",
@@ -377,4 +484,4 @@ def _rel(page_dir: Path, target: Path) -> str:
 
 
 __all__ = ["write_group_report", "comparison_table", "subjects_table", "lobe_tables",
-           "translation_table"]
+           "translation_table", "operating_points_table"]

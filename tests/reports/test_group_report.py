@@ -11,7 +11,7 @@ import pytest
 from pseudopet_bids.io import files
 from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.evaluate.group import aggregate
-from pseudopet_bids.reports.group import comparison_table, write_group_report
+from pseudopet_bids.reports.group import comparison_table, lobe_tables, write_group_report
 from pseudopet_bids.reports.html import check_links
 from pseudopet_bids.reports.subject import write_subject_report
 from tests.reports.test_subject_report import build_output
@@ -66,8 +66,12 @@ def test_group_report_without_translation(output):
     text = page.read_text()
     for word in ("tissue", "tissueNorm", "Detection rate", "False clusters per control",
                  "left-temporal", "right-parietal", "sub-02", "sub-03",
-                 'href="../sub-01.html"', "figures/rates.png", "No translation metrics"):
+                 'href="../sub-01.html"', "figures/rates.png", "No translation metrics",
+                 "Trade-off between sensitivity and false clusters",
+                 "Where controls", "false clusters fall", "figures/control_clusters.png"):
         assert word in text, word
+    # the fixture's cluster tables are of an older version: no z_mass, so no FROC curve
+    assert "No FROC curve" in text and "figures/froc.png" not in text
     assert 'href="../sub-02.html"' not in text
     assert (output / "group" / "figures" / "rates.png").stat().st_size > 5_000
     assert "http://" not in text and "https://" not in text
@@ -94,6 +98,52 @@ def test_comparison_table_side_by_side(output):
     det = table.set_index("measure").loc["Detection rate (patients with ≥ 1 cluster)"]
     assert det["tissue"].startswith("0.50 [") and det["tissue"].endswith("(1/2)")
     assert det["tissueNorm"].startswith("1.00 [")
+    top = table.set_index("measure").loc["Localization accuracy, top-ranked cluster"]
+    assert top["tissue"].startswith("1.00 [") and top["tissue"].endswith("(1/1)")
+    # older tables have no tiers: unknown, not 0
+    high = table.set_index("measure").loc["High-tier clusters per control"]
+    assert high["tissue"] == "n/a (n = 1)" and high["tissueNorm"].startswith("0.00")
+    assert not any("largest" in m for m in table["measure"])
+
+
+def test_lobe_tables_of_an_older_version(output):
+    lobes = pd.read_csv(output / "group" / "lobes.tsv", sep="\t")
+    assert "localized: top-ranked / any" in lobe_tables(lobes)
+    old = lobes.rename(columns={"localized_top": "localized_largest"})
+    assert "localized: largest / any" in lobe_tables(old)
+
+
+def _add_tiers(root: Path) -> None:
+    """Give the fixture's cluster tables the columns of the current version."""
+    for path in sorted(root.glob("sub-*/**/pet/*_clusters.tsv")):
+        table = pd.read_csv(path, sep="\t")
+        n = len(table)
+        table = table.rename(columns={f"peak_template_{a}": f"peak_template_{a}_mm"
+                                      for a in "xyz"})
+        table["tier"] = ["high", "possible", "low"][:n]
+        table["z_mass"] = [3000.0 / (k + 1) for k in range(n)]
+        table["p_corrected"] = [0.01 * (k + 1) for k in range(n)]
+        files.write_tsv(path, table)
+
+
+def test_group_report_tradeoff_and_false_clusters(tmp_path):
+    root = build_output(tmp_path, figures=False, layout=LAYOUT)
+    _add_tiers(root)
+    aggregate(root, PEOPLE)
+    page = write_group_report(root)
+    assert check_links(page) == []
+    text = page.read_text()
+    for word in ("figures/froc.png", "figures/control_clusters.png", "operating points",
+                 "tier high or possible", "Patients with a high-tier cluster in the focus",
+                 "High-tier clusters per control", "free-response ROC"):
+        assert word in text, word
+    assert (root / "group" / "figures" / "froc.png").stat().st_size > 5_000
+    assert (root / "group" / "figures" / "control_clusters.png").stat().st_size > 5_000
+    # the page still renders when the FROC tables are missing (a group run of an older version)
+    for name in ("froc", "froc_points", "control_clusters"):
+        (root / "group" / f"{name}.tsv").unlink()
+    text = write_group_report(root).read_text()
+    assert "No FROC table" in text and "No table of control clusters" in text
 
 
 @pytest.mark.parametrize("group", ["patient", "control"])
