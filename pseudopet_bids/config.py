@@ -89,6 +89,8 @@ class DetectionConfig:
     connectivity: int = 26
     search_region: str = "cortex"
     normative_sha256: str = ""  # filled in at run time by rules that need a normative model
+    cluster_inference: str = "auto"  # auto | controls | random-field (detect/calibration.py)
+    calibration_sha256: str = ""  # filled in at run time: the controls' calibration used
 
 
 @dataclass
@@ -145,6 +147,7 @@ FIELD_SECTION: dict[str, str] = {f.name: name for name, cls in SECTIONS.items()
 #: finished subject must be redone on rerun.
 OUTPUT_FIELDS = ("model", "model_sha256", "n_samples", "seed", "z_threshold",
                  "cluster_min_volume", "gm_threshold", "z_reference", "normative_sha256",
+                 "cluster_inference", "calibration_sha256",
                  "connectivity", "search_region", "skullstrip", "normalization", "pet_fwhm",
                  "allow_any_tracer", "derivatives", "template_source", "version")
 

@@ -68,6 +68,7 @@ PET_OUTPUTS: dict[str, str] = {
     "pseudonormal": "space-T1w_desc-{label}Pseudonormal_pet.nii.gz",
     "zmap": "space-T1w_stat-z_desc-{label}_statmap.nii.gz",
     "clusters": "space-T1w_desc-{label}Focus_clusters.tsv",
+    "asymmetry": "space-T1w_desc-{label}Lobes_asymmetry.tsv",
 }
 
 
@@ -186,6 +187,14 @@ class SubjectPaths:
     def focus_mask(self, analysis: str, ext: str = ".nii.gz") -> Path:
         """``desc-<analysis>Focus_mask`` (anat)."""
         return self.anat(f"desc-{analysis}Focus_mask{ext}")
+
+    def focus_labels(self, analysis: str, ext: str = ".nii.gz") -> Path:
+        """``desc-<analysis>Focus_dseg`` (anat): the clusters labelled by their table id."""
+        return self.anat(f"desc-{analysis}Focus_dseg{ext}")
+
+    def asymmetry(self, analysis: str, ext: str = ".tsv") -> Path:
+        """``space-T1w_desc-<analysis>Lobes_asymmetry.tsv``: each lobe's asymmetry."""
+        return self._pet_output("asymmetry", analysis, ext)
 
     def config(self, analysis: str) -> Path:
         """Per-subject TOML config of one analysis, written last: it marks it as finished."""

@@ -285,6 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
                    default=default("z_reference"),
                    help=f"detection rule: {rules}. The default is the paper's rule; it flags "
                         "~5%% of everyone's GM (default: %(default)s)")
+    g.add_argument("--cluster-inference", dest="cluster_inference",
+                   choices=["auto", "controls", "random-field"],
+                   default=default("cluster_inference"),
+                   help="corrected p of each cluster: controls = calibrated on the healthy "
+                        "controls' clusters stored by group --build-normative (needs 10 "
+                        "controls, the same model and detection settings); random-field = "
+                        "Gaussian random-field fallback from the Z-map's smoothness (liberal); "
+                        "auto = controls when such a calibration exists, else random-field, "
+                        "saying why (default: %(default)s)")
 
     g = parser.add_argument_group("evaluation (group level)")
     g.add_argument("--build-normative", dest="build_normative", action="store_true",

@@ -291,3 +291,66 @@ def load(folder: Path) -> tuple[NormativeStats, dict[str, Any]]:
     stats = NormativeStats(arrays["total"], arrays["total_sq"], arrays["count"],
                            arrays["affine"], list(card.get("controls", [])))
     return stats, card
+
+
+# --------------------------------------------------------------------------- cluster evidence
+CALIBRATION_FILE = "calibration.json"
+ASYMMETRY_FILE = "asymmetry.safetensors"
+
+
+def save_evidence(folder: Path, nulls: dict[str, Any], asymmetry_ref: Any | None
+                  ) -> dict[str, str]:
+    """Write the controls' cluster calibration (``calibration.json``: rule name →
+    :class:`~pseudopet_bids.detect.calibration.ClusterNull`) and asymmetry maps
+    (``asymmetry.safetensors``); returns file name → sha256, for the card (written after)."""
+    from safetensors.numpy import save as st_save
+
+    folder = Path(folder)
+    text = json.dumps({"format_version": 1,
+                       "rules": {name: null.to_dict() for name, null in sorted(nulls.items())}},
+                      indent=1, sort_keys=True) + "\n"
+    atomic_write_text(folder / CALIBRATION_FILE, text)
+    digests = {CALIBRATION_FILE: hashlib.sha256(text.encode()).hexdigest()}
+    if asymmetry_ref is not None:
+        blob = st_save({"index": asymmetry_ref.index.astype(np.int64),
+                        "maps": asymmetry_ref.maps.astype(np.float32)},
+                       metadata={"controls": json.dumps(asymmetry_ref.controls)})
+        atomic_write_bytes(folder / ASYMMETRY_FILE, blob)
+        digests[ASYMMETRY_FILE] = hashlib.sha256(blob).hexdigest()
+    return digests
+
+
+def load_evidence(folder: Path, card: dict[str, Any]) -> tuple[dict[str, Any], Any | None]:
+    """Read what :func:`save_evidence` wrote, checking the digests in the card.
+
+    Returns ``(rule name → ClusterNull, AsymmetryReference or None)``; both empty/None for a
+    normative model built before they existed.
+
+    Raises
+    ------
+    ValueError
+        A file does not match the digest in the card.
+    """
+    from safetensors import safe_open
+    from safetensors.numpy import load as st_load
+
+    from pseudopet_bids.detect.asymmetry import AsymmetryReference
+    from pseudopet_bids.detect.calibration import ClusterNull
+
+    folder = Path(folder)
+    digests = card.get("evidence_sha256", {})
+    nulls: dict[str, Any] = {}
+    reference = None
+    for name, digest in digests.items():
+        blob = (folder / name).read_bytes()
+        if hashlib.sha256(blob).hexdigest() != digest:
+            raise ValueError(f"{folder / name} does not match the sha256 in its card")
+        if name == CALIBRATION_FILE:
+            data = json.loads(blob)
+            nulls = {rule: ClusterNull.from_dict(d) for rule, d in data["rules"].items()}
+        elif name == ASYMMETRY_FILE:
+            arrays = st_load(blob)
+            with safe_open(str(folder / name), framework="numpy") as handle:
+                controls = json.loads((handle.metadata() or {}).get("controls", "[]"))
+            reference = AsymmetryReference(arrays["index"], arrays["maps"], controls)
+    return nulls, reference

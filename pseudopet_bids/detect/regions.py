@@ -11,6 +11,7 @@ its voxels. Voxels with label 0 (outside the atlas) take no part in that vote; t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,35 +19,70 @@ import pandas as pd
 from pseudopet_bids.detect.clusters import Cluster
 from pseudopet_bids.resources import LOBE_INDEX, LOBE_LABELS, REGIONS, TEMPLATE_NAME
 
-#: Columns of ``*_desc-focus_clusters.tsv``, in order (DESIGN.md §4).
-CLUSTER_COLUMNS: tuple[str, ...] = (
-    "cluster_id", "n_voxels", "volume_mm3", "peak_z", "mean_z",
-    "peak_x", "peak_y", "peak_z_mm",
-    "peak_template_x", "peak_template_y", "peak_template_z",
+#: Columns that :func:`cluster_table` computes from the clusters alone.
+BASE_COLUMNS: tuple[str, ...] = (
+    "cluster_id", "n_voxels", "volume_mm3", "peak_zscore", "mean_zscore",
+    "peak_x_mm", "peak_y_mm", "peak_z_mm",
+    "peak_template_x_mm", "peak_template_y_mm", "peak_template_z_mm",
     "region", "region_fraction",
 )
+#: Columns of ``*_desc-<analysis>Focus_clusters.tsv``, in order (DESIGN.md §4): the base
+#: columns plus the confidence of each cluster (:mod:`pseudopet_bids.detect.confidence`).
+#: Z values end in ``zscore``, coordinates in ``_mm``: the two cannot be confused.
+CLUSTER_COLUMNS: tuple[str, ...] = (
+    "cluster_id", "tier", "region", "region_fraction", "volume_mm3", "n_voxels",
+    "peak_zscore", "mean_zscore", "z_mass", "p_corrected", "p_method",
+    "asymmetry_index", "asymmetry_z",
+    "peak_x_mm", "peak_y_mm", "peak_z_mm",
+    "peak_template_x_mm", "peak_template_y_mm", "peak_template_z_mm",
+)
 #: The cluster table's JSON sidecar: what each column means (BIDS column descriptions).
-CLUSTER_COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
-    "cluster_id": {"Description": "Cluster number, 1 = largest"},
-    "n_voxels": {"Description": "Voxels in the cluster (T1w grid)"},
-    "volume_mm3": {"Description": "Cluster volume", "Units": "mm^3"},
-    "peak_z": {"Description": "Most negative Z in the cluster"},
-    "mean_z": {"Description": "Mean Z in the cluster"},
-    "peak_x": {"Description": "Peak, scanner RAS x", "Units": "mm"},
-    "peak_y": {"Description": "Peak, scanner RAS y", "Units": "mm"},
-    "peak_z_mm": {"Description": "Peak, scanner RAS z", "Units": "mm"},
-    "peak_template_x": {"Description": f"Peak in {TEMPLATE_NAME} x", "Units": "mm"},
-    "peak_template_y": {"Description": f"Peak in {TEMPLATE_NAME} y", "Units": "mm"},
-    "peak_template_z": {"Description": f"Peak in {TEMPLATE_NAME} z", "Units": "mm"},
+CLUSTER_COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
+    "cluster_id": {"Description": "Cluster number = rank (1 = most likely real: by tier, then "
+                                  "by z_mass); value of the cluster in the desc-<analysis>"
+                                  "Focus_dseg image"},
+    "tier": {"Description": "Confidence tier: high = significant cluster (p_corrected <= "
+                            "0.05) and asymmetric beyond the control range; possible = one "
+                            "of the two; low = neither (docs/detection.md)",
+             "Levels": {"high": "significant and asymmetric", "possible": "one of the two",
+                        "low": "neither"}},
     "region": {"Description": "Lobe holding most of the cluster (or other)"},
     "region_fraction": {"Description": "Share of the cluster's voxels in that region"},
+    "volume_mm3": {"Description": "Cluster volume", "Units": "mm^3"},
+    "n_voxels": {"Description": "Voxels in the cluster (T1w grid)"},
+    "peak_zscore": {"Description": "Most negative Z in the cluster"},
+    "mean_zscore": {"Description": "Mean Z in the cluster"},
+    "z_mass": {"Description": "Cluster mass: sum over its voxels of (-Z - threshold) x voxel "
+                              "volume (strength: extent and depth together)", "Units": "mm^3"},
+    "p_corrected": {"Description": "Cluster-level corrected p: chance that a healthy brain "
+                                   "shows a cluster at least this extreme anywhere in the "
+                                   "searched grey matter (method in p_method)"},
+    "p_method": {"Description": "How p_corrected was obtained: controls (calibrated on healthy "
+                                "controls' clusters, cluster mass) or random-field (fallback "
+                                "without controls, cluster extent; liberal)"},
+    "asymmetry_index": {"Description": "200 x (cluster - mirror homologue) / (cluster + "
+                                       "homologue) of the real PET, template space (negative: "
+                                       "less uptake than the other hemisphere)", "Units": "%"},
+    "asymmetry_z": {"Description": "Asymmetry index against healthy controls' asymmetry of the "
+                                   "same voxels (Z; n/a without controls: the fixed cut-off "
+                                   "-10 % applies)"},
+    "peak_x_mm": {"Description": "Peak, scanner RAS x", "Units": "mm"},
+    "peak_y_mm": {"Description": "Peak, scanner RAS y", "Units": "mm"},
+    "peak_z_mm": {"Description": "Peak, scanner RAS z", "Units": "mm"},
+    "peak_template_x_mm": {"Description": f"Peak in {TEMPLATE_NAME} x", "Units": "mm"},
+    "peak_template_y_mm": {"Description": f"Peak in {TEMPLATE_NAME} y", "Units": "mm"},
+    "peak_template_z_mm": {"Description": f"Peak in {TEMPLATE_NAME} z", "Units": "mm"},
 }
-_DTYPES = {
-    "cluster_id": "int64", "n_voxels": "int64", "volume_mm3": "float64", "peak_z": "float64",
-    "mean_z": "float64", "peak_x": "float64", "peak_y": "float64", "peak_z_mm": "float64",
-    "peak_template_x": "float64", "peak_template_y": "float64", "peak_template_z": "float64",
-    "region": "object", "region_fraction": "float64",
+COLUMN_DTYPES = {
+    "cluster_id": "int64", "n_voxels": "int64", "volume_mm3": "float64",
+    "peak_zscore": "float64", "mean_zscore": "float64", "peak_x_mm": "float64",
+    "peak_y_mm": "float64", "peak_z_mm": "float64", "peak_template_x_mm": "float64",
+    "peak_template_y_mm": "float64", "peak_template_z_mm": "float64",
+    "region": "object", "region_fraction": "float64", "tier": "object", "z_mass": "float64",
+    "p_corrected": "float64", "p_method": "object", "asymmetry_index": "float64",
+    "asymmetry_z": "float64",
 }
+_DTYPES = {c: COLUMN_DTYPES[c] for c in BASE_COLUMNS}
 
 
 def assign_region(lobe_values: np.ndarray) -> tuple[str, float]:
@@ -82,7 +118,8 @@ def assign_region(lobe_values: np.ndarray) -> tuple[str, float]:
 def cluster_table(z: np.ndarray, labels: np.ndarray, clusters: Sequence[Cluster],
                   lobe_labels: np.ndarray, affine: np.ndarray,
                   to_template: Callable[[np.ndarray], np.ndarray] | None) -> pd.DataFrame:
-    """One row per cluster with the DESIGN.md §4 columns.
+    """One row per cluster with the :data:`BASE_COLUMNS` (the confidence columns are added by
+    :func:`pseudopet_bids.detect.confidence.rank_clusters`).
 
     Parameters
     ----------
@@ -104,8 +141,8 @@ def cluster_table(z: np.ndarray, labels: np.ndarray, clusters: Sequence[Cluster]
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`CLUSTER_COLUMNS` (present even with no rows). ``peak_x``, ``peak_y``,
-        ``peak_z_mm`` are scanner mm; ``peak_z`` and ``mean_z`` are z-scores (negative).
+        Columns :data:`BASE_COLUMNS` (present even with no rows). ``peak_x_mm`` … are scanner
+        mm; ``peak_zscore`` and ``mean_zscore`` are z-scores (negative).
     """
     z = np.asarray(z)
     labels = np.asarray(labels)
@@ -117,7 +154,7 @@ def cluster_table(z: np.ndarray, labels: np.ndarray, clusters: Sequence[Cluster]
     if affine.shape != (4, 4):
         raise ValueError(f"affine must be 4x4, got {affine.shape}")
     if not clusters:
-        return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in CLUSTER_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in BASE_COLUMNS})
 
     peaks = np.array([c.peak_index for c in clusters], dtype=np.float64)
     scanner = peaks @ affine[:3, :3].T + affine[:3, 3]
@@ -145,13 +182,13 @@ def cluster_table(z: np.ndarray, labels: np.ndarray, clusters: Sequence[Cluster]
         region, fraction = assign_region(lobe_vals[lo:hi])
         rows.append({
             "cluster_id": c.id, "n_voxels": c.n_voxels, "volume_mm3": c.volume_mm3,
-            "peak_z": c.peak_z, "mean_z": c.mean_z,
-            "peak_x": scanner[k, 0], "peak_y": scanner[k, 1], "peak_z_mm": scanner[k, 2],
-            "peak_template_x": template[k, 0], "peak_template_y": template[k, 1],
-            "peak_template_z": template[k, 2],
+            "peak_zscore": c.peak_z, "mean_zscore": c.mean_z,
+            "peak_x_mm": scanner[k, 0], "peak_y_mm": scanner[k, 1], "peak_z_mm": scanner[k, 2],
+            "peak_template_x_mm": template[k, 0], "peak_template_y_mm": template[k, 1],
+            "peak_template_z_mm": template[k, 2],
             "region": region, "region_fraction": fraction,
         })
-    return pd.DataFrame(rows, columns=list(CLUSTER_COLUMNS)).astype(_DTYPES)
+    return pd.DataFrame(rows, columns=list(BASE_COLUMNS)).astype(_DTYPES)
 
 
 def lobe_dseg_table() -> pd.DataFrame:

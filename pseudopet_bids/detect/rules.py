@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pseudopet_bids.bids.derivatives import model_label
-from pseudopet_bids.detect import normative
+from pseudopet_bids.detect import asymmetry, normative
 from pseudopet_bids.detect.zmap import zmap
 from pseudopet_bids.errors import UsageError
 from pseudopet_bids.preproc.registration import Registration
@@ -45,6 +45,7 @@ class RuleInputs:
     """Everything a rule may use to score one subject (arrays on the subject's T1w grid)."""
 
     diff: np.ndarray  #: D = real − pseudo-normal PET, normalised units
+    pet: np.ndarray  #: the real PET, normalised units
     search: np.ndarray  #: detection grey matter (bool): Z is wanted here only
     gm_prob: np.ndarray  #: grey-matter probability
     brain: np.ndarray  #: brain mask (bool)
@@ -219,6 +220,51 @@ def score_normative(inputs: RuleInputs) -> tuple[np.ndarray, dict[str, Any]]:
                "NormativeSHA256": card["sha256"], **extra}
 
 
+def prepare_asymmetry(output_dir: Path, model: str, model_sha: str, model_option: str
+                      ) -> RuleReference:
+    """Load the controls' asymmetry maps stored with ``models/normative-<model>/``.
+
+    Raises
+    ------
+    UsageError
+        No normative model with asymmetry maps for this model, or an unreadable one.
+    """
+    folder = Path(output_dir) / "models" / normative.folder_name(model)
+    build = (f"build it from the controls' outputs: pseudopet BIDS OUT participant "
+             f"--model {model_option} (controls), then pseudopet BIDS OUT group "
+             f"--build-normative --model {model_option}")
+    try:
+        _, card = normative.load(folder)
+        _, reference = normative.load_evidence(folder, card)
+    except FileNotFoundError:
+        raise UsageError(f"--z-reference asymmetry: no normative model for {model}", folder,
+                         build) from None
+    except (ValueError, OSError, KeyError) as exc:
+        raise UsageError(f"--z-reference asymmetry: unreadable normative model ({exc})",
+                         folder, build) from None
+    if reference is None:
+        raise UsageError("--z-reference asymmetry: the normative model has no asymmetry maps "
+                         "(built by an earlier release)", folder, "rebuild it (group "
+                         f"--build-normative --model {model_option})")
+    digest = card.get("evidence_sha256", {}).get(normative.ASYMMETRY_FILE, "")
+    return RuleReference(reference, str(digest), card)
+
+
+def score_asymmetry(inputs: RuleInputs) -> tuple[np.ndarray, dict[str, Any]]:
+    """Z of the real PET's hemispheric asymmetry voxel-wise against the controls'."""
+    assert inputs.reference is not None  # prepare_asymmetry ran (the workflow's contract)
+    ai, both = asymmetry.subject_asymmetry(
+        inputs.pet, normative.normative_gm(inputs.gm_prob, inputs.brain, inputs.gm_threshold),
+        inputs.registration)
+    z, extra = asymmetry.asymmetry_zmap(ai, both, inputs.reference.data, inputs.registration,
+                                        inputs.search, inputs.key)
+    card = inputs.reference.card
+    return z, {"ZReference": "healthy controls' hemispheric asymmetry (voxel-wise asymmetry "
+                             "index of the real PET against its mirror image)",
+               "NormativeModel": f"models/{card.get('name', '')}",
+               "AsymmetrySHA256": inputs.reference.sha256, **extra}
+
+
 register_rule(DetectionRule(
     name="subject", suffix="", title="own grey matter",
     reference_name="subject's own grey matter", score=score_subject,
@@ -227,4 +273,9 @@ register_rule(DetectionRule(
     name="controls", suffix="Norm", title="healthy controls",
     reference_name="healthy-control normative model", score=score_normative,
     methods=_BOILERPLATE / "rule_controls.md.tmpl", prepare=prepare_normative,
+    needs=("a normative model built by group --build-normative",)))
+register_rule(DetectionRule(
+    name="asymmetry", suffix="Asym", title="hemispheric asymmetry",
+    reference_name="healthy controls' hemispheric asymmetry", score=score_asymmetry,
+    methods=_BOILERPLATE / "rule_asymmetry.md.tmpl", prepare=prepare_asymmetry,
     needs=("a normative model built by group --build-normative",)))

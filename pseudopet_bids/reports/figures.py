@@ -203,7 +203,7 @@ def zmap_figure(t1: nib.Nifti1Image, z, labels, z_threshold: float,
                 cluster_names: Mapping[int, str] | None = None, n_cuts: int = 7,
                 title: str = "Z-map (real − pseudo-normal PET)") -> bytes:
     """The negative part of the Z-map over the T1w with each cluster outlined in its own
-    colour; top row: orthogonal cuts through the largest cluster, bottom row: axial slices
+    colour; top row: orthogonal cuts through cluster 1 (the top-ranked), bottom row: axial slices
     over the clusters' extent (the whole brain when there is none).
 
     Parameters
@@ -236,10 +236,10 @@ def zmap_figure(t1: nib.Nifti1Image, z, labels, z_threshold: float,
     neg = np.where(za <= -thr, za, np.nan).astype(np.float32)
     cmap = LinearSegmentedColormap.from_list("zneg", ["#1a1aff", "#0a7cff", "#00d5ff",
                                                       "#aef8ff"])
-    colors = {lbl: CLUSTER_COLORS[k % len(CLUSTER_COLORS)]
-              for k, lbl in enumerate(sorted(sizes, key=lambda l: -sizes[l]))}
+    # labels are ranks (1 = top-ranked cluster: detect/confidence.py)
+    colors = {lbl: CLUSTER_COLORS[k % len(CLUSTER_COLORS)] for k, lbl in enumerate(sorted(sizes))}
     if sizes:
-        largest = max(sizes, key=lambda l: sizes[l])
+        largest = min(sizes)
         vox = np.argwhere(lab == largest)
         centre = vox[np.argmin(((vox - vox.mean(axis=0)) ** 2).sum(axis=1))]
         extent = (lab > 0)
@@ -275,11 +275,12 @@ def zmap_figure(t1: nib.Nifti1Image, z, labels, z_threshold: float,
         return im
 
     cbar = {"label": f"Z (≤ −{thr:g})"}
-    mosaic.rows.append(_Row(ortho, "largest cluster" if sizes else "no cluster", draw=draw,
+    mosaic.rows.append(_Row(ortho, f"cluster {largest} (top-ranked)" if sizes else "no cluster",
+                            draw=draw,
                             colorbar=cbar, max_height_in=3.2, gap_in=0.25))
     mosaic.rows.append(_Row(axial, "axial", draw=draw, max_height_in=2.0))
     legend = []
-    for lbl in sorted(sizes, key=lambda l: -sizes[l])[:len(CLUSTER_COLORS)]:
+    for lbl in sorted(sizes)[:len(CLUSTER_COLORS)]:
         name = (cluster_names or {}).get(lbl)
         legend.append((f"cluster {lbl}" + (f": {name}" if name else ""), colors[lbl]))
     full = f"{title}; clusters at Z < −{thr:g}" + ("" if sizes else ": none")

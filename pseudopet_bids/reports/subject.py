@@ -207,13 +207,17 @@ def methods_block(output_dir: Path, config: Path | None, model: str) -> str | No
 
 # --------------------------------------------------------------------------- page sections
 
-CLUSTER_VIEW = (("cluster_id", "cluster", 0), ("region", "region", None),
+CLUSTER_VIEW = (("cluster_id", "rank", 0), ("tier", "confidence", None),
+                ("region", "region", None),
                 ("region_fraction", "share in region", "pct"), ("volume_mm3", "volume (ml)", "ml"),
-                ("peak_z", "peak Z", 2), ("mean_z", "mean Z", 2))
+                ("peak_zscore", "peak Z", 2), ("mean_zscore", "mean Z", 2),
+                ("p_corrected", "corrected p", "p"), ("asymmetry_index", "asymmetry (%)", 1),
+                ("asymmetry_z", "asymmetry Z", 2))
 
 
 def cluster_view(table: pd.DataFrame | None) -> pd.DataFrame:
-    """A readable cluster table: region, volume in ml, Z, peak coordinates (T1w and template)."""
+    """A readable cluster table in rank order: confidence tier, region, volume in ml, Z,
+    corrected p, asymmetry, peak coordinates (T1w and template)."""
     if table is None or table.empty:
         return pd.DataFrame()
     out = pd.DataFrame()
@@ -226,16 +230,50 @@ def cluster_view(table: pd.DataFrame | None) -> pd.DataFrame:
         elif kind == "ml":
             out[title] = [f"{v / 1000:.2f}" if pd.notna(v) else "n/a" for v in values]
         elif kind is None:
-            out[title] = [str(v) for v in values]
+            out[title] = [str(v) if pd.notna(v) else "n/a" for v in values]
+        elif kind == "p":
+            out[title] = [("< 0.001" if v < 0.001 else f"{v:.3f}") if pd.notna(v) else "n/a"
+                          for v in values]
         else:
             out[title] = [_fmt(float(v), kind) if pd.notna(v) else "n/a" for v in values]
-    for cols, title in ((("peak_x", "peak_y", "peak_z_mm"), "peak, T1w (mm)"),
-                        (("peak_template_x", "peak_template_y", "peak_template_z"),
+    if "p_method" in table and len(table):
+        out["p from"] = [str(v).split(" ")[0] if pd.notna(v) else "n/a"
+                         for v in table["p_method"]]
+    for cols, title in ((("peak_x_mm", "peak_y_mm", "peak_z_mm"), "peak, T1w (mm)"),
+                        (("peak_template_x_mm", "peak_template_y_mm", "peak_template_z_mm"),
                          "peak, template (mm)")):
         if set(cols) <= set(table.columns):
             out[title] = ["(" + ", ".join(_fmt(float(r[c]), 0) if pd.notna(r[c]) else "n/a"
                                            for c in cols) + ")" for _, r in table.iterrows()]
     return out
+
+
+def _confidence_note(table: pd.DataFrame) -> str:
+    """How to read the tiers, and how the p-values were obtained (the fallback said plainly)."""
+    methods = sorted({str(v) for v in table.get("p_method", pd.Series(dtype=str)).dropna()})
+    text = ("Confidence: <b>high</b> = significant cluster (corrected p ≤ 0.05) and asymmetric "
+            "beyond the control range; <b>possible</b> = one of the two; <b>low</b> = neither "
+            "(docs/detection.md). Every brain has some clusters at this voxel threshold; "
+            "low-confidence clusters are what healthy brains show.")
+    if methods:
+        text += " Corrected p from: " + "; ".join(H.esc(m) for m in methods) + "."
+    if any(m.startswith("random-field") for m in methods):
+        return H.note(text + " Without healthy controls the random-field p-value is a liberal "
+                             "fallback: read it with care.")
+    return f"<p>{text}</p>"
+
+
+def _lobe_view(lobes: pd.DataFrame) -> pd.DataFrame:
+    """The per-lobe asymmetry table, formatted."""
+    return pd.DataFrame({
+        "region": lobes["region"].astype(str),
+        "asymmetry (%)": [_fmt(float(v), 1) if pd.notna(v) else "n/a"
+                          for v in lobes["asymmetry_index"]],
+        "asymmetry Z": [_fmt(float(v), 2) if pd.notna(v) else "n/a"
+                        for v in lobes["asymmetry_z"]],
+        "beyond normal": ["yes" if str(v).lower() == "true" else "no"
+                          for v in lobes["asymmetric"]],
+        "reference": lobes["reference"].astype(str)})
 
 
 def _provenance(paths: der.SubjectPaths, analysis: str, model: str, config: Path) -> str:
@@ -304,15 +342,19 @@ def _summary_table(units: list[_Unit], foci: tuple[str, ...]) -> pd.DataFrame:
                        "analysis": analysis, "model": model, "Z reference": reference,
                        "status": "finished" if finished else "incomplete",
                        "clusters": len(regions) if table is not None else "n/a",
-                       "regions (largest first)": "; ".join(dict.fromkeys(regions)) or "none",
+                       "regions (top-ranked first)": "; ".join(dict.fromkeys(regions))
+                       or "none",
+                       "high-confidence clusters": (int((table["tier"] == "high").sum())
+                                                    if table is not None and "tier" in table
+                                                    else "n/a"),
                        "total volume (ml)": (f"{table['volume_mm3'].sum() / 1000:.2f}"
                                              if table is not None and "volume_mm3" in table
                                              and len(table) else "0"),
-                       "min peak Z": (_fmt(float(table["peak_z"].min()))
-                                      if table is not None and "peak_z" in table and len(table)
-                                      else "n/a")}
+                       "min peak Z": (_fmt(float(table["peak_zscore"].min()))
+                                      if table is not None and "peak_zscore" in table
+                                      and len(table) else "n/a")}
                 if foci:
-                    row["focus found (any / largest)"] = (
+                    row["focus found (any / top-ranked)"] = (
                         f"{'yes' if set(regions) & set(foci) else 'no'} / "
                         f"{'yes' if regions and regions[0] in foci else 'no'}"
                         if regions else "no cluster")
@@ -425,7 +467,7 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
                     referenced.add(zfig)
                 parts.append(_figure(output_dir, zfig, "Negative Z (real below pseudo-normal) "
                                      "over the T1w; surviving clusters outlined, cut through "
-                                     "the largest cluster."))
+                                     "the top-ranked cluster."))
                 table = _read_tsv(paths.clusters(analysis))
                 if table is None:
                     parts.append(H.note("No cluster table (the analysis did not finish)."))
@@ -433,7 +475,14 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
                     parts.append('<p class="ok">No cluster survived the threshold.</p>')
                 else:
                     parts.append(H.table_html(cluster_view(table),
-                                              caption=f"Clusters ({analysis})"))
+                                              caption=f"Clusters ({analysis}), most likely "
+                                                      "real first"))
+                    parts.append(_confidence_note(table))
+                lobes = _read_tsv(paths.asymmetry(analysis))
+                if lobes is not None and not lobes.empty:
+                    parts.append(H.table_html(_lobe_view(lobes), caption="Hemispheric asymmetry "
+                                              "of the real PET per lobe (negative: less uptake "
+                                              "than the homologous lobe)"))
                 config = paths.config(analysis)
                 parts.append(H.details(f"Provenance of {analysis}",
                                        _provenance(paths, analysis, model, config)))

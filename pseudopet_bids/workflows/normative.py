@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -21,31 +22,124 @@ from pseudopet_bids import __version__, resources
 from pseudopet_bids.bids import derivatives as der
 from pseudopet_bids.bids.participants import Participant
 from pseudopet_bids.config import RunConfig
-from pseudopet_bids.detect import normative
+from pseudopet_bids.detect import asymmetry, calibration, normative
+from pseudopet_bids.detect.clusters import find_clusters
+from pseudopet_bids.detect.rules import analysis_label
 from pseudopet_bids.errors import DataError, InputError
 from pseudopet_bids.preproc.template_reg import TemplateRegistration
 from pseudopet_bids.synthesis.select import choose_model
+from pseudopet_bids.workflows.evidence import detection_settings
 
 LOGGER = logging.getLogger(__name__)
 
 
-def control_residual(paths: der.SubjectPaths, pseudo_file: Path, gm_threshold: float
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Centred residual of one control from its derivatives, on the 2 mm template grid.
+@dataclass
+class ControlArrays:
+    """What the build reads of one control's derivatives (T1w grid, normalised PET units)."""
 
-    Returns ``(residual, valid)`` on :func:`normative.grid_reference`.
-    """
+    diff: np.ndarray  #: D = (real − pseudo-normal) / scale
+    pet: np.ndarray  #: real PET / scale
+    gm: np.ndarray  #: :func:`normative.normative_gm`
+    registration: TemplateRegistration
+    zmap: Path  #: the paper's-rule Z-map of this model (its non-zero voxels = the search)
+
+
+def control_arrays(paths: der.SubjectPaths, pseudo_file: Path, model: str, gm_threshold: float
+                   ) -> ControlArrays:
+    """Read one control's derivatives (:class:`ControlArrays`)."""
     load = (lambda path: np.asarray(nib.load(path).dataobj, dtype=np.float32))
     pet_file = paths.pet("space-T1w_desc-preproc_pet.nii.gz")
     gm = normative.normative_gm(load(paths.anat("label-GM_probseg.nii.gz")),
                                 load(paths.anat("desc-brain_mask.nii.gz")), gm_threshold)
     scale = float(json.loads(der.sidecar(pet_file).read_text())
                   ["IntensityNormalization"]["Scale"])
-    residual = normative.centred_residual((load(pet_file) - load(pseudo_file)) / scale, gm)
+    pet = load(pet_file) / scale
     template = resources.TEMPLATE_NAME
     reg = TemplateRegistration.from_files(nib.load(paths.anat("desc-preproc_T1w.nii.gz")),
                                           paths.xfm("T1w", template), paths.xfm(template, "T1w"))
-    return normative.residual_to_template(residual, gm, reg)
+    return ControlArrays(pet - load(pseudo_file) / scale, pet, gm, reg,
+                         paths.zmap(analysis_label(model, "subject")))
+
+
+def control_residual(arrays: ControlArrays) -> tuple[np.ndarray, np.ndarray]:
+    """Centred residual of one control on the 2 mm template grid: ``(residual, valid)`` on
+    :func:`normative.grid_reference`."""
+    residual = normative.centred_residual(arrays.diff, arrays.gm)
+    return normative.residual_to_template(residual, arrays.gm, arrays.registration)
+
+
+def control_search(arrays: ControlArrays, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray,
+                                                                   tuple[float, ...]]:
+    """The control's paper's-rule Z-map, its searched grey matter (where Z ≠ 0) and voxel
+    sizes, checked against the detection settings of the build.
+
+    Raises
+    ------
+    ValueError
+        No such Z-map, or one made with another grey-matter threshold or search region.
+    """
+    if not arrays.zmap.is_file():
+        raise ValueError(f"no Z-map of the paper's rule ({arrays.zmap.name})")
+    side = json.loads(der.sidecar(arrays.zmap).read_text())
+    det = cfg.detection
+    if (side.get("GMThreshold") != det.gm_threshold
+            or side.get("SearchRegion") != det.search_region):
+        raise ValueError(f"{arrays.zmap.name} was made with --gm-threshold "
+                         f"{side.get('GMThreshold')} --search-region {side.get('SearchRegion')}")
+    img = nib.load(arrays.zmap)
+    z = np.asarray(img.dataobj, dtype=np.float32)
+    return z, z != 0, tuple(float(v) for v in img.header.get_zooms()[:3])
+
+
+def control_masses(z: np.ndarray, search: np.ndarray, voxel_sizes: tuple[float, ...],
+                   cfg: RunConfig) -> list[float]:
+    """Masses of the clusters of one control's Z-map with the build's detection settings."""
+    det = cfg.detection
+    volume = float(np.prod(voxel_sizes))
+    labels, clusters = find_clusters(z, search, volume, threshold=det.z_threshold,
+                                     min_volume_mm3=det.cluster_min_volume,
+                                     connectivity=det.connectivity)
+    return [float(m) for m in calibration.cluster_masses(z, labels, len(clusters),
+                                                         det.z_threshold, volume)]
+
+
+def build_evidence(cfg: RunConfig, stats: normative.NormativeStats,
+                   controls: dict[str, ControlArrays]
+                   ) -> tuple[dict[str, calibration.ClusterNull],
+                              asymmetry.AsymmetryReference | None]:
+    """The controls' cluster calibration of every rule and their asymmetry maps.
+
+    Each control's maps are scored as a new subject would be, leave-one-out for the rules
+    that compare with the controls (docs/detection.md).
+    """
+    maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for key, arrays in controls.items():
+        try:
+            maps[key] = asymmetry.subject_asymmetry(arrays.pet, arrays.gm, arrays.registration)
+        except DataError as exc:
+            LOGGER.warning("asymmetry maps: skipped %s (%s)", key, exc)
+    reference = asymmetry.AsymmetryReference.from_maps(maps) if maps else None
+    settings = detection_settings(cfg)
+    nulls = {rule: calibration.ClusterNull({**settings, "rule": rule})
+             for rule in ("subject", "controls", "asymmetry")}
+    for key, arrays in controls.items():
+        try:
+            z, search, voxel_sizes = control_search(arrays, cfg)
+        except (ValueError, OSError) as exc:
+            LOGGER.warning("cluster calibration: skipped %s (%s)", key, exc)
+            continue
+        nulls["subject"].masses[key] = control_masses(z, search, voxel_sizes, cfg)
+        z_norm, _ = normative.zmap_against_controls(arrays.diff, arrays.gm, search,
+                                                    arrays.registration, stats, key)
+        nulls["controls"].masses[key] = control_masses(z_norm, search, voxel_sizes, cfg)
+        if reference is not None and key in maps:
+            z_asym, _ = asymmetry.asymmetry_zmap(*maps[key], reference, arrays.registration,
+                                                 search, key)
+            nulls["asymmetry"].masses[key] = control_masses(z_asym, search, voxel_sizes, cfg)
+        LOGGER.info("cluster calibration: %s has %s clusters (paper's rule, normative, "
+                    "asymmetry)", key, "/".join(str(len(n.masses.get(key, [])))
+                                                for n in nulls.values()))
+    return {k: v for k, v in nulls.items() if v.masses}, reference
 
 
 def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Path:
@@ -64,6 +158,7 @@ def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Pat
     ref = normative.grid_reference()
     stats = normative.NormativeStats.empty(ref.shape[:3], ref.affine)
     skipped: list[str] = []
+    read: dict[str, ControlArrays] = {}
     t0 = time.monotonic()
     for pseudo, label in der.labelled_outputs(out, "pseudonormal"):
         paths = der.SubjectPaths.of(out, pseudo)
@@ -77,7 +172,8 @@ def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Pat
             skipped.append(f"{key} (a second PET of the same session; the first one is used)")
             continue
         try:
-            res_t, valid_t = control_residual(paths, pseudo, gm_threshold)
+            arrays = control_arrays(paths, pseudo, model, gm_threshold)
+            res_t, valid_t = control_residual(arrays)
         except DataError as exc:  # e.g. no grey matter at --gm-threshold
             skipped.append(f"{key} ({exc})")
             continue
@@ -85,6 +181,7 @@ def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Pat
             skipped.append(f"{key} ({type(exc).__name__}: {exc})")
             continue
         stats.add(key, res_t, valid_t)
+        read[key] = arrays
         LOGGER.info("normative %s: added %s (%d voxels)", model, key, int(valid_t.sum()))
     for why in skipped:
         LOGGER.warning("normative %s: skipped %s", model, why)
@@ -100,6 +197,19 @@ def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Pat
             "gm_threshold": gm_threshold, "pseudopet_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "residual": "D = (real - pseudo-normal PET) / GM-median scale, minus its GM median"}
+    nulls, reference = build_evidence(cfg, stats, read)
+    if len(read) < calibration.MIN_CONTROLS:
+        LOGGER.warning("normative %s: %d controls; cluster p-values need %d to be calibrated on "
+                       "controls (until then the participant level uses the random-field "
+                       "fallback)", model, len(read), calibration.MIN_CONTROLS)
+    card["evidence_sha256"] = normative.save_evidence(folder, nulls, reference)
+    card["cluster_calibration"] = {
+        "settings": detection_settings(cfg) | {"rule": sorted(nulls)},
+        "controls": {rule: len(null.masses) for rule, null in nulls.items()},
+        "clusters_per_control": {rule: round(sum(map(len, null.masses.values()))
+                                             / max(len(null.masses), 1), 3)
+                                 for rule, null in nulls.items()},
+        "min_controls": calibration.MIN_CONTROLS}
     card = normative.save(folder, stats, card)
     LOGGER.info("normative model of %s from %d controls written to %s (%.0f s)", model,
                 card["n_controls"], folder, time.monotonic() - t0)

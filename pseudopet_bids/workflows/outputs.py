@@ -28,6 +28,7 @@ from pseudopet_bids.bids import derivatives as der
 from pseudopet_bids.bids.discovery import SubjectInputs
 from pseudopet_bids.bids.inputs import UnitImages
 from pseudopet_bids.config import RunConfig
+from pseudopet_bids.detect.asymmetry import LOBE_COLUMN_DESCRIPTIONS
 from pseudopet_bids.detect.regions import CLUSTER_COLUMN_DESCRIPTIONS, lobe_dseg_table
 from pseudopet_bids.io import files
 from pseudopet_bids.preproc.pipeline import Preprocessed
@@ -80,6 +81,7 @@ class SubjectResult:
     z_info: dict[str, Any]
     labels: np.ndarray
     table: pd.DataFrame
+    lobes_asymmetry: pd.DataFrame
 
 
 def output_paths(paths: der.SubjectPaths, model: str, analysis: str) -> dict[str, Path]:
@@ -96,6 +98,9 @@ def output_paths(paths: der.SubjectPaths, model: str, analysis: str) -> dict[str
     out["zmap"] = paths.zmap(analysis)
     out["clusters"] = paths.clusters(analysis)
     out["focus_mask"] = paths.focus_mask(analysis)
+    out["focus_labels"] = paths.focus_labels(analysis)
+    out["focus_labels_table"] = paths.focus_labels(analysis, ext=".tsv")
+    out["asymmetry"] = paths.asymmetry(analysis)
     return out
 
 
@@ -180,6 +185,14 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
         Derivative(where["focus_mask"], Deferred(lambda: result.labels > 0), np.uint8, {
             **anat, "Sources": [src_pet, src_t1], "Type": "Hypometabolic clusters",
             **thresholds, **model_fields}),
+        Derivative(where["focus_labels"], result.labels, np.int16, {
+            **anat, "Sources": [src_pet, src_t1], "Type": "Hypometabolic clusters, labelled",
+            "Description": "Value = cluster_id of the cluster table (1 = top-ranked); 0 = none",
+            **thresholds, **model_fields}),
+        Derivative(where["focus_labels_table"], pd.DataFrame({
+            "index": result.table["cluster_id"].astype("int64"),
+            "name": [f"cluster {i} ({t}, {r})" for i, t, r in zip(
+                result.table["cluster_id"], result.table["tier"], result.table["region"])]})),
         Derivative(where["pet"], Deferred(lambda: result.pet * pre.mask), sidecar={
             **pet_common, "Description": "Static PET rigidly coregistered to the T1w (mutual "
                                          "information) and resampled, masked",
@@ -203,6 +216,7 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
             **pet_common, **model_fields, **thresholds,
             "Description": "Z of D = real - pseudo-normal PET over grey matter"}),
         Derivative(where["clusters"], result.table, sidecar=CLUSTER_COLUMN_DESCRIPTIONS),
+        Derivative(where["asymmetry"], result.lobes_asymmetry, sidecar=LOBE_COLUMN_DESCRIPTIONS),
     ]
     return items
 

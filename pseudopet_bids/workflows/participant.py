@@ -38,7 +38,10 @@ from pseudopet_bids.bids.discovery import SubjectInputs, discover, load_filters,
 from pseudopet_bids.bids.inputs import input_files, load_inputs
 from pseudopet_bids.bids.participants import Participant, read_participants
 from pseudopet_bids.config import RunConfig
+from pseudopet_bids.detect import asymmetry
 from pseudopet_bids.detect.clusters import find_clusters
+from pseudopet_bids.detect.confidence import ClusterInputs, Evidence, rank_clusters
+from pseudopet_bids.detect.normative import normative_gm
 from pseudopet_bids.detect.regions import cluster_table
 from pseudopet_bids.detect.rules import (DetectionRule, RuleInputs, RuleReference,
                                          analysis_label, get_rule)
@@ -60,6 +63,7 @@ from pseudopet_bids.reports.subject_figures import write_subject_figures
 from pseudopet_bids.synthesis.apply import load_trained, synthesize_subject
 from pseudopet_bids.synthesis.select import ModelChoice, choose_model
 from pseudopet_bids.workflows import outputs
+from pseudopet_bids.workflows.evidence import resolve_evidence
 
 LOGGER = logging.getLogger(__name__)
 #: Peak memory of one participant with the tissue model, rounded up (docs/performance.md).
@@ -78,6 +82,8 @@ class Analysis:
     rule: DetectionRule
     reference: RuleReference | None
     label: str
+    evidence: Evidence = Evidence()
+    evidence_note: str = ""
 
 
 def resolve_analysis(cfg: RunConfig) -> tuple[RunConfig, Analysis]:
@@ -100,7 +106,10 @@ def resolve_analysis(cfg: RunConfig) -> tuple[RunConfig, Analysis]:
         reference = rule.prepare(Path(cfg.input.output_dir), model.label, model.sha256,
                                  cfg.synthesis.model)
         cfg = cfg.replace(normative_sha256=reference.sha256)
-    return cfg, Analysis(model, rule, reference, analysis_label(model.label, rule.name))
+    evidence, note = resolve_evidence(cfg, model)
+    cfg = cfg.replace(calibration_sha256=evidence.sha256)
+    return cfg, Analysis(model, rule, reference, analysis_label(model.label, rule.name),
+                         evidence, note)
 
 
 # --------------------------------------------------------------------------- the run
@@ -123,6 +132,7 @@ def run_participant_level(cfg: RunConfig, prepare_output: Callable[[RunConfig], 
         raise InputError("no participant has the inputs it needs (see the pre-flight table)",
                          bids, "each participant needs a T1w and an FDG PET image")
     _, analysis = resolve_analysis(cfg)  # fail before any work when the model is missing
+    LOGGER.info("%s", analysis.evidence_note)
     if analysis.model.trained:
         assert analysis.model.folder is not None
         resolve_device(cfg.execution.device)  # --device cuda without a GPU: usage error now
@@ -272,7 +282,7 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
     with timed(timings, "detection", unit.key, status):
         diff = difference_map(pet_norm, pseudo_norm)
         z, z_info = analysis.rule.score(RuleInputs(
-            diff=diff, search=search, gm_prob=pre.tissues["GM"], brain=pre.mask,
+            diff=diff, pet=pet_norm, search=search, gm_prob=pre.tissues["GM"], brain=pre.mask,
             gm_threshold=det.gm_threshold, registration=pre.registration, key=unit.key,
             reference=analysis.reference))
         labels, clusters = find_clusters(z, search, float(np.prod(pre.voxel_sizes)),
@@ -281,16 +291,30 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
                                          connectivity=det.connectivity)
         table = cluster_table(z, labels, clusters, pre.lobes, pre.affine,
                               pre.registration.points_to_template)
-    LOGGER.info("%s: %d cluster(s) >= %.0f mm3 at Z < -%.2f%s", unit.key, len(clusters),
-                det.cluster_min_volume, det.z_threshold,
-                "".join(f"\n    {r.region}: {r.volume_mm3:.0f} mm3, peak Z {r.peak_z:.2f}"
+        # hemispheric asymmetry of the real PET (template space) and each cluster's confidence
+        ai, ai_valid = asymmetry.subject_asymmetry(
+            pet_norm, normative_gm(pre.tissues["GM"], pre.mask, det.gm_threshold),
+            pre.registration)
+        table, labels, confidence_info = rank_clusters(table, ClusterInputs(
+            z=z, labels=labels, search=search, voxel_sizes=pre.voxel_sizes,
+            threshold=det.z_threshold, ai=ai, ai_valid=ai_valid,
+            cluster_voxels=asymmetry.cluster_voxels(labels, len(clusters), pre.registration),
+            key=unit.key), analysis.evidence)
+        lobes_asymmetry = asymmetry.lobe_table(ai, ai_valid, analysis.evidence.asymmetry,
+                                               unit.key)
+        del ai, ai_valid
+    LOGGER.info("%s: %d cluster(s) >= %.0f mm3 at Z < -%.2f, by rank%s", unit.key,
+                len(clusters), det.cluster_min_volume, det.z_threshold,
+                "".join(f"\n    {r.cluster_id}. {r.tier} confidence, {r.region}: "
+                        f"{r.volume_mm3 / 1000:.1f} ml, peak Z {r.peak_zscore:.2f}, corrected "
+                        f"p {r.p_corrected:.3g}, asymmetry {r.asymmetry_index:+.1f} %"
                         for r in table.itertuples()))
     result = outputs.SubjectResult(
         images=images, pre=pre, pet=pet_norm * scale, pseudo=pseudo_norm * scale,
         pseudo_sd=None if pseudo_sd is None else pseudo_sd * scale, scale=scale,
         norm_info=norm_info, model_name=model.architecture, model_sha256=model.sha256,
-        model_info=model_info, n_samples=n_samples, z=z, z_info=z_info, labels=labels,
-        table=table)
+        model_info=model_info, n_samples=n_samples, z=z, z_info={**z_info, **confidence_info},
+        labels=labels, table=table, lobes_asymmetry=lobes_asymmetry)
     del pet_norm, pseudo_norm, pseudo_sd, diff  # 3 volumes less in memory while writing
     staging = out / staging_name(unit.key)
     try:

@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 
 from pseudopet_bids.detect.clusters import find_clusters
-from pseudopet_bids.detect.regions import (CLUSTER_COLUMNS, assign_region, cluster_table,
+from pseudopet_bids.detect.regions import (BASE_COLUMNS, assign_region, cluster_table,
                                            lobe_dseg_table)
 from pseudopet_bids.resources import LOBE_INDEX
 
-DESIGN_COLUMNS = ["cluster_id", "n_voxels", "volume_mm3", "peak_z", "mean_z", "peak_x", "peak_y",
-                  "peak_z_mm", "peak_template_x", "peak_template_y", "peak_template_z", "region",
+DESIGN_COLUMNS = ["cluster_id", "n_voxels", "volume_mm3", "peak_zscore", "mean_zscore",
+                  "peak_x_mm", "peak_y_mm", "peak_z_mm", "peak_template_x_mm",
+                  "peak_template_y_mm", "peak_template_z_mm", "region",
                   "region_fraction"]
 AFFINE = np.array([[2.0, 0, 0, -40.0],
                    [0, 2.0, 0, -50.0],
@@ -39,23 +40,23 @@ def scene():
 def test_table_regions_and_coordinates(scene):
     z, labels, clusters, lobes = scene
     table = cluster_table(z, labels, clusters, lobes, AFFINE, to_template=lambda p: p + 100.0)
-    assert list(table.columns) == DESIGN_COLUMNS == list(CLUSTER_COLUMNS)
+    assert list(table.columns) == DESIGN_COLUMNS == list(BASE_COLUMNS)
     first, second = table.iloc[0], table.iloc[1]
     assert first.cluster_id == 1 and first.n_voxels == 1000
     assert first.volume_mm3 == pytest.approx(12000.0)
     assert first.region == "left-temporal" and first.region_fraction == pytest.approx(0.7)
-    assert (first.peak_x, first.peak_y, first.peak_z_mm) == pytest.approx((-30.0, -38.0, 1.0))
-    assert (first.peak_template_x, first.peak_template_y, first.peak_template_z) == \
+    assert (first.peak_x_mm, first.peak_y_mm, first.peak_z_mm) == pytest.approx((-30.0, -38.0, 1.0))
+    assert (first.peak_template_x_mm, first.peak_template_y_mm, first.peak_template_z_mm) == \
         pytest.approx((70.0, 62.0, 101.0))
-    assert first.peak_z == pytest.approx(-6.0) and first.mean_z < -3.0
+    assert first.peak_zscore == pytest.approx(-6.0) and first.mean_zscore < -3.0
     assert second.region == "other" and second.region_fraction == pytest.approx(4 / 6)
 
 
 def test_no_template_gives_nan(scene):
     z, labels, clusters, lobes = scene
     table = cluster_table(z, labels, clusters, lobes, AFFINE, to_template=None)
-    assert table[["peak_template_x", "peak_template_y", "peak_template_z"]].isna().all().all()
-    assert table["peak_x"].notna().all()
+    assert table[["peak_template_x_mm", "peak_template_y_mm", "peak_template_z_mm"]].isna().all().all()
+    assert table["peak_x_mm"].notna().all()
 
 
 def test_empty_table_has_columns():

@@ -118,7 +118,7 @@ def measure(a: Path, b: Path) -> dict[str, float]:
 def _large_clusters_match(ta: pd.DataFrame, tb: pd.DataFrame) -> dict[str, float]:
     """Each cluster of at least LARGE_CLUSTER x the minimum volume in either table matched
     in the other: same region, the nearest peak in template space; worst differences."""
-    peak = ["peak_template_x", "peak_template_y", "peak_template_z"]
+    peak = ["peak_template_x_mm", "peak_template_y_mm", "peak_template_z_mm"]
     worst = {"clusters": 0.0, "cluster_volume_rel": 0.0, "cluster_peak_z": 0.0,
              "peak_template_mm": 0.0}
     for one, other in ((ta, tb), (tb, ta)):
@@ -131,8 +131,8 @@ def _large_clusters_match(ta: pd.DataFrame, tb: pd.DataFrame) -> dict[str, float
             match = same.iloc[int(np.argmin(dist))]
             for key, value in (("cluster_volume_rel",
                                 abs(match.volume_mm3 - row.volume_mm3) / row.volume_mm3),
-                               ("cluster_peak_z", max(abs(match.peak_z - row.peak_z),
-                                                      abs(match.mean_z - row.mean_z))),
+                               ("cluster_peak_z", max(abs(match.peak_zscore - row.peak_zscore),
+                                                      abs(match.mean_zscore - row.mean_zscore))),
                                ("peak_template_mm", float(dist.min()))):
                 worst[key] = max(worst[key], float(value))
     return worst

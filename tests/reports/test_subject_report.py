@@ -63,11 +63,11 @@ def cluster_table(regions: list[str]) -> pd.DataFrame:
     n = len(regions)
     return pd.DataFrame({
         "cluster_id": range(1, n + 1), "n_voxels": [40 - 10 * k for k in range(n)],
-        "volume_mm3": [2560.0 - 640 * k for k in range(n)], "peak_z": [-4.2 + 0.5 * k
+        "volume_mm3": [2560.0 - 640 * k for k in range(n)], "peak_zscore": [-4.2 + 0.5 * k
                                                                        for k in range(n)],
-        "mean_z": [-2.5] * n, "peak_x": [-30.0] * n, "peak_y": [-10.0] * n,
-        "peak_z_mm": [2.0] * n, "peak_template_x": [-31.0] * n, "peak_template_y": [-12.0] * n,
-        "peak_template_z": [1.0] * n, "region": regions, "region_fraction": [0.8] * n})
+        "mean_zscore": [-2.5] * n, "peak_x_mm": [-30.0] * n, "peak_y_mm": [-10.0] * n,
+        "peak_z_mm": [2.0] * n, "peak_template_x_mm": [-31.0] * n, "peak_template_y_mm": [-12.0] * n,
+        "peak_template_z_mm": [1.0] * n, "region": regions, "region_fraction": [0.8] * n})
 
 
 class IdentityRegistration:
