@@ -41,7 +41,7 @@ from pseudopet_bids.detect.clusters import find_clusters  # noqa: E402
 from pseudopet_bids.detect.confidence import ClusterInputs, Evidence, rank_clusters  # noqa: E402
 from pseudopet_bids.detect.regions import cluster_table  # noqa: E402
 from pseudopet_bids.evaluate.group import wilson_interval  # noqa: E402
-from pseudopet_bids.workflows.normative import (control_arrays, control_masses,  # noqa: E402
+from pseudopet_bids.workflows.normative import (control_arrays, control_clusters,  # noqa: E402
                                                 control_residual)
 
 RULES = ("subject", "controls", "asymmetry")
@@ -96,9 +96,12 @@ def score_all(subjects: dict[str, dict], controls: list[str], cfg: RunConfig,
     for rule in RULES if use_controls else ("subject",):
         null = None
         if use_controls:
-            null = calibration.ClusterNull({"rule": rule}, {
-                k: control_masses(zmaps[rule][k], subjects[k]["search"],
-                                  subjects[k]["voxel_sizes"], cfg) for k in controls})
+            null = calibration.ClusterNull({"rule": rule})
+            for k in controls:
+                s = subjects[k]
+                null.masses[k], null.asymmetry_z[k] = control_clusters(
+                    zmaps[rule][k], s["search"], s["voxel_sizes"], cfg,
+                    s["arrays"].registration, maps[k], reference, k)
         evidence = Evidence(null, reference)
         for key, s in subjects.items():
             z = zmaps[rule][key]

@@ -114,7 +114,7 @@ def threshold_rows(base: Path, thresholds=(1.65, 1.96, 2.33)) -> list[str]:
 
             hits = f"{int(pats['lesion_hit'].sum())}/{len(pats)}" if truth.exists() else "n/a"
             rows.append(f"| {model} | {thr:.2f} | {k_of_n('detection_rate')} | "
-                        f"{k_of_n('localization_accuracy_largest')} | {hits} | "
+                        f"{k_of_n('localization_accuracy_top')} | {hits} | "
                         f"{k_of_n('controls_with_clusters')} | "
                         f"{s.loc['false_clusters_per_control', 'value']:.2f} |")
     return rows
@@ -122,7 +122,7 @@ def threshold_rows(base: Path, thresholds=(1.65, 1.96, 2.33)) -> list[str]:
 
 def report(base: Path, times: dict) -> str:
     participants = pd.read_csv(base / "test_bids" / "participants.tsv", sep="\t")
-    lines = ["| model | detection rate | localization (largest) | localization (any) | "
+    lines = ["| model | detection rate | localization (top-ranked) | localization (any) | "
              "false clusters / control | controls with clusters | SSIM | PSNR (dB) | MAE |",
              "|---|---|---|---|---|---|---|---|---|"]
     for model in ("tissue",) + MODELS:
@@ -138,13 +138,13 @@ def report(base: Path, times: dict) -> str:
 
         q = synthesis_quality(out, participants)
         lines.append(f"| {model} | {frac('detection_rate')} | "
-                     f"{frac('localization_accuracy_largest')} | "
+                     f"{frac('localization_accuracy_top')} | "
                      f"{frac('localization_accuracy_any')} | "
                      f"{s.loc['false_clusters_per_control', 'value']:.1f} | "
                      f"{frac('controls_with_clusters')} | {q['ssim'].mean():.3f} ± "
                      f"{q['ssim'].std():.3f} | {q['psnr'].mean():.2f} | {q['mae'].mean():.4f} |")
     lines += ["", "### Detection at other Z thresholds (clusters re-formed from the written Z-maps)",
-              "", "| model | Z threshold | detection | localization (largest) | lesion hit | "
+              "", "| model | Z threshold | detection | localization (top-ranked) | lesion hit | "
               "controls with clusters | false clusters / control |",
               "|---|---|---|---|---|---|---|"]
     lines += threshold_rows(base)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import run_logged  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MEASURES = ("detection_rate", "localization_accuracy_largest", "localization_accuracy_any",
+MEASURES = ("detection_rate", "localization_accuracy_top", "localization_accuracy_any",
             "controls_with_clusters", "false_clusters_per_control")
 
 

@@ -218,11 +218,13 @@ def lobe_voxels() -> dict[str, np.ndarray]:
             for name in resources.REGIONS}
 
 
-def is_asymmetric(ai: float, z: float) -> bool:
-    """The tier rule's asymmetry criterion: Z ≤ :data:`ASYMMETRY_Z` against controls, or,
+def is_asymmetric(ai: float, z: float, cutoff: float = ASYMMETRY_Z) -> bool:
+    """The tier rule's asymmetry criterion: Z ≤ ``cutoff`` against controls (default
+    :data:`ASYMMETRY_Z`; the calibration's :meth:`ClusterNull.asymmetry_cutoff
+    <pseudopet_bids.detect.calibration.ClusterNull.asymmetry_cutoff>` when there is one), or,
     without controls (``z`` NaN), AI ≤ :data:`FIXED_AI`."""
     if np.isfinite(z):
-        return bool(z <= ASYMMETRY_Z)
+        return bool(z <= cutoff)
     return bool(np.isfinite(ai) and ai <= FIXED_AI)
 
 

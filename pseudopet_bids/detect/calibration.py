@@ -83,20 +83,46 @@ class ClusterNull:
         the same settings.
     masses
         Control key (``sub-L[_ses-S]``) → masses of its clusters (may be empty).
+    asymmetry_z
+        Control key → asymmetry Z of the same clusters (leave-one-out; NaN where undefined):
+        how asymmetric healthy brains' clusters are (:meth:`asymmetry_cutoff`).
     """
 
     settings: dict[str, Any]
     masses: dict[str, list[float]] = field(default_factory=dict)
+    asymmetry_z: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (stored in the normative model's ``calibration.json``)."""
         return {"settings": dict(self.settings),
-                "masses": {k: [float(v) for v in m] for k, m in sorted(self.masses.items())}}
+                "masses": {k: [float(v) for v in m] for k, m in sorted(self.masses.items())},
+                "asymmetry_z": {k: [None if not np.isfinite(v) else float(v) for v in m]
+                                for k, m in sorted(self.asymmetry_z.items())}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ClusterNull":
         return cls(dict(data["settings"]),
-                   {str(k): [float(v) for v in m] for k, m in data["masses"].items()})
+                   {str(k): [float(v) for v in m] for k, m in data["masses"].items()},
+                   {str(k): [float("nan") if v is None else float(v) for v in m]
+                    for k, m in data.get("asymmetry_z", {}).items()})
+
+    def asymmetry_cutoff(self, leave_out: str | None = None) -> float:
+        """Asymmetry Z a cluster must reach to be asymmetric *beyond the control range*: the
+        5th percentile of the asymmetry Z of the controls' own clusters, and at most
+        :data:`pseudopet_bids.detect.asymmetry.ASYMMETRY_Z`.
+
+        A cluster is where Z is low, and there the PET is often lower than on the other side
+        too: the controls' clusters are more asymmetric than 2 SD would suggest, so the cut-off
+        is taken from them (with fewer than 20 control clusters, −2 SD alone).
+        """
+        from pseudopet_bids.detect.asymmetry import ASYMMETRY_Z
+
+        values = np.array([v for k, zs in self.asymmetry_z.items() if k != leave_out
+                           for v in zs], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if values.size < 20:
+            return ASYMMETRY_Z
+        return float(min(ASYMMETRY_Z, np.percentile(values, 5)))
 
     def controls(self, leave_out: str | None = None) -> list[str]:
         """Keys of the controls used (without ``leave_out``)."""

@@ -3,8 +3,9 @@
 Tier rule (docs/detection.md):
 
 - **high**: the cluster is significant (corrected p ≤ 0.05, :mod:`.calibration`) *and* the
-  real PET is asymmetric there beyond the control range (:mod:`.asymmetry`: asymmetry Z ≤ −2
-  against controls, or AI ≤ −10 % without controls);
+  real PET is asymmetric there beyond the control range (:mod:`.asymmetry`: asymmetry Z
+  against controls at or below −2 and below the 5th percentile of the controls' own clusters'
+  asymmetry Z, or AI ≤ −10 % without controls);
 - **possible**: one of the two;
 - **low**: neither.
 
@@ -110,6 +111,7 @@ def rank_clusters(table: pd.DataFrame, inputs: ClusterInputs, evidence: Evidence
                                     "SearchVolume_mm3": search_mm3}
     else:
         method, p = calibration.METHOD_RANDOM_FIELD, []
+    cutoff = null.asymmetry_cutoff(inputs.key) if null is not None else asymmetry.ASYMMETRY_Z
     ai_values, ai_z = np.full(n, np.nan), np.full(n, np.nan)
     if inputs.ai is not None and inputs.ai_valid is not None:
         for k in range(n):
@@ -118,14 +120,15 @@ def rank_clusters(table: pd.DataFrame, inputs: ClusterInputs, evidence: Evidence
                 inputs.key)
         info["Asymmetry"] = {"Reference": "controls" if evidence.asymmetry is not None
                              else f"fixed cut-off AI <= {asymmetry.FIXED_AI:g} %",
-                             "ZCutoff": asymmetry.ASYMMETRY_Z}
+                             "ZCutoff": round(cutoff, 3)}
     out = table.copy()
     out["z_mass"] = masses
     out["p_corrected"] = np.asarray(p, dtype=np.float64)
     out["p_method"] = method
     out["asymmetry_index"] = ai_values
     out["asymmetry_z"] = ai_z
-    out["tier"] = [tier_of(bool(pk <= calibration.ALPHA), asymmetry.is_asymmetric(a, zz))
+    out["tier"] = [tier_of(bool(pk <= calibration.ALPHA),
+                           asymmetry.is_asymmetric(a, zz, cutoff))
                    for pk, a, zz in zip(out["p_corrected"], ai_values, ai_z)]
     rank = {t: i for i, t in enumerate(TIERS)}
     order = sorted(range(n), key=lambda i: (rank[out["tier"].iat[i]], -masses[i],

@@ -26,6 +26,7 @@ from pseudopet_bids.detect import asymmetry, calibration, normative
 from pseudopet_bids.detect.clusters import find_clusters
 from pseudopet_bids.detect.rules import analysis_label
 from pseudopet_bids.errors import DataError, InputError
+from pseudopet_bids.preproc.registration import Registration
 from pseudopet_bids.preproc.template_reg import TemplateRegistration
 from pseudopet_bids.synthesis.select import choose_model
 from pseudopet_bids.workflows.evidence import detection_settings
@@ -91,16 +92,25 @@ def control_search(arrays: ControlArrays, cfg: RunConfig) -> tuple[np.ndarray, n
     return z, z != 0, tuple(float(v) for v in img.header.get_zooms()[:3])
 
 
-def control_masses(z: np.ndarray, search: np.ndarray, voxel_sizes: tuple[float, ...],
-                   cfg: RunConfig) -> list[float]:
-    """Masses of the clusters of one control's Z-map with the build's detection settings."""
+def control_clusters(z: np.ndarray, search: np.ndarray, voxel_sizes: tuple[float, ...],
+                     cfg: RunConfig, registration: Registration,
+                     ai: tuple[np.ndarray, np.ndarray] | None,
+                     reference: asymmetry.AsymmetryReference | None, key: str
+                     ) -> tuple[list[float], list[float]]:
+    """Masses and asymmetry Z (leave-one-out; NaN without asymmetry maps) of the clusters of
+    one control's Z-map, with the build's detection settings."""
     det = cfg.detection
     volume = float(np.prod(voxel_sizes))
     labels, clusters = find_clusters(z, search, volume, threshold=det.z_threshold,
                                      min_volume_mm3=det.cluster_min_volume,
                                      connectivity=det.connectivity)
-    return [float(m) for m in calibration.cluster_masses(z, labels, len(clusters),
-                                                         det.z_threshold, volume)]
+    masses = [float(m) for m in calibration.cluster_masses(z, labels, len(clusters),
+                                                           det.z_threshold, volume)]
+    zs = [float("nan")] * len(clusters)
+    if ai is not None and reference is not None and clusters:
+        zs = [asymmetry.region_asymmetry(*ai, vox, reference, key)[1]
+              for vox in asymmetry.cluster_voxels(labels, len(clusters), registration)]
+    return masses, zs
 
 
 def build_evidence(cfg: RunConfig, stats: normative.NormativeStats,
@@ -128,14 +138,16 @@ def build_evidence(cfg: RunConfig, stats: normative.NormativeStats,
         except (ValueError, OSError) as exc:
             LOGGER.warning("cluster calibration: skipped %s (%s)", key, exc)
             continue
-        nulls["subject"].masses[key] = control_masses(z, search, voxel_sizes, cfg)
-        z_norm, _ = normative.zmap_against_controls(arrays.diff, arrays.gm, search,
-                                                    arrays.registration, stats, key)
-        nulls["controls"].masses[key] = control_masses(z_norm, search, voxel_sizes, cfg)
+        zmaps = {"subject": z, "controls": normative.zmap_against_controls(
+            arrays.diff, arrays.gm, search, arrays.registration, stats, key)[0]}
         if reference is not None and key in maps:
-            z_asym, _ = asymmetry.asymmetry_zmap(*maps[key], reference, arrays.registration,
-                                                 search, key)
-            nulls["asymmetry"].masses[key] = control_masses(z_asym, search, voxel_sizes, cfg)
+            zmaps["asymmetry"] = asymmetry.asymmetry_zmap(*maps[key], reference,
+                                                          arrays.registration, search, key)[0]
+        for rule, zmap in zmaps.items():
+            masses, zs = control_clusters(zmap, search, voxel_sizes, cfg, arrays.registration,
+                                          maps.get(key), reference, key)
+            nulls[rule].masses[key] = masses
+            nulls[rule].asymmetry_z[key] = zs
         LOGGER.info("cluster calibration: %s has %s clusters (paper's rule, normative, "
                     "asymmetry)", key, "/".join(str(len(n.masses.get(key, [])))
                                                 for n in nulls.values()))

@@ -58,3 +58,27 @@ def test_tier_criterion_uses_controls_when_there_are_some():
     assert not asy.is_asymmetric(-30.0, -1.0)  # controls say this much is normal here
     assert asy.is_asymmetric(-12.0, float("nan"))
     assert not asy.is_asymmetric(-8.0, float("nan"))
+
+
+class _OneHemisphere:
+    """A registration that maps the subject onto the left half of the template grid only
+    (a brain half outside the field of view)."""
+
+    t1_affine = np.eye(4)
+
+    def to_template(self, img, interpolation="linear", reference=None):
+        import nibabel as nib
+
+        data = np.zeros(reference.shape, np.float32)
+        data[: reference.shape[0] // 2 - 2] = 1.0
+        return nib.Nifti1Image(data, reference.affine)
+
+
+def test_a_brain_without_homologues_is_a_data_error_naming_the_pet():
+    from pseudopet_bids.errors import DataError
+
+    with pytest.raises(DataError, match="mirror-image homologue") as info:
+        asy.subject_asymmetry(np.ones((4, 4, 4), np.float32), np.ones((4, 4, 4), bool),
+                              _OneHemisphere())
+    assert info.value.role == "pet"
+    assert "both" in info.value.fix

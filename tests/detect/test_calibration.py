@@ -85,3 +85,14 @@ def test_random_field_p_falls_with_extent_and_is_a_probability():
     assert p[0] > p[1] > p[2] > p[3]
     assert p[0] > 0.5 > p[3]
     assert cal.random_field_p(1000.0, 1e5, (8, 8, 8), 0.9) == 1.0
+
+
+def test_asymmetry_cutoff_comes_from_the_controls_clusters():
+    null = _null({f"c{i}": [1.0, 1.0] for i in range(12)})
+    assert null.asymmetry_cutoff() == -2.0  # no asymmetry recorded: 2 SD
+    null.asymmetry_z.update({f"c{i}": [-1.0 - 0.1 * i, -3.5 if i == 0 else 0.5]
+                             for i in range(12)})
+    cut = null.asymmetry_cutoff()
+    assert cut < -2.0  # the controls' clusters reach -3.5 and -2.1: stricter than 2 SD
+    assert null.asymmetry_cutoff("c0") > cut  # without c0's own -3.5
+    assert cal.ClusterNull.from_dict(null.to_dict()).asymmetry_cutoff() == pytest.approx(cut)

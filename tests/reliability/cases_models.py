@@ -264,3 +264,57 @@ def cuda_oom_training_backoff(tmp: Path) -> Scenario:
       level="function")
 def cuda_oom_training_one_slice(tmp: Path) -> Scenario:
     return Scenario(dataset(tmp), call=lambda: _train_step(0), fix="--device cpu")
+
+
+# --------------------------------------------------------------------------- cluster calibration
+def _normative(out: Path, n_controls: int = 12, model_sha: str | None = None,
+               **settings: object) -> Path:
+    """``out/models/normative-tissue`` as ``group --build-normative`` writes it (tiny sums),
+    with a cluster calibration of ``n_controls`` controls made with ``settings``."""
+    from pseudopet_bids.detect import calibration, normative
+    from pseudopet_bids.synthesis.select import choose_model
+
+    folder = out / "models" / "normative-tissue"
+    stats = normative.NormativeStats.empty((2, 2, 2), np.eye(4))
+    for i in range(3):
+        stats.add(f"sub-C{i}", np.zeros((2, 2, 2)), np.ones((2, 2, 2), bool))
+    base = {"rule": "subject", "z_threshold": 1.65, "cluster_min_volume": 1500.0,
+            "connectivity": 26, "gm_threshold": 0.5, "search_region": "cortex", **settings}
+    null = calibration.ClusterNull(base, {f"sub-C{i}": [500.0] for i in range(n_controls)})
+    digests = normative.save_evidence(folder, {"subject": null}, None)
+    sha = model_sha or choose_model(out, "tissue").sha256
+    normative.save(folder, stats, {"name": folder.name, "model": "tissue", "model_sha256": sha,
+                                   "evidence_sha256": digests})
+    return folder
+
+
+@case("models", "--cluster-inference controls without a normative model", 64,
+      "usage error before any output", "--cluster-inference controls: no normative model")
+def calibration_missing(tmp: Path) -> Scenario:
+    return Scenario(dataset(tmp), ["--cluster-inference", "controls"],
+                    file="normative-tissue", fix="--build-normative")
+
+
+@case("models", "--cluster-inference controls with a calibration made at another Z threshold",
+      64, "usage error before any output naming the setting",
+      "made with other settings (z_threshold)")
+def calibration_other_settings(tmp: Path) -> Scenario:
+    _normative(tmp / "out", z_threshold=2.33)
+    return Scenario(dataset(tmp), ["--cluster-inference", "controls"],
+                    file="normative-tissue", fix="--z-threshold")
+
+
+@case("models", "--cluster-inference controls with a normative model of other tissue weights",
+      64, "usage error before any output", "built with other tissue weights")
+def calibration_other_model(tmp: Path) -> Scenario:
+    _normative(tmp / "out", model_sha="0" * 64)
+    return Scenario(dataset(tmp), ["--cluster-inference", "controls"],
+                    file="normative-tissue", fix="--build-normative")
+
+
+@case("models", "a cluster calibration of 4 controls (10 needed), default --cluster-inference",
+      0, "runs; the log says the p-values come from the random-field fallback, why, and how "
+         "many controls are needed", "it needs 10")
+def calibration_too_few_controls(tmp: Path) -> Scenario:
+    _normative(tmp / "out", n_controls=4)
+    return Scenario(dataset(tmp), fix="--build-normative", ran={"sub-01"})

@@ -115,7 +115,7 @@ def summary_frame(analyses=("tissue", "tissueNorm"), n_patients=3, n_controls=2)
     for a in analyses:
         model, ref = ("tissue", "controls") if a.endswith("Norm") else (a, "subject")
         for measure, k, n in (("detection_rate", 2, n_patients),
-                              ("localization_accuracy_largest", 1, 2 if n_patients else 0),
+                              ("localization_accuracy_top", 1, 2 if n_patients else 0),
                               ("localization_accuracy_any", 2, 2 if n_patients else 0),
                               ("controls_with_clusters", 1, n_controls)):
             k = min(k, n)

@@ -27,7 +27,7 @@ AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 AFFINE[:3, 3] = [-46.0, -62.0, -40.0]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-#: subject -> (session, {analysis: cluster regions, largest first, or None: unfinished})
+#: subject -> (session, {analysis: cluster regions, top-ranked first, or None: unfinished})
 LAYOUT = {
     "01": (None, {"tissue": ["left-temporal", "left-frontal"], "tissueNorm": ["left-temporal"]}),
     "02": ("1", {"tissue": [], "syndiff": None}),
@@ -211,8 +211,8 @@ def test_subject_report_group_from_subjects_tsv(output, tmp_path):
     files.write_tsv(output / "group" / "subjects.tsv", pd.DataFrame([{
         "analysis": "tissue", "model": "tissue", "z_reference": "subject",
         "participant_id": "sub-02", "session": "1", "group": "control", "focus": "n/a",
-        "n_clusters": 0, "detected": False, "regions": "n/a", "largest_region": "n/a",
-        "localized_largest": None, "localized_any": None}]))
+        "n_clusters": 0, "detected": False, "regions": "n/a", "top_region": "n/a",
+        "localized_top": None, "localized_any": None}]))
     try:
         text = write_subject_report(output, "02").read_text()
     finally:
