@@ -40,7 +40,9 @@ from pseudopet_bids.detect import asymmetry, calibration, normative  # noqa: E40
 from pseudopet_bids.detect.clusters import find_clusters  # noqa: E402
 from pseudopet_bids.detect.confidence import ClusterInputs, Evidence, rank_clusters  # noqa: E402
 from pseudopet_bids.detect.regions import cluster_table  # noqa: E402
-from pseudopet_bids.evaluate.group import wilson_interval  # noqa: E402
+from pseudopet_bids.evaluate.group import (froc, froc_operating_points,  # noqa: E402
+                                           wilson_interval)
+from pseudopet_bids.reports.group_figures import froc_figure  # noqa: E402
 from pseudopet_bids.workflows.normative import (control_arrays, control_clusters,  # noqa: E402
                                                 control_residual)
 
@@ -195,75 +197,21 @@ def breakdown(clusters: pd.DataFrame, truth: pd.DataFrame, rule: str) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def froc_points(clusters: pd.DataFrame, truth: pd.DataFrame, rule: str) -> pd.DataFrame:
-    """FROC of one rule: sweep a threshold on the cluster mass; sensitivity = patients with a
-    cluster above it in a focus lobe, false clusters = control clusters above it per control.
-    """
-    c = clusters[clusters["rule"] == rule]
-    ctrl = set(truth[truth["group"] == "control"]["key"])
-    pats = truth[truth["group"] == "patient"]
-    foci = dict(zip(pats["key"], pats["focus"].astype(str).str.split(";")))
-    hit = c[c["key"].isin(foci)].apply(lambda r: r["region"] in foci[r["key"]], axis=1) \
-        if len(c) else pd.Series(dtype=bool)
-    best = c[c["key"].isin(foci)][hit.astype(bool)].groupby("key")["z_mass"].max() \
-        if len(c) else pd.Series(dtype=float)
-    false = np.sort(c[c["key"].isin(ctrl)]["z_mass"].to_numpy())
-    rows = []
-    for t in np.unique(np.concatenate([[0.0], c["z_mass"].to_numpy(), [np.inf]])):
-        rows.append({"rule": rule, "threshold": t,
-                     "sensitivity": float((best >= t).sum()) / max(len(foci), 1),
-                     "false_per_control": float((false >= t).sum()) / max(len(ctrl), 1)})
-    return pd.DataFrame(rows)
+def group_frames(clusters: pd.DataFrame, truth: pd.DataFrame, model: str
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The benchmark's clusters and subjects as the group level's tables (one analysis per
+    rule), for :func:`pseudopet_bids.evaluate.group.froc`."""
+    from pseudopet_bids.detect.rules import analysis_label
 
-
-def froc_figure(curves: pd.DataFrame, points: dict[str, dict], path: Path) -> None:
-    """FROC curves of the rules with their operating points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    colours = {"subject": "#1f77b4", "controls": "#2ca02c", "asymmetry": "#d62728"}
-    for rule, g in curves.groupby("rule", sort=False):
-        g = g.sort_values("false_per_control")
-        ax.step(np.maximum(g["false_per_control"], 0.01), g["sensitivity"], where="post",
-                color=colours.get(str(rule)), label=RULE_TITLES.get(str(rule), str(rule)))
-        p = points.get(str(rule), {})
-        for name, marker in (("paper", "o"), ("high", "*"), ("possible", "s")):
-            if name in p:
-                ax.plot(max(p[name][0], 0.01), p[name][1], marker, color=colours.get(str(rule)),
-                        ms=9 if marker == "*" else 6, mec="black", mew=0.6)
-    ax.set_xscale("log")
-    ax.set_xlim(0.01, 10)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("false clusters per control (log; 0 drawn at 0.01)")
-    ax.set_ylabel("patients with a cluster in the true lobe")
-    ax.set_title("FROC: threshold on cluster mass\n"
-                 "● every cluster (paper's rule)  ★ high tier  ■ high or possible tier",
-                 fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def operating_points(clusters: pd.DataFrame, truth: pd.DataFrame, rule: str
-                     ) -> dict[str, tuple[float, float]]:
-    """(false clusters per control, sensitivity) of: every cluster; high; high or possible."""
-    c = clusters[clusters["rule"] == rule]
-    ctrl = set(truth[truth["group"] == "control"]["key"])
-    pats = truth[truth["group"] == "patient"]
-    foci = dict(zip(pats["key"], pats["focus"].astype(str).str.split(";")))
-    out = {}
-    for name, tiers in (("paper", ("high", "possible", "low")), ("high", ("high",)),
-                        ("possible", ("high", "possible"))):
-        sel = c[c["tier"].isin(tiers)]
-        fp = int(sel["key"].isin(ctrl).sum()) / max(len(ctrl), 1)
-        found = {k for k, r in zip(sel["key"], sel["region"]) if k in foci and r in foci[k]}
-        out[name] = (fp, len(found) / max(len(foci), 1))
-    return out
+    labels = {rule: analysis_label(model, rule) for rule in RULES}
+    labels["subject-nocontrols"] = analysis_label(model, "subject") + " (no controls)"
+    subjects = pd.concat([truth.assign(analysis=label, session="n/a")
+                          for label in labels.values()], ignore_index=True)
+    subjects = subjects.rename(columns={})[["analysis", "participant_id", "session", "group",
+                                            "focus"]]
+    frame = clusters.assign(analysis=clusters["rule"].map(labels), participant_id=clusters["key"],
+                            session="n/a")
+    return frame, subjects
 
 
 def main() -> int:
@@ -331,15 +279,28 @@ def main() -> int:
     lines.append("|---|---|---|---|---|")
     for r in table.itertuples():
         lines.append(f"| {r.by} | {r.value} | {r.patients} | {r[4]} | {r[5]} |")
-    curves = pd.concat([froc_points(clusters, truth, r) for r in RULES], ignore_index=True)
-    points = {r: operating_points(clusters, truth, r) for r in RULES}
+    frame, subjects_frame = group_frames(clusters, truth, args.model)
+    curves = froc(frame, subjects_frame, "z_mass", n_boot=500, seed=0)
+    points = froc_operating_points(frame, subjects_frame)
     figure = args.output.with_name("detection_froc.png")
-    froc_figure(curves, points, figure)
+    figure.write_bytes(froc_figure(curves, points))
     lines += ["", "## FROC", "", f"![FROC]({figure.name})", "",
-              "Each curve sweeps a threshold on the cluster mass of the rule's clusters "
-              "(voxel threshold Z < −1.65, clusters ≥ 1500 mm³); the dots are the operating "
-              "points of every cluster (the paper's reading), the high tier and the high or "
-              "possible tiers.", ""]
+              "Each curve sweeps a threshold on the cluster mass of one analysis' clusters "
+              "(voxel threshold Z < −1.65, clusters ≥ 1500 mm³): lesion sensitivity (a cluster "
+              "in a focus lobe) against false clusters per control, bootstrap 95 % band; the "
+              "markers are the tier rule's operating points (`pseudopet_bids.evaluate.group."
+              "froc`, the group level's own function).", ""]
+    table = points.assign(sens=[f"{k}/{n}" for k, n in zip(points["patients_hit"],
+                                                              points["n_patients"])]) \
+        if len(points) and "patients_hit" in points else points
+    if len(table):
+        lines += ["| analysis | clusters reported | lesion sensitivity | false clusters per "
+                  "control |", "|---|---|---|---|"]
+        for r in table.to_dict("records"):
+            lines.append(f"| {r['analysis']} | {r.get('rule', '')} | {r.get('sens', '')} "
+                         f"({r.get('sensitivity', float('nan')):.2f}) | "
+                         f"{r.get('false_clusters_per_control', float('nan')):.2f} |")
+        lines.append("")
     args.output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(json.dumps({"minutes": round((time.monotonic() - t0) / 60, 1)}))

@@ -179,6 +179,31 @@ def score_subject(inputs: RuleInputs) -> tuple[np.ndarray, dict[str, Any]]:
         "ZReference": "subject grey matter (mean/std of D = real - pseudo)"}
 
 
+def _load_normative(output_dir: Path, model: str, model_option: str, rule: str
+                    ) -> tuple[Path, normative.NormativeStats, dict[str, Any]]:
+    """``models/normative-<model>/`` of an output folder: (folder, sums, card).
+
+    Raises
+    ------
+    UsageError
+        No normative model for this synthesis model, or an unreadable one (with the commands
+        that build it).
+    """
+    folder = Path(output_dir) / "models" / normative.folder_name(model)
+    build = (f"build it from the controls' outputs: pseudopet BIDS OUT participant "
+             f"--model {model_option} (controls), then pseudopet BIDS OUT group "
+             f"--build-normative --model {model_option}")
+    try:
+        stats, card = normative.load(folder)
+    except FileNotFoundError:
+        raise UsageError(f"--z-reference {rule}: no normative model for {model}", folder,
+                         build) from None
+    except (ValueError, OSError, KeyError) as exc:
+        raise UsageError(f"--z-reference {rule}: unreadable normative model ({exc})", folder,
+                         build) from None
+    return folder, stats, card
+
+
 def prepare_normative(output_dir: Path, model: str, model_sha: str, model_option: str
                       ) -> RuleReference:
     """Load ``models/normative-<model>/`` and check it was built from the same weights.
@@ -189,18 +214,7 @@ def prepare_normative(output_dir: Path, model: str, model_sha: str, model_option
         No normative model for this synthesis model, an unreadable one, or one built from
         another model's weights.
     """
-    folder = Path(output_dir) / "models" / normative.folder_name(model)
-    build = (f"build it from the controls' outputs: pseudopet BIDS OUT participant "
-             f"--model {model_option} (controls), then pseudopet BIDS OUT group "
-             f"--build-normative --model {model_option}")
-    try:
-        stats, card = normative.load(folder)
-    except FileNotFoundError:
-        raise UsageError(f"--z-reference controls: no normative model for {model}", folder,
-                         build) from None
-    except (ValueError, OSError, KeyError) as exc:
-        raise UsageError(f"--z-reference controls: unreadable normative model ({exc})", folder,
-                         build) from None
+    folder, stats, card = _load_normative(output_dir, model, model_option, "controls")
     if card.get("model_sha256") != model_sha:
         raise UsageError("--z-reference controls: the normative model was built with other "
                          f"{model} weights", folder, "rebuild it (group --build-normative)")
@@ -222,26 +236,21 @@ def score_normative(inputs: RuleInputs) -> tuple[np.ndarray, dict[str, Any]]:
 
 def prepare_asymmetry(output_dir: Path, model: str, model_sha: str, model_option: str
                       ) -> RuleReference:
-    """Load the controls' asymmetry maps stored with ``models/normative-<model>/``.
+    """Load the controls' asymmetry maps stored with ``models/normative-<model>/`` (they do
+    not depend on the synthesis model's weights: the real PETs only).
 
     Raises
     ------
     UsageError
         No normative model with asymmetry maps for this model, or an unreadable one.
     """
-    folder = Path(output_dir) / "models" / normative.folder_name(model)
-    build = (f"build it from the controls' outputs: pseudopet BIDS OUT participant "
-             f"--model {model_option} (controls), then pseudopet BIDS OUT group "
-             f"--build-normative --model {model_option}")
+    folder, _, card = _load_normative(output_dir, model, model_option, "asymmetry")
     try:
-        _, card = normative.load(folder)
         _, reference = normative.load_evidence(folder, card)
-    except FileNotFoundError:
-        raise UsageError(f"--z-reference asymmetry: no normative model for {model}", folder,
-                         build) from None
     except (ValueError, OSError, KeyError) as exc:
-        raise UsageError(f"--z-reference asymmetry: unreadable normative model ({exc})",
-                         folder, build) from None
+        raise UsageError(f"--z-reference asymmetry: unreadable asymmetry maps ({exc})", folder,
+                         f"rebuild them (group --build-normative --model {model_option})"
+                         ) from None
     if reference is None:
         raise UsageError("--z-reference asymmetry: the normative model has no asymmetry maps "
                          "(built by an earlier release)", folder, "rebuild it (group "
