@@ -34,8 +34,13 @@ group
 *_statmap.json
 *Focus_clusters.tsv
 *Focus_clusters.json
+*_asymmetry.tsv
+*_asymmetry.json
 *Focus_mask.nii.gz
 *Focus_mask.json
+*Focus_dseg.nii.gz
+*Focus_dseg.json
+*Focus_dseg.tsv
 """
 
 
