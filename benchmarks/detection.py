@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _machine import machine_info  # noqa: E402
 
 from pseudopet_bids.bids import derivatives as der  # noqa: E402
-from pseudopet_bids.bids.participants import read_participants  # noqa: E402
 from pseudopet_bids.config import RunConfig  # noqa: E402
 from pseudopet_bids.detect import asymmetry, calibration, normative  # noqa: E402
 from pseudopet_bids.detect.clusters import find_clusters  # noqa: E402
@@ -51,67 +50,71 @@ RULE_TITLES = {"subject": "paper's rule (Z over own GM)", "controls": "normative
                "asymmetry": "asymmetry Z"}
 
 
-def load_subjects(out: Path, model: str, cfg: RunConfig) -> dict[str, dict]:
-    """Every subject's arrays needed for scoring (key → dict)."""
-    subjects = {}
+def subject_files(out: Path, model: str) -> dict[str, tuple[der.SubjectPaths, Path]]:
+    """key → (paths, pseudo-normal PET file) of every subject with outputs of ``model``."""
+    found = {}
     for pseudo, label in der.labelled_outputs(out, "pseudonormal"):
-        if label != model:
-            continue
-        paths = der.SubjectPaths.of(out, pseudo)
-        arrays = control_arrays(paths, pseudo, model, cfg.detection.gm_threshold)
-        img = nib.load(arrays.zmap)
-        z = np.asarray(img.dataobj, np.float32)
-        lobes = np.asarray(nib.load(paths.anat("desc-lobes_dseg.nii.gz")).dataobj, np.int16)
-        subjects[paths.anat_prefix] = {
-            "subject": paths.subject, "arrays": arrays, "z": z, "search": z != 0,
-            "lobes": lobes, "affine": img.affine,
+        if label == model:
+            paths = der.SubjectPaths.of(out, pseudo)
+            found[paths.anat_prefix] = (paths, pseudo)
+    return found
+
+
+def load_subject(paths: der.SubjectPaths, pseudo: Path, model: str, cfg: RunConfig) -> dict:
+    """One subject's arrays (read when needed: 50 subjects at 1 mm do not fit in memory)."""
+    arrays = control_arrays(paths, pseudo, model, cfg.detection.gm_threshold)
+    img = nib.load(arrays.zmap)
+    z = np.asarray(img.dataobj, np.float32)
+    lobes = np.asarray(nib.load(paths.anat("desc-lobes_dseg.nii.gz")).dataobj, np.int16)
+    return {"arrays": arrays, "z": z, "search": z != 0, "lobes": lobes, "affine": img.affine,
             "voxel_sizes": tuple(float(v) for v in img.header.get_zooms()[:3])}
-    return subjects
 
 
-def score_all(subjects: dict[str, dict], controls: list[str], cfg: RunConfig,
-              use_controls: bool) -> pd.DataFrame:
-    """Cluster tables of every subject and rule (one data frame, ``rule`` column)."""
+def rule_zmaps(s: dict, key: str, stats: normative.NormativeStats,
+               maps: dict[str, tuple[np.ndarray, np.ndarray]],
+               reference: asymmetry.AsymmetryReference) -> dict[str, np.ndarray]:
+    """The subject's Z-map under each rule (leave-one-out for a control)."""
+    a = s["arrays"]
+    return {"subject": s["z"],
+            "controls": normative.zmap_against_controls(a.diff, a.gm, s["search"],
+                                                        a.registration, stats, key)[0],
+            "asymmetry": asymmetry.asymmetry_zmap(*maps[key], reference, a.registration,
+                                                  s["search"], key)[0]}
+
+
+def score_all(files: dict[str, tuple[der.SubjectPaths, Path]], controls: list[str],
+              model: str, cfg: RunConfig) -> pd.DataFrame:
+    """Cluster tables of every subject and rule (one data frame, ``rule`` column), and the
+    paper's rule without controls (``subject-nocontrols``: random-field p, fixed AI)."""
     det = cfg.detection
-    stats = None
-    reference = None
-    maps = {}
-    for key, s in subjects.items():
-        maps[key] = asymmetry.subject_asymmetry(s["arrays"].pet, s["arrays"].gm,
-                                                s["arrays"].registration)
-    if use_controls:
-        ref = normative.grid_reference()
-        stats = normative.NormativeStats.empty(ref.shape[:3], ref.affine)
-        for key in controls:
-            stats.add(key, *control_residual(subjects[key]["arrays"]))
-        reference = asymmetry.AsymmetryReference.from_maps({k: maps[k] for k in controls})
-    zmaps: dict[str, dict[str, np.ndarray]] = {rule: {} for rule in RULES}
-    for key, s in subjects.items():
-        zmaps["subject"][key] = s["z"]
-        if use_controls:
-            a = s["arrays"]
-            zmaps["controls"][key] = normative.zmap_against_controls(
-                a.diff, a.gm, s["search"], a.registration, stats, key)[0]
-            zmaps["asymmetry"][key] = asymmetry.asymmetry_zmap(
-                *maps[key], reference, a.registration, s["search"], key)[0]
+    ref = normative.grid_reference()
+    stats = normative.NormativeStats.empty(ref.shape[:3], ref.affine)
+    maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for key, (paths, pseudo) in files.items():
+        s = load_subject(paths, pseudo, model, cfg)
+        a = s["arrays"]
+        maps[key] = asymmetry.subject_asymmetry(a.pet, a.gm, a.registration)
+        if key in controls:
+            stats.add(key, *control_residual(a))
+    reference = asymmetry.AsymmetryReference.from_maps({k: maps[k] for k in controls})
+    nulls = {rule: calibration.ClusterNull({"rule": rule}) for rule in RULES}
+    for key in controls:  # the controls' clusters under each rule, leave-one-out
+        s = load_subject(*files[key], model, cfg)
+        for rule, z in rule_zmaps(s, key, stats, maps, reference).items():
+            nulls[rule].masses[key], nulls[rule].asymmetry_z[key] = control_clusters(
+                z, s["search"], s["voxel_sizes"], cfg, s["arrays"].registration, maps[key],
+                reference, key)
     rows = []
-    for rule in RULES if use_controls else ("subject",):
-        null = None
-        if use_controls:
-            null = calibration.ClusterNull({"rule": rule})
-            for k in controls:
-                s = subjects[k]
-                null.masses[k], null.asymmetry_z[k] = control_clusters(
-                    zmaps[rule][k], s["search"], s["voxel_sizes"], cfg,
-                    s["arrays"].registration, maps[k], reference, k)
-        evidence = Evidence(null, reference)
-        for key, s in subjects.items():
-            z = zmaps[rule][key]
-            volume = float(np.prod(s["voxel_sizes"]))
+    for key in files:
+        s = load_subject(*files[key], model, cfg)
+        reg = s["arrays"].registration
+        volume = float(np.prod(s["voxel_sizes"]))
+        zmaps = rule_zmaps(s, key, stats, maps, reference)
+        for rule, z, evidence in [*((r, zmaps[r], Evidence(nulls[r], reference)) for r in RULES),
+                                  ("subject-nocontrols", zmaps["subject"], Evidence())]:
             labels, clusters = find_clusters(z, s["search"], volume, threshold=det.z_threshold,
                                              min_volume_mm3=det.cluster_min_volume,
                                              connectivity=det.connectivity)
-            reg = s["arrays"].registration
             table = cluster_table(z, labels, clusters, s["lobes"], s["affine"],
                                   reg.points_to_template)
             ranked, _, _ = rank_clusters(table, ClusterInputs(
@@ -123,6 +126,7 @@ def score_all(subjects: dict[str, dict], controls: list[str], cfg: RunConfig,
             ranked.insert(1, "key", key)
             ranked["size_rank"] = ranked["volume_mm3"].rank(ascending=False, method="first")
             rows.append(ranked)
+        print(f"  {key} scored", flush=True)
     return pd.concat(rows, ignore_index=True)
 
 
@@ -222,24 +226,25 @@ def main() -> int:
     parser.add_argument("--model", default="tissue", help="model label of the outputs")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "detection_benchmark.md")
     parser.add_argument("--cache", type=Path, help="keep the cluster tables here (TSV)")
+    parser.add_argument("--from-cache", action="store_true",
+                        help="read the cluster tables from --cache instead of scoring again "
+                             "(to rewrite the report)")
     args = parser.parse_args()
     t0 = time.monotonic()
     cfg = RunConfig()
-    participants = read_participants(args.bids_dir)
     truth = pd.read_csv(args.truth / "truth.tsv", sep="\t", na_values=["n/a"])
     truth["key"] = truth["participant_id"]
     truth["focus"] = truth["focus"].fillna("n/a")
-    subjects = load_subjects(args.output_dir, args.model, cfg)
-    truth = truth[truth["key"].isin(subjects)]
+    files = subject_files(args.output_dir, args.model)
+    truth = truth[truth["key"].isin(files)]
     controls = truth[truth["group"] == "control"]["key"].tolist()
-    print(f"{len(subjects)} subjects ({len(controls)} controls) read in "
-          f"{time.monotonic() - t0:.0f} s", flush=True)
-    with_controls = score_all(subjects, controls, cfg, True)
-    without = score_all(subjects, controls, cfg, False)
-    without["rule"] = "subject-nocontrols"
-    clusters = pd.concat([with_controls, without], ignore_index=True)
-    if args.cache:
-        clusters.to_csv(args.cache, sep="\t", index=False)
+    print(f"{len(files)} subjects ({len(controls)} controls)", flush=True)
+    if args.from_cache:
+        clusters = pd.read_csv(args.cache, sep="\t")
+    else:
+        clusters = score_all(files, controls, args.model, cfg)
+        if args.cache:
+            clusters.to_csv(args.cache, sep="\t", index=False)
     print(f"scored in {time.monotonic() - t0:.0f} s", flush=True)
 
     n_p = int((truth["group"] == "patient").sum())
@@ -249,8 +254,10 @@ def main() -> int:
     lines = [
         "# Detection benchmark: the paper's rule and the confidence tiers", "",
         f"Generated by `python benchmarks/detection.py` on {time.strftime('%Y-%m-%d')} "
-        f"({machine.get('cpu', '')}, {machine.get('cores', '')} cores) in "
-        f"{(time.monotonic() - t0) / 60:.1f} min, from the participant outputs of `{args.model}`.",
+        f"({machine.get('cpu', '')}, {machine.get('cores', '')} cores) "
+        + ("from the cluster tables cached by an earlier run of it (`--from-cache`)"
+           if args.from_cache else f"in {(time.monotonic() - t0) / 60:.1f} min")
+        + f", from the participant outputs of `{args.model}`.",
         "",
         f"Cohort: `{args.bids_dir}` — {len(controls)} controls, {n_p} patients "
         f"({n_q} with a deficit ≥ 15 % and a focus ≥ 8 cm³), simulated with "
@@ -273,12 +280,16 @@ def main() -> int:
     lines += ["", "*Qualifying*: deficit ≥ 15 % and focus ≥ 8 cm³. *Top-ranked*: cluster 1 "
               "of the table (tier, then cluster mass); *largest*: the paper's order. Counts "
               "k/n with Wilson 95 % intervals.", "",
-              "## Breakdown (paper's rule with tiers, calibrated on controls)", ""]
-    table = breakdown(clusters, truth, "subject")
-    lines.append("| by | value | patients | top-ranked in true lobe | high tier in true lobe |")
-    lines.append("|---|---|---|---|---|")
-    for r in table.itertuples():
-        lines.append(f"| {r.by} | {r.value} | {r.patients} | {r[4]} | {r[5]} |")
+              "## Breakdown by depth, volume, location and extent of the focus", "",
+              "Top-ranked cluster in the true lobe / a high-tier cluster in the true lobe, per "
+              "rule (calibrated on controls).", "",
+              "| by | value | patients | " + " | ".join(RULE_TITLES[r] for r in RULES) + " |",
+              "|---|---|---|" + "---|" * len(RULES)]
+    tables = [breakdown(clusters, truth, rule) for rule in RULES]
+    for i, r in enumerate(tables[0].itertuples()):
+        cells = [f"{t.iloc[i, 3].split(' (')[0]} / {t.iloc[i, 4].split(' = ')[0]}"
+                 for t in tables]
+        lines.append(f"| {r.by} | {r.value} | {r.patients} | " + " | ".join(cells) + " |")
     frame, subjects_frame = group_frames(clusters, truth, args.model)
     curves = froc(frame, subjects_frame, "z_mass", n_boot=500, seed=0)
     points = froc_operating_points(frame, subjects_frame)
