@@ -39,12 +39,15 @@ CLUSTER_COLUMNS: tuple[str, ...] = (
 #: The cluster table's JSON sidecar: what each column means (BIDS column descriptions).
 CLUSTER_COLUMN_DESCRIPTIONS: dict[str, dict[str, Any]] = {
     "cluster_id": {"Description": "Cluster number = rank (1 = most likely real: by tier, then "
-                                  "by z_mass); value of the cluster in the desc-<analysis>"
-                                  "Focus_dseg image"},
+                                  "criteria met, then z_mass); value of the cluster in the "
+                                  "desc-<analysis>Focus_dseg image"},
     "tier": {"Description": "Confidence tier: high = significant cluster (p_corrected <= "
-                            "0.05) and asymmetric beyond the control range; possible = one "
-                            "of the two; low = neither (docs/detection.md)",
-             "Levels": {"high": "significant and asymmetric", "possible": "one of the two",
+                            "0.05) and asymmetric beyond the control range, both calibrated "
+                            "on healthy controls; possible = one of the two (without "
+                            "controls, at most possible); low = neither (docs/detection.md)",
+             "Levels": {"high": "significant and asymmetric, both calibrated on controls",
+                        "possible": "one of the two (or both by the fallbacks without "
+                                    "controls)",
                         "low": "neither"}},
     "region": {"Description": "Lobe holding most of the cluster (or other)"},
     "region_fraction": {"Description": "Share of the cluster's voxels in that region"},

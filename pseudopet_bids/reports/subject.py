@@ -258,8 +258,9 @@ def _confidence_note(table: pd.DataFrame) -> str:
     if methods:
         text += " Corrected p from: " + "; ".join(H.esc(m) for m in methods) + "."
     if any(m.startswith("random-field") for m in methods):
-        return H.note(text + " Without healthy controls the random-field p-value is a liberal "
-                             "fallback: read it with care.")
+        return H.note(text + " Without healthy controls the random-field p-value and the fixed "
+                             "asymmetry cut-off are liberal fallbacks: no cluster is rated high, "
+                             "and a possible cluster is a lead to check, not a finding.")
     return f"<p>{text}</p>"
 
 

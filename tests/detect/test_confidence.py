@@ -14,6 +14,9 @@ def test_tier_rule():
     assert tier_of(True, True) == "high"
     assert tier_of(True, False) == tier_of(False, True) == "possible"
     assert tier_of(False, False) == "low"
+    # the fallbacks without controls are liberal: nothing is high without a calibration
+    assert tier_of(True, True, calibrated=False) == "possible"
+    assert tier_of(False, True, calibrated=False) == "possible"
 
 
 def _two_clusters():
@@ -56,6 +59,7 @@ def test_without_controls_the_random_field_fallback_is_named():
                            key="sub-P1")
     ranked, _, info = rank_clusters(table, inputs, Evidence())
     assert ranked["p_method"].str.startswith("random-field").all()
+    assert "high" not in set(ranked["tier"])
     assert ranked["asymmetry_index"].isna().all()
     assert info["ClusterInference"]["Method"] == "random-field"
 
