@@ -278,7 +278,7 @@ def main() -> int:
                      f"{e['top_size_qualifying']} | {e['top_rank_all']} | "
                      f"{e['high_in_focus_all']} |")
     lines += ["", "*Qualifying*: deficit ≥ 15 % and focus ≥ 8 cm³. *Top-ranked*: cluster 1 "
-              "of the table (tier, then cluster mass); *largest*: the paper's order. Counts "
+              "of the table (tier, then criteria met, then cluster mass); *largest*: the paper's order. Counts "
               "k/n with Wilson 95 % intervals.", "",
               "## Breakdown by depth, volume, location and extent of the focus", "",
               "Top-ranked cluster in the true lobe / a high-tier cluster in the true lobe, per "
