@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -35,15 +36,15 @@ from _machine import machine_info  # noqa: E402
 
 from pseudopet_bids.bids import derivatives as der  # noqa: E402
 from pseudopet_bids.config import RunConfig  # noqa: E402
-from pseudopet_bids.detect import asymmetry, calibration, normative  # noqa: E402
+from pseudopet_bids.detect import asymmetry, normative  # noqa: E402
 from pseudopet_bids.detect.clusters import find_clusters  # noqa: E402
 from pseudopet_bids.detect.confidence import ClusterInputs, Evidence, rank_clusters  # noqa: E402
 from pseudopet_bids.detect.regions import cluster_table  # noqa: E402
 from pseudopet_bids.evaluate.group import (froc, froc_operating_points,  # noqa: E402
                                            wilson_interval)
 from pseudopet_bids.reports.group_figures import froc_figure  # noqa: E402
-from pseudopet_bids.workflows.normative import (control_arrays, control_clusters,  # noqa: E402
-                                                control_residual)
+from pseudopet_bids.workflows.normative import (build_evidence, control_arrays,  # noqa: E402
+                                                control_residual, rule_zmaps)
 
 RULES = ("subject", "controls", "asymmetry")
 RULE_TITLES = {"subject": "paper's rule (Z over own GM)", "controls": "normative Z",
@@ -70,18 +71,6 @@ def load_subject(paths: der.SubjectPaths, pseudo: Path, model: str, cfg: RunConf
             "voxel_sizes": tuple(float(v) for v in img.header.get_zooms()[:3])}
 
 
-def rule_zmaps(s: dict, key: str, stats: normative.NormativeStats,
-               maps: dict[str, tuple[np.ndarray, np.ndarray]],
-               reference: asymmetry.AsymmetryReference) -> dict[str, np.ndarray]:
-    """The subject's Z-map under each rule (leave-one-out for a control)."""
-    a = s["arrays"]
-    return {"subject": s["z"],
-            "controls": normative.zmap_against_controls(a.diff, a.gm, s["search"],
-                                                        a.registration, stats, key)[0],
-            "asymmetry": asymmetry.asymmetry_zmap(*maps[key], reference, a.registration,
-                                                  s["search"], key)[0]}
-
-
 def score_all(files: dict[str, tuple[der.SubjectPaths, Path]], controls: list[str],
               model: str, cfg: RunConfig) -> pd.DataFrame:
     """Cluster tables of every subject and rule (one data frame, ``rule`` column), and the
@@ -96,20 +85,18 @@ def score_all(files: dict[str, tuple[der.SubjectPaths, Path]], controls: list[st
         maps[key] = asymmetry.subject_asymmetry(a.pet, a.gm, a.registration)
         if key in controls:
             stats.add(key, *control_residual(a))
-    reference = asymmetry.AsymmetryReference.from_maps({k: maps[k] for k in controls})
-    nulls = {rule: calibration.ClusterNull({"rule": rule}) for rule in RULES}
-    for key in controls:  # the controls' clusters under each rule, leave-one-out
-        s = load_subject(*files[key], model, cfg)
-        for rule, z in rule_zmaps(s, key, stats, maps, reference).items():
-            nulls[rule].masses[key], nulls[rule].asymmetry_z[key] = control_clusters(
-                z, s["search"], s["voxel_sizes"], cfg, s["arrays"].registration, maps[key],
-                reference, key)
+    # the controls' clusters under each rule, leave-one-out: as group --build-normative does
+    nulls, reference = build_evidence(
+        cfg, stats, {k: functools.partial(control_arrays, *files[k], model,
+                                          cfg.detection.gm_threshold) for k in controls},
+        {k: maps[k] for k in controls})
+    assert reference is not None
     rows = []
     for key in files:
         s = load_subject(*files[key], model, cfg)
         reg = s["arrays"].registration
         volume = float(np.prod(s["voxel_sizes"]))
-        zmaps = rule_zmaps(s, key, stats, maps, reference)
+        zmaps = rule_zmaps(s["arrays"], s["z"], s["search"], key, stats, maps[key], reference)
         for rule, z, evidence in [*((r, zmaps[r], Evidence(nulls[r], reference)) for r in RULES),
                                   ("subject-nocontrols", zmaps["subject"], Evidence())]:
             labels, clusters = find_clusters(z, s["search"], volume, threshold=det.z_threshold,
@@ -211,8 +198,7 @@ def group_frames(clusters: pd.DataFrame, truth: pd.DataFrame, model: str
     labels["subject-nocontrols"] = analysis_label(model, "subject") + " (no controls)"
     subjects = pd.concat([truth.assign(analysis=label, session="n/a")
                           for label in labels.values()], ignore_index=True)
-    subjects = subjects.rename(columns={})[["analysis", "participant_id", "session", "group",
-                                            "focus"]]
+    subjects = subjects[["analysis", "participant_id", "session", "group", "focus"]]
     frame = clusters.assign(analysis=clusters["rule"].map(labels), participant_id=clusters["key"],
                             session="n/a")
     return frame, subjects

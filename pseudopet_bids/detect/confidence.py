@@ -43,8 +43,7 @@ class Evidence:
 
     ``null``: the controls' clusters of this analysis with these settings
     (:class:`calibration.ClusterNull`); ``asymmetry``: the controls' asymmetry maps;
-    ``sha256``: identity of both (part of the output hash); ``n_controls``: controls in the
-    calibration.
+    ``sha256``: identity of both (part of the output hash).
     """
 
     null: calibration.ClusterNull | None = None

@@ -345,6 +345,20 @@ def _of_analysis(clusters: pd.DataFrame, analysis: str) -> pd.DataFrame:
                        session=_text(part["session"]), region=region)
 
 
+def _scorable(clusters: pd.DataFrame, subjects: pd.DataFrame, what: str):
+    """``(analysis, patients, controls, its clusters)`` of every analysis with patients of a
+    known focus and controls (the others are skipped, saying so for ``what``)."""
+    analyses = sorted(subjects["analysis"].astype(str).unique()) \
+        if len(subjects) and "analysis" in subjects else []
+    for analysis in analyses:
+        patients, controls = _units(subjects[subjects["analysis"].astype(str) == analysis])
+        if not patients or not controls:
+            LOGGER.info("%s of %s skipped: %d patient(s) with a known focus, %d control(s)",
+                        what, analysis, len(patients), len(controls))
+            continue
+        yield analysis, patients, controls, _of_analysis(clusters, analysis)
+
+
 def _strengths(part: pd.DataFrame, column: str, sign: int, patients, controls
                ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Per patient with a focus, the strongest in-focus cluster (−inf: none); per control,
@@ -438,15 +452,7 @@ def froc(clusters: pd.DataFrame, subjects: pd.DataFrame, score: str = "z_mass",
         raise ValueError(f"unknown cluster score {score!r}; choose from {sorted(SCORE_SIGN)}")
     sign = SCORE_SIGN[score]
     parts = []
-    analyses = sorted(subjects["analysis"].astype(str).unique()) \
-        if len(subjects) and "analysis" in subjects else []
-    for analysis in analyses:
-        patients, controls = _units(subjects[subjects["analysis"].astype(str) == analysis])
-        if not patients or not controls:
-            LOGGER.info("FROC of %s skipped: %d patient(s) with a known focus, %d control(s)",
-                        analysis, len(patients), len(controls))
-            continue
-        part = _of_analysis(clusters, analysis)
+    for analysis, patients, controls, part in _scorable(clusters, subjects, "FROC"):
         if len(part) and (score not in part or part[score].isna().all()):
             LOGGER.info("FROC of %s skipped: its cluster tables have no %s column (written "
                         "by an older version; rerun the participant level)", analysis, score)
@@ -494,13 +500,8 @@ def froc_operating_points(clusters: pd.DataFrame, subjects: pd.DataFrame) -> pd.
         Columns :data:`POINT_COLUMNS`.
     """
     rows = []
-    analyses = sorted(subjects["analysis"].astype(str).unique()) \
-        if len(subjects) and "analysis" in subjects else []
-    for analysis in analyses:
-        patients, controls = _units(subjects[subjects["analysis"].astype(str) == analysis])
-        if not patients or not controls:
-            continue
-        part = _of_analysis(clusters, analysis)
+    for analysis, patients, controls, part in _scorable(clusters, subjects,
+                                                        "tier operating points"):
         tiers = part["tier"].map(_tier) if len(part) and "tier" in part else None
         if len(part) and (tiers is None or tiers.isna().any()):
             LOGGER.info("tier operating points of %s skipped: clusters without a tier (tables "

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from pseudopet_bids.config import RunConfig
 from pseudopet_bids.detect import asymmetry, calibration, normative
@@ -49,6 +50,7 @@ def resolve_evidence(cfg: RunConfig, model: ModelChoice) -> tuple[Evidence, str]
                "--connectivity, --gm-threshold, --search-region)")
     nulls: dict[str, calibration.ClusterNull] = {}
     reference = None
+    card: dict[str, Any] = {}
     problem = ""
     try:
         _, card = normative.load(folder)
@@ -76,12 +78,13 @@ def resolve_evidence(cfg: RunConfig, model: ModelChoice) -> tuple[Evidence, str]
     if mode == "controls" and problem:
         raise UsageError(f"--cluster-inference controls: {problem}", folder, rebuild)
     use_null = null if (mode != "random-field" and not problem) else None
+    # identity for the output hash: the calibration used and the stored maps' digest (from the
+    # card, checked when the folder was loaded)
     digest = hashlib.sha256()
     if use_null is not None:
         digest.update(json.dumps(use_null.to_dict(), sort_keys=True).encode())
     if reference is not None:
-        digest.update(reference.maps.tobytes())
-        digest.update(json.dumps(reference.controls).encode())
+        digest.update(str(card["evidence_sha256"][normative.ASYMMETRY_FILE]).encode())
     sha = digest.hexdigest() if (use_null is not None or reference is not None) else ""
     if use_null is not None:
         note = (f"cluster p-values calibrated on {len(use_null.masses)} healthy controls "

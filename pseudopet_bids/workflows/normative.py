@@ -9,11 +9,13 @@ with the same model first.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Mapping
 
 import nibabel as nib
 import numpy as np
@@ -113,41 +115,49 @@ def control_clusters(z: np.ndarray, search: np.ndarray, voxel_sizes: tuple[float
     return masses, zs
 
 
+def rule_zmaps(arrays: ControlArrays, z: np.ndarray, search: np.ndarray, key: str,
+               stats: normative.NormativeStats,
+               ai: tuple[np.ndarray, np.ndarray] | None,
+               reference: asymmetry.AsymmetryReference | None) -> dict[str, np.ndarray]:
+    """One subject's Z-map under each rule that the controls calibrate: the paper's ``z``
+    (read from its derivatives), the normative Z and, with asymmetry maps, the asymmetry Z
+    (leave-one-out when ``key`` is one of the controls)."""
+    zmaps = {"subject": z, "controls": normative.zmap_against_controls(
+        arrays.diff, arrays.gm, search, arrays.registration, stats, key)[0]}
+    if reference is not None and ai is not None:
+        zmaps["asymmetry"] = asymmetry.asymmetry_zmap(*ai, reference, arrays.registration,
+                                                      search, key)[0]
+    return zmaps
+
+
 def build_evidence(cfg: RunConfig, stats: normative.NormativeStats,
-                   controls: dict[str, ControlArrays]
+                   controls: Mapping[str, Callable[[], ControlArrays]],
+                   maps: dict[str, tuple[np.ndarray, np.ndarray]]
                    ) -> tuple[dict[str, calibration.ClusterNull],
                               asymmetry.AsymmetryReference | None]:
-    """The controls' cluster calibration of every rule and their asymmetry maps.
+    """The controls' cluster calibration of every rule, and their asymmetry reference.
 
-    Each control's maps are scored as a new subject would be, leave-one-out for the rules
-    that compare with the controls (docs/detection.md).
+    ``controls`` reads each control's arrays when needed (all of them at 1 mm would not fit
+    in memory); ``maps`` are their asymmetry maps (:func:`asymmetry.subject_asymmetry`).
+    Each control is scored as a new subject would be, leave-one-out for the rules that
+    compare with the controls (docs/detection.md).
     """
-    maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for key, arrays in controls.items():
-        try:
-            maps[key] = asymmetry.subject_asymmetry(arrays.pet, arrays.gm, arrays.registration)
-        except DataError as exc:
-            LOGGER.warning("asymmetry maps: skipped %s (%s)", key, exc)
     reference = asymmetry.AsymmetryReference.from_maps(maps) if maps else None
     settings = detection_settings(cfg)
     nulls = {rule: calibration.ClusterNull({**settings, "rule": rule})
              for rule in ("subject", "controls", "asymmetry")}
-    for key, arrays in controls.items():
+    for key, load in controls.items():
+        arrays = load()
         try:
             z, search, voxel_sizes = control_search(arrays, cfg)
         except (ValueError, OSError) as exc:
             LOGGER.warning("cluster calibration: skipped %s (%s)", key, exc)
             continue
-        zmaps = {"subject": z, "controls": normative.zmap_against_controls(
-            arrays.diff, arrays.gm, search, arrays.registration, stats, key)[0]}
-        if reference is not None and key in maps:
-            zmaps["asymmetry"] = asymmetry.asymmetry_zmap(*maps[key], reference,
-                                                          arrays.registration, search, key)[0]
+        zmaps = rule_zmaps(arrays, z, search, key, stats, maps.get(key), reference)
         for rule, zmap in zmaps.items():
-            masses, zs = control_clusters(zmap, search, voxel_sizes, cfg, arrays.registration,
-                                          maps.get(key), reference, key)
-            nulls[rule].masses[key] = masses
-            nulls[rule].asymmetry_z[key] = zs
+            nulls[rule].masses[key], nulls[rule].asymmetry_z[key] = control_clusters(
+                zmap, search, voxel_sizes, cfg, arrays.registration, maps.get(key), reference,
+                key)
         LOGGER.info("cluster calibration: %s has %s clusters (paper's rule, normative, "
                     "asymmetry)", key, "/".join(str(len(n.masses.get(key, [])))
                                                 for n in nulls.values()))
@@ -170,7 +180,8 @@ def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Pat
     ref = normative.grid_reference()
     stats = normative.NormativeStats.empty(ref.shape[:3], ref.affine)
     skipped: list[str] = []
-    read: dict[str, ControlArrays] = {}
+    read: dict[str, Callable[[], ControlArrays]] = {}
+    maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     t0 = time.monotonic()
     for pseudo, label in der.labelled_outputs(out, "pseudonormal"):
         paths = der.SubjectPaths.of(out, pseudo)
@@ -193,7 +204,12 @@ def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Pat
             skipped.append(f"{key} ({type(exc).__name__}: {exc})")
             continue
         stats.add(key, res_t, valid_t)
-        read[key] = arrays
+        read[key] = functools.partial(control_arrays, paths, pseudo, model, gm_threshold)
+        try:
+            maps[key] = asymmetry.subject_asymmetry(arrays.pet, arrays.gm, arrays.registration)
+        except DataError as exc:
+            LOGGER.warning("asymmetry maps: skipped %s (%s)", key, exc)
+        del arrays  # read again for the calibration: one control's volumes at a time
         LOGGER.info("normative %s: added %s (%d voxels)", model, key, int(valid_t.sum()))
     for why in skipped:
         LOGGER.warning("normative %s: skipped %s", model, why)
@@ -209,7 +225,7 @@ def build_normative(cfg: RunConfig, participants: dict[str, Participant]) -> Pat
             "gm_threshold": gm_threshold, "pseudopet_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "residual": "D = (real - pseudo-normal PET) / GM-median scale, minus its GM median"}
-    nulls, reference = build_evidence(cfg, stats, read)
+    nulls, reference = build_evidence(cfg, stats, read, maps)
     if len(read) < calibration.MIN_CONTROLS:
         LOGGER.warning("normative %s: %d controls; cluster p-values need %d to be calibrated on "
                        "controls (until then the participant level uses the random-field "
