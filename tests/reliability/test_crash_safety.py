@@ -37,23 +37,27 @@ TIMING_TABLE = re.compile(r"<table><caption>Run time per step</caption>.*?</tabl
 
 # ------------------------------------------------------------------ reproducibility tolerance
 # With more than one thread, ANTs' registrations differ from run to run; everything downstream
-# follows. Measured on two simulated patients (1.5 mm and 2 mm T1w): 9 fresh runs with 2
-# threads (16 pairs) and each against a 1-thread run (9 pairs); docs/reliability.md. With one
-# thread, or with the preprocessing reused from the work folder, every file is byte-identical.
-# Each limit is the worst measured value with a margin. Clusters close to the minimum volume
-# may appear, vanish or merge, so only clusters of at least LARGE_CLUSTER x the minimum volume
-# must be found in both runs.
+# follows. Measured on the simulated patient of this test (2 mm T1w, seed 11): one 1-thread and
+# six 2-thread runs with fresh work folders (21 pairs; docs/reliability.md). With one thread,
+# or with the preprocessing reused from the work folder, every file is byte-identical. Each
+# limit is the worst measured value with a margin. Clusters close to the minimum volume may
+# appear, vanish or merge with a neighbour (a 2,344 mm3 cluster measured 2,792-2,824 mm3 in 3
+# of the 7 runs), so a cluster of at least LARGE_CLUSTER x the minimum volume in one run must be
+# found in the other (same region, at least the minimum volume), and its volume, Z and peak are
+# compared only where it is that large in both runs.
 TOLERANCE = {
-    "zmap_r": 0.98,           # correlation of the Z-maps (worst measured 0.9907)
+    "zmap_r": 0.98,           # correlation of the Z-maps (worst measured 0.9899)
     "focus_dice": 0.8,        # Dice of the focus masks (0.897)
     "probseg_mad": 0.01,      # mean |difference| of GM/WM/CSF probabilities in the head (0.001)
-    "pet_r": 0.9999,          # correlation of real / pseudo-normal PET (0.999996)
-    "pet_max_rel": 0.1,       # their max |difference| / value range (0.031)
-    "xfm_max_mm": 3.0,        # max |difference| of the displacement fields, mm (1.26)
+    "pet_r": 0.9999,          # correlation of real / pseudo-normal PET (1.0000 to 4 digits)
+    "pet_max_rel": 0.1,       # their max |difference| / value range (0.030)
+    "xfm_max_mm": 3.0,        # max |difference| of the displacement fields, mm (1.32)
     "dseg_frac": 0.005,       # share of voxels whose lobe label differs (0.0015)
-    "cluster_volume_rel": 0.1,  # volume of a large cluster, relative (0.02)
+    "cluster_volume_rel": 0.1,  # volume of a large cluster, relative (0.024)
     "cluster_peak_z": 0.1,    # peak and mean Z of a large cluster (0.025)
-    "peak_template_mm": 3.0,  # peak of a large cluster in template mm (0.08)
+    "peak_template_mm": 10.0,  # peak of a large cluster in template mm (6.2: the focus is a
+                               # plateau of Z, and its deepest voxel can jump between two
+                               # minima 0.025 apart)
     "json_rel": 0.1,          # numbers in sidecars, or 0.01 absolute (0.053: a fraction
                               # 0.00114 vs 0.00108; 0.036: tissue-model iterations 28 vs 29)
 }
@@ -116,19 +120,24 @@ def measure(a: Path, b: Path) -> dict[str, float]:
 
 
 def _large_clusters_match(ta: pd.DataFrame, tb: pd.DataFrame) -> dict[str, float]:
-    """Each cluster of at least LARGE_CLUSTER x the minimum volume in either table matched
-    in the other: same region, the nearest peak in template space; worst differences."""
+    """Each cluster of at least LARGE_CLUSTER x the minimum volume in either table found in
+    the other (same region; the nearest peak in template space); volume, Z and peak compared
+    where the match is that large too (a cluster near the limit may have merged with a
+    neighbour in one run only); worst differences."""
     peak = ["peak_template_x_mm", "peak_template_y_mm", "peak_template_z_mm"]
     worst = {"clusters": 0.0, "cluster_volume_rel": 0.0, "cluster_peak_z": 0.0,
              "peak_template_mm": 0.0}
+    large = LARGE_CLUSTER * MIN_VOLUME_MM3
     for one, other in ((ta, tb), (tb, ta)):
-        for row in one[one.volume_mm3 >= LARGE_CLUSTER * MIN_VOLUME_MM3].itertuples():
+        for row in one[one.volume_mm3 >= large].itertuples():
             same = other[other.region == row.region]
             if same.empty:
                 worst["clusters"] = 1.0
                 continue
             dist = np.linalg.norm(same[peak].to_numpy() - [getattr(row, c) for c in peak], axis=1)
             match = same.iloc[int(np.argmin(dist))]
+            if match.volume_mm3 < large:
+                continue
             for key, value in (("cluster_volume_rel",
                                 abs(match.volume_mm3 - row.volume_mm3) / row.volume_mm3),
                                ("cluster_peak_z", max(abs(match.peak_zscore - row.peak_zscore),
@@ -164,6 +173,24 @@ def compare_runs(a: Path, b: Path, exact: bool) -> tuple[list[str], list[str]]:
     for rel in differ:
         problems += [f"{rel} differs"] if exact else within_tolerance(fa[rel], fb[rel])
     return differ, problems
+
+
+def test_cluster_comparison_tolerates_a_merge_near_the_limit_but_not_a_lost_cluster():
+    def table(*rows):
+        return pd.DataFrame([dict(region=r, volume_mm3=v, peak_zscore=-4.0, mean_zscore=-2.5,
+                                  peak_template_x_mm=x, peak_template_y_mm=0.0,
+                                  peak_template_z_mm=0.0) for r, v, x in rows])
+
+    ref = table(("left-frontal", 4200, 0.0), ("left-temporal", 2800, 50.0))
+    merged = table(("left-frontal", 4100, 1.0), ("left-temporal", 3100, 50.0))
+    worst = _large_clusters_match(ref, merged)
+    assert worst["clusters"] == 0.0  # the temporal cluster is found, large in one run only
+    assert worst["cluster_volume_rel"] == pytest.approx(100 / 4100)  # relative to either
+    assert worst["peak_template_mm"] == pytest.approx(1.0)
+    lost = _large_clusters_match(ref, table(("left-temporal", 2800, 50.0)))
+    assert lost["clusters"] == 1.0
+    shrunk = _large_clusters_match(ref, table(("left-frontal", 3400, 0.0)))
+    assert shrunk["cluster_volume_rel"] == pytest.approx(800 / 3400)
 
 
 # ------------------------------------------------------------------ temporaries (fast)
