@@ -66,6 +66,11 @@ class PreprocConfig:
     template_source: str = ""  # filled in at run time: TemplateFlow home or packaged copy
 
 
+#: ``--calibration`` choices (:mod:`pseudopet_bids.synthesis.calibrate`): ``none`` (a learned
+#: prediction as it is) and ``compartments`` (per-compartment gains fitted to the subject's PET).
+CALIBRATIONS = ("none", "compartments")
+
+
 @dataclass
 class SynthesisConfig:
     """The pseudo-normal PET: which model, how it is sampled, how PET is normalised."""
@@ -73,6 +78,7 @@ class SynthesisConfig:
     model: str = "auto"
     model_sha256: str = ""  # filled in at run time: the weights that made the outputs
     n_samples: int = 1
+    calibration: str = "compartments"  # learned models: synthesis/calibrate.py
     pet_fwhm: float = 6.0
     normalization: str = "gm-median"
 
@@ -98,7 +104,7 @@ class TrainingConfig:
     """Group-level ``--train`` (0 = the preset's default for steps and batch size)."""
 
     train: bool = False
-    preset: str = "paper"
+    preset: str = "auto"  # paper on CUDA, small on CPU (models/presets.py)
     model_name: str = ""
     train_steps: int = 0
     batch_size: int = 0
@@ -145,7 +151,7 @@ FIELD_SECTION: dict[str, str] = {f.name: name for name, cls in SECTIONS.items()
 
 #: Fields that change what a subject's derivatives contain; their hash decides whether a
 #: finished subject must be redone on rerun.
-OUTPUT_FIELDS = ("model", "model_sha256", "n_samples", "seed", "z_threshold",
+OUTPUT_FIELDS = ("model", "model_sha256", "n_samples", "calibration", "seed", "z_threshold",
                  "cluster_min_volume", "gm_threshold", "z_reference", "normative_sha256",
                  "cluster_inference", "calibration_sha256",
                  "connectivity", "search_region", "skullstrip", "normalization", "pet_fwhm",

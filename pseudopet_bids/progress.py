@@ -403,6 +403,11 @@ class ProgressReporter:
         :class:`SubjectStatus` whose current stage this loop is; where lines go.
     min_interval_s, every_fraction
         Throttles of the log lines (see above).
+    max_interval_s
+        A line is also written when this long has passed since the previous one, whatever
+        ``every_fraction`` says (long loops: a training at 5 % steps may be hours apart).
+    first_at
+        Also write a line when the count reaches this value: an early rate and ETA.
     initial
         Count already done (a resumed training); the rate counts from here.
     enabled, tty, leave
@@ -416,10 +421,12 @@ class ProgressReporter:
                  logger: logging.Logger | None = None, min_interval_s: float = 10.0,
                  every_fraction: float | None = None, initial: int = 0, unit: str = "it",
                  enabled: bool = True, tty: bool | None = None, leave: bool = True,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 max_interval_s: float | None = None, first_at: int | None = None):
         self.total, self.desc, self.unit, self.status = total, desc, unit, status
         self.enabled, self.logger = enabled, logger or LOGGER
         self.min_interval_s, self.every_fraction = float(min_interval_s), every_fraction
+        self.max_interval_s, self.first_at = max_interval_s, first_at
         self.n = self._start = self._last_n = int(initial)
         self._clock, self._t0 = clock, clock()
         self._last_t = self._t0
@@ -467,6 +474,10 @@ class ProgressReporter:
             return False
         if self.total is not None and self.n >= self.total:  # last line of a long-enough loop
             return now - self._t0 >= self.min_interval_s
+        if self.first_at is not None and self._last_n < self.first_at <= self.n:
+            return True
+        if self.max_interval_s is not None and now - self._last_t >= self.max_interval_s:
+            return True
         return now - self._last_t >= self.min_interval_s and (
             self.every_fraction is None or not self.total
             or self.n - self._last_n >= self.every_fraction * self.total)

@@ -331,6 +331,23 @@ def test_reporter_training_style_lines(caplog, clock):
                         "elapsed 0:00:05  ETA 0:00:45")
 
 
+def test_reporter_early_eta_and_at_most_max_interval_apart(caplog, clock):
+    """A slow training (a CPU paper preset): a line after the first steps with an ETA, then
+    never more than max_interval_s apart although 5 % of the steps takes far longer."""
+    with caplog.at_level(logging.INFO, logger="pseudopet_bids.progress"):
+        with ProgressReporter(1000, "training", unit="steps", min_interval_s=0.0,
+                              every_fraction=0.05, tty=False, clock=clock, max_interval_s=120.0,
+                              first_at=5) as bar:
+            for step in range(1, 31):
+                clock.t += 20.0
+                bar.update_to(step)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("training: 5/1000 steps") and "ETA 5:31:40" in lines[0]
+    # then every 6 steps (120 s): 11, 17, 23, 29
+    assert [line.split()[1] for line in lines[1:]] == ["11/1000", "17/1000", "23/1000",
+                                                        "29/1000"]
+
+
 def test_disabled_reporter_is_silent_but_feeds_status(caplog, clock, tmp_path):
     status = make_status(tmp_path, clock, ["a"])
     status.start_stage("a")

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from pseudopet_bids import __version__
 from pseudopet_bids.bids.reuse import parse_derivative_specs
-from pseudopet_bids.config import RunConfig, default
+from pseudopet_bids.config import CALIBRATIONS, RunConfig, default
 from pseudopet_bids.detect.rules import get_rule, rule_names
 from pseudopet_bids.errors import UsageError
-from pseudopet_bids.models.presets import PRESETS
+from pseudopet_bids.models.presets import AUTO_PRESET, PRESETS
 from pseudopet_bids.models.registry import model_names, model_spec, trainable_models
 
 EPILOG = """\
@@ -217,14 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
                    default=default("n_samples"), metavar="N",
                    help="SynDiff: stochastic samples averaged into the pseudo-normal PET; > 1 "
                         "also writes a standard-deviation map (default: %(default)s)")
+    g.add_argument("--calibration", choices=list(CALIBRATIONS), default=default("calibration"),
+                   help="learned models: compartments = multiply the prediction by smooth "
+                        "per-compartment gains fitted robustly to the subject's own PET (its "
+                        "regional levels, which no T1w predicts); none = the prediction as it "
+                        "is. The tissue baseline is always fitted (default: %(default)s)")
 
     g = parser.add_argument_group("training (group level with --train)")
     g.add_argument("--train", action="store_true",
                    help=f"train --model {'|'.join(trainable_models())} on the healthy controls "
                         "into OUTPUT_DIR/models/<name>/")
-    g.add_argument("--preset", choices=list(PRESETS), default=default("preset"),
+    g.add_argument("--preset", choices=[AUTO_PRESET, *PRESETS], default=default("preset"),
                    help="network size and model grid: paper (1 mm, 256x256, GPU), small "
-                        "(2 mm, CPU-trainable), tiny (tests) (default: %(default)s)")
+                        "(2 mm, CPU-trainable), tiny (tests); auto = paper on a GPU, small on "
+                        "CPU (default: %(default)s)")
     g.add_argument("--model-name", dest="model_name", type=_label,
                    default=default("model_name") or None, metavar="NAME",
                    help="folder name under OUTPUT_DIR/models (default: the model type)")

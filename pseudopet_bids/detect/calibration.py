@@ -45,7 +45,7 @@ METHOD_CONTROLS = "controls"
 METHOD_RANDOM_FIELD = "random-field"
 #: Settings that must match between the calibration and the analysis it calibrates.
 SETTINGS = ("rule", "z_threshold", "cluster_min_volume", "connectivity", "gm_threshold",
-            "search_region")
+            "search_region", "pseudo_calibration", "n_samples")
 
 
 def cluster_masses(z: np.ndarray, labels: np.ndarray, n_clusters: int, threshold: float,

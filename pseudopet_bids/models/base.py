@@ -104,6 +104,11 @@ class TranslationModel(nn.Module):
         """Sub-modules needed by :meth:`translate` (the others are training-only)."""
         raise NotImplementedError
 
+    def export_modules(self) -> tuple[str, ...]:
+        """Sub-modules whose weights a trained model folder keeps: :meth:`inference_modules`,
+        plus any that another inference setting of the same weights would need."""
+        return self.inference_modules()
+
 
 def adversarial_loss(logits: torch.Tensor, real: bool, kind: str) -> torch.Tensor:
     """GAN loss on discriminator outputs.

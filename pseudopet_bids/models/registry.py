@@ -210,6 +210,7 @@ register_model(ModelSpec(
                      ngf_nd=4, n_blocks_nd=1, ndf_nd=4, batch_size=2, steps=20),
     },
     # Özbey et al. 2023, icon-lab/SynDiff defaults
+    # source: what the diffusive generator is conditioned on at inference (models/syndiff.py)
     training=dict(num_timesteps=4, beta_min=0.1, beta_max=20.0, lambda_l1=0.5, r1_gamma=1.0,
                   lazy_reg=10, lr_g=1.6e-4, lr_d=1e-4, lr_min=1e-5, betas=(0.5, 0.9),
-                  ema_decay=0.999)))
+                  ema_decay=0.999, source="real")))

@@ -34,6 +34,9 @@ from pseudopet_bids.models.base import Phase, TranslationModel, adversarial_loss
 from pseudopet_bids.models.networks import (NCSNppGenerator, PatchDiscriminator,
                                             ResnetGenerator, TimeConditionedDiscriminator)
 
+#: Inference sources of the diffusive generator (:meth:`SynDiff.inference_source`).
+SOURCES = ("real", "cycle")
+
 
 def vp_schedule(num_timesteps: int, beta_min: float, beta_max: float, eps: float = 1e-3
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +117,8 @@ class SynDiff(TranslationModel):
         hp = self.hparams
         c = self.channels
         self.ema_decay = hp["ema_decay"]
+        if self.source not in SOURCES:
+            raise ValueError(f"SynDiff source {self.source!r}: choose one of {', '.join(SOURCES)}")
         size = int(hp["grid"].shape[0]) if hasattr(hp["grid"], "shape") else 256
 
         def diffusive() -> NCSNppGenerator:
@@ -145,8 +150,34 @@ class SynDiff(TranslationModel):
                 Phase("G", ("gen_diff_pet", "gen_diff_mri", "gen_nd_mri2pet", "gen_nd_pet2mri"),
                       hp["lr_g"], betas, "cosine", hp["lr_min"])]
 
+    @property
+    def source(self) -> str:
+        """What the diffusive generator is conditioned on at inference (:data:`SOURCES`;
+        cards written before the choice existed: ``real``)."""
+        return str(self.hparams.get("source", "real"))
+
     def inference_modules(self) -> tuple[str, ...]:
+        if self.source == "cycle":
+            return ("gen_diff_pet", "gen_nd_mri2pet", "gen_nd_pet2mri")
         return ("gen_diff_pet",)
+
+    def export_modules(self) -> tuple[str, ...]:
+        # the non-diffusive generators are small (a tenth of the diffusive one at ``small``)
+        # and let the same weights be used with either source
+        return ("gen_diff_pet", "gen_nd_mri2pet", "gen_nd_pet2mri")
+
+    def inference_source(self, mri: torch.Tensor) -> torch.Tensor:
+        """The image the diffusive generator is conditioned on for T1w slices ``mri``.
+
+        ``real``: the T1w itself (Özbey et al.). ``cycle``: the T1w taken through the
+        non-diffusive module and back, T1w → PET → T1w. In training the PET generator is
+        conditioned on the non-diffusive module's T1w *estimate from a PET*; the cycled T1w is
+        such an estimate, so inference sees the kind of source the generator learned from
+        (docs/model_comparison.md measures both).
+        """
+        if self.source == "cycle":
+            return self.gen_nd_pet2mri(self.gen_nd_mri2pet(mri))
+        return mri
 
     def _latent(self, batch: int, like: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -217,11 +248,13 @@ class SynDiff(TranslationModel):
     @torch.no_grad()
     def translate(self, mri: torch.Tensor, generator: torch.Generator | None = None
                   ) -> torch.Tensor:
-        """One stochastic sample: ``num_timesteps`` reverse steps from noise, given the T1w."""
+        """One stochastic sample: ``num_timesteps`` reverse steps from noise, given the T1w
+        (through :meth:`inference_source`)."""
+        source = self.inference_source(mri)
         x = torch.randn(mri.shape, generator=generator, device=mri.device, dtype=mri.dtype)
         for k in reversed(range(self.diffusion.num_timesteps)):
             t = torch.full((len(mri),), k, device=mri.device, dtype=torch.long)
-            x0 = self.gen_diff_pet(torch.cat([x, mri], dim=1), t.float(),
+            x0 = self.gen_diff_pet(torch.cat([x, source], dim=1), t.float(),
                                    self._latent(len(mri), mri, generator))
             x = self.diffusion.posterior_sample(x0, x, t, generator)
         return x.clamp(-1.0, 1.0)

@@ -150,6 +150,24 @@ def compartment_map(aal_labels: np.ndarray, symmetric: bool = False,
     return comp, names
 
 
+def stride_sample(mask: np.ndarray, max_samples: int
+                  ) -> tuple[tuple[np.ndarray, ...], int]:
+    """A deterministic 3D stride subsample of the voxels of ``mask``: about ``max_samples``
+    index arrays (as ``np.nonzero``) and the stride."""
+    mask = np.asarray(mask) != 0
+    stride = max(1, math.ceil((int(mask.sum()) / max(max_samples, 1)) ** (1 / 3)))
+    sub = np.nonzero(mask[::stride, ::stride, ::stride])
+    return tuple(s * stride for s in sub), stride
+
+
+def mask_box(mask: np.ndarray, margin: tuple[int, ...] | int = 0) -> tuple[slice, ...]:
+    """The bounding box of ``mask`` grown by ``margin`` voxels per axis (clipped)."""
+    nz = np.nonzero(mask)
+    margins = (margin,) * mask.ndim if isinstance(margin, int) else margin
+    return tuple(slice(max(int(i.min()) - r, 0), min(int(i.max()) + r + 1, n))
+                 for i, r, n in zip(nz, margins, mask.shape))
+
+
 def _wnnls(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     """Weighted non-negative least squares via the p×p normal equations (n ≫ p)."""
     xw = x if w is None else x * w[:, None]
@@ -316,11 +334,7 @@ class TissueModel:
         sigma = tuple(self.pet_fwhm_mm * _FWHM_TO_SIGMA / v for v in voxel_sizes)
 
         # Work in the mask's bounding box plus the kernel radius: identical result, less work.
-        nz = np.nonzero(mask)
-        box = tuple(slice(max(int(i.min()) - math.ceil(_TRUNCATE * s) - 1, 0),
-                          min(int(i.max()) + math.ceil(_TRUNCATE * s) + 2, n))
-                    for i, s, n in zip(nz, sigma, mask.shape))
-        del nz
+        box = mask_box(mask, tuple(math.ceil(_TRUNCATE * s) + 1 for s in sigma))
         m = mask[box]
         pet_c = np.where(m, pet[box], 0).astype(np.float32)
         if not np.all(np.isfinite(pet_c)):
@@ -348,10 +362,7 @@ class TissueModel:
                 gm_volume[names.index(n)] = 0.0
         fitted = [i for i in range(len(names)) if gm_volume[i] > 0]
 
-        # Deterministic 3D stride subsample of the brain voxels.
-        stride = max(1, math.ceil((int(m.sum()) / max(self.max_samples, 1)) ** (1 / 3)))
-        sub = np.nonzero(m[::stride, ::stride, ::stride])
-        sample = tuple(s * stride for s in sub)
+        sample, stride = stride_sample(m, self.max_samples)
         y = pet_c[sample].astype(np.float64)
 
         def blur(vol: np.ndarray) -> np.ndarray:

@@ -72,6 +72,9 @@ def load_trained(model_dir: Path, device: torch.device) -> TrainedModel:
         if name not in keep and any(True for _ in child.parameters()):
             setattr(model, name, nn.Identity())  # training-only networks: free their memory
     expected = {k for k in model.state_dict() if k.split(".")[0] in keep}
+    # networks kept for another inference setting of the same weights (SynDiff's source)
+    spare = set(model.export_modules()) - set(keep)
+    tensors = {k: v for k, v in tensors.items() if k.split(".")[0] not in spare}
     missing, unexpected = expected - set(tensors), set(tensors) - expected
     if missing or unexpected:
         raise InputError(f"the weights do not fit the {card['model']} {card.get('preset')} "
@@ -108,7 +111,8 @@ def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
     device
         Where to run.
     n_samples
-        Stochastic samples to average (SynDiff); deterministic models use 1.
+        Stochastic samples to average (SynDiff), drawn in one batch per slice; deterministic
+        models use 1.
     seed
         Seeds the sampling noise (same seed, same output on CPU).
     batch_size
@@ -132,27 +136,29 @@ def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
     total2 = np.zeros(mri.shape, np.float64)
     bar = ProgressReporter(n_samples * len(zs), f"{key}: synthesis".lstrip(": "), unit="slices",
                            status=status, logger=LOGGER)
-    for _ in range(n_samples):
-        start = 0
-        while start < len(zs):
-            chunk = zs[start:start + batch]
-            x = torch.from_numpy(np.stack([context_slices(mri, int(z), trained.context)
-                                           for z in chunk])).to(device)
-            try:
-                y = model.translate(x, gen)[:, trained.context].float().cpu().numpy()
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                if batch == 1:
-                    raise ProcessingError("CUDA ran out of memory with one slice per batch",
-                                          None, "free the GPU or use --device cpu") from None
-                batch = max(1, batch // 2)
-                LOGGER.warning("CUDA out of memory: synthesis batch reduced to %d slices", batch)
-                continue
-            slab = np.moveaxis(y, 0, 2)
-            total[:, :, chunk] += slab
-            total2[:, :, chunk] += slab.astype(np.float64) ** 2
-            start += len(chunk)
-            bar.update(len(chunk))
+    # the samples of a slice are folded into the batch (one forward pass draws all of them):
+    # a batch holds max(1, batch // n_samples) slices x n_samples
+    start = 0
+    while start < len(zs):
+        chunk = zs[start:start + max(1, batch // n_samples)]
+        x = torch.from_numpy(np.stack([context_slices(mri, int(z), trained.context)
+                                       for z in chunk])).to(device)
+        try:
+            y = model.translate(x.repeat_interleave(n_samples, dim=0), gen)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if batch == 1:
+                raise ProcessingError("CUDA ran out of memory with one slice per batch",
+                                      None, "free the GPU or use --device cpu") from None
+            batch = max(1, batch // 2)
+            LOGGER.warning("CUDA out of memory: synthesis batch reduced to %d slices", batch)
+            continue
+        draws = y[:, trained.context].double().cpu().numpy().reshape(
+            len(chunk), n_samples, *y.shape[2:])
+        total[:, :, chunk] += np.moveaxis(draws.sum(axis=1), 0, 2)
+        total2[:, :, chunk] += np.moveaxis((draws ** 2).sum(axis=1), 0, 2)
+        start += len(chunk)
+        bar.update(n_samples * len(chunk))
     bar.close()
     mean = np.full(mri.shape, -1.0, np.float32)
     mean[:, :, zs] = (total[:, :, zs] / n_samples).astype(np.float32)

@@ -39,6 +39,10 @@ from pseudopet_bids.models.base import Phase, TranslationModel
 from pseudopet_bids.progress import ProgressReporter
 
 LOGGER = logging.getLogger(__name__)
+#: Longest gap between two progress lines of a training (a CPU step may take seconds).
+PROGRESS_MAX_INTERVAL_S = 120.0
+#: Steps after which the first progress line gives the rate and the ETA.
+EARLY_ETA_STEPS = 5
 
 
 @dataclass
@@ -380,7 +384,7 @@ class Trainer:
             # context manager then restores to the raw (non-EMA) weights before saving
             tensors = {k: v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
                        for k, v in self.model.state_dict().items()
-                       if k.split(".")[0] in self.model.inference_modules()}
+                       if k.split(".")[0] in self.model.export_modules()}
         sha = ckpt.save_weights(self.model_dir / ckpt.WEIGHTS, tensors)
         card = {**self.card, "format_version": 1, "weights_sha256": sha,
                 "steps_done": self.step, "training_seconds": round(self.elapsed, 1),
@@ -416,10 +420,13 @@ class Trainer:
             torch.manual_seed(self.s.seed)
         self.dist.broadcast_params(self.model)
         self.model.train()
-        # a bar with the losses on a terminal, else a log line every 5 %
+        # a bar with the losses on a terminal, else a log line every 5 %, at most
+        # PROGRESS_MAX_INTERVAL_S apart, and one after the first steps: an early ETA
         bar = ProgressReporter(self.s.steps, "training", unit="steps", initial=self.step,
                                enabled=self.dist.main, min_interval_s=0.0, every_fraction=0.05,
-                               logger=LOGGER)
+                               logger=LOGGER, max_interval_s=PROGRESS_MAX_INTERVAL_S,
+                               first_at=min(self.step + EARLY_ETA_STEPS, self.s.steps))
+        postfix: dict[str, float] = {}
         t_last_ckpt = time.monotonic()
         t0 = time.monotonic() - self.elapsed
         window: dict[str, list[float]] = {}
@@ -435,7 +442,8 @@ class Trainer:
                        **{k: float(np.mean(v)) for k, v in window.items()}}
                 self.log_rows.append(row)
                 window = {}
-                bar.update_to(self.step, {k: v for k, v in row.items() if k in ("G", "D")})
+                postfix = {k: v for k, v in row.items() if k in ("G", "D")}
+            bar.update_to(self.step, postfix)
             if self.s.val_every and self.step % self.s.val_every == 0 \
                     and self.step < self.s.steps:
                 self._validate()

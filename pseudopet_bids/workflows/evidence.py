@@ -30,7 +30,10 @@ def detection_settings(cfg: RunConfig) -> dict[str, object]:
     det = cfg.detection
     return {"rule": det.z_reference, "z_threshold": det.z_threshold,
             "cluster_min_volume": det.cluster_min_volume, "connectivity": det.connectivity,
-            "gm_threshold": det.gm_threshold, "search_region": det.search_region}
+            "gm_threshold": det.gm_threshold, "search_region": det.search_region,
+            # how the pseudo-normal PET was made changes the controls' clusters too
+            "pseudo_calibration": cfg.synthesis.calibration,
+            "n_samples": cfg.synthesis.n_samples}
 
 
 def resolve_evidence(cfg: RunConfig, model: ModelChoice) -> tuple[Evidence, str]:

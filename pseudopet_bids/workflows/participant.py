@@ -27,7 +27,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from pseudopet_bids.bids import derivatives as der
 from pseudopet_bids.bids.discovery import SubjectInputs, discover, load_filters, preflight_table
 from pseudopet_bids.bids.inputs import input_files, load_inputs
 from pseudopet_bids.bids.participants import Participant, read_participants
-from pseudopet_bids.config import RunConfig
+from pseudopet_bids.config import RunConfig, SynthesisConfig
 from pseudopet_bids.detect import asymmetry
 from pseudopet_bids.detect.clusters import find_clusters
 from pseudopet_bids.detect.confidence import ClusterInputs, Evidence, rank_clusters
@@ -54,13 +54,14 @@ from pseudopet_bids.io.files import atomic_write_text
 from pseudopet_bids.io.temporaries import TMP_SUFFIX, clean_folders, private_tempdir, staging_name
 from pseudopet_bids.models.registry import model_spec
 from pseudopet_bids.preproc.normalize import normalize_pet
-from pseudopet_bids.preproc.pipeline import preprocess_cached
+from pseudopet_bids.preproc.pipeline import Preprocessed, preprocess_cached
 from pseudopet_bids.progress import SubjectStatus, participant_stages, timed
 from pseudopet_bids.reports.citation import (cards_in_output, write_citation,
                                              z_references_in_output)
 from pseudopet_bids.reports.subject import write_subject_report
 from pseudopet_bids.reports.subject_figures import write_subject_figures
 from pseudopet_bids.synthesis.apply import load_trained, synthesize_subject
+from pseudopet_bids.synthesis.calibrate import calibrate_to_subject
 from pseudopet_bids.synthesis.select import ModelChoice, choose_model
 from pseudopet_bids.workflows import outputs
 from pseudopet_bids.workflows.evidence import resolve_evidence
@@ -276,6 +277,8 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
             pseudo_norm, pseudo_sd, model_info = synthesize_subject(
                 trained, pre, search, device, cfg.synthesis.n_samples, ex.seed, status,
                 unit.key)
+            pseudo_norm, pseudo_sd, model_info["Calibration"] = calibrate_prediction(
+                cfg.synthesis, pseudo_norm, pseudo_sd, pet_norm, pre, unit.key)
             if pseudo_sd is not None:
                 n_samples = cfg.synthesis.n_samples
     det = cfg.detection
@@ -352,6 +355,21 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
     with timed(timings, "reports", unit.key, status):
         write_reports(out, cfg, unit.subject, participant)
     LOGGER.info("%s: finished in %.0f s", unit.key, timings["total"])
+
+
+def calibrate_prediction(syn: SynthesisConfig, pseudo: np.ndarray, sd: np.ndarray | None,
+                         pet: np.ndarray, pre: Preprocessed, key: str
+                         ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """``--calibration`` of a learned prediction (:mod:`pseudopet_bids.synthesis.calibrate`):
+    (pseudo-normal PET, its sample SD scaled alike, the sidecar record)."""
+    if syn.calibration == "none":
+        return pseudo, sd, {"Method": "none"}
+    with threadpool_limits(limits=1, user_api="blas"):  # small Gram matrices; same bits always
+        calibrated, gain, info = calibrate_to_subject(pseudo, pet, pre.tissues, pre.mask,
+                                                      pre.voxel_sizes, pre.aal, syn.pet_fwhm)
+    LOGGER.info("%s: prediction calibrated to the subject's PET, gains %s", key,
+                ", ".join(f"{k.removeprefix('gm:')} {v:.2f}" for k, v in info["Gains"].items()))
+    return calibrated, None if sd is None else (sd * gain).astype(np.float32), info
 
 
 def _start_aside(draw: Callable[..., object], args: tuple[object, ...]

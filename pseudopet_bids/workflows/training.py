@@ -37,7 +37,8 @@ from pseudopet_bids.io.files import atomic_write_bytes, npz_bytes
 from pseudopet_bids.io.temporaries import clean_folders, private_tempdir
 from pseudopet_bids.models import checkpoint as ckpt
 from pseudopet_bids.models.base import TranslationModel
-from pseudopet_bids.models.presets import ModelGrid, card_hparams, preset
+from pseudopet_bids.models.presets import (AUTO_PRESET, ModelGrid, card_hparams, preset,
+                                           resolve_preset)
 from pseudopet_bids.models.registry import build_model, model_spec, trainable_models
 from pseudopet_bids.preproc.normalize import normalize_pet
 from pseudopet_bids.preproc.pipeline import input_hash, preprocess_cached
@@ -171,15 +172,55 @@ def split_validation(volumes: list[ControlVolumes], n_val: int | None, seed: int
             [v for v in volumes if v.key in val_keys])
 
 
+#: Fewest controls with both images a model is trained on (after the validation hold-out),
+#: except at the ``tiny`` preset (tests, smoke runs): fewer brains than this teach a model one
+#: anatomy, not the normal population.
+MIN_TRAINING_CONTROLS = 3
+#: Controls with both images that the documented comparisons used (8 to train, 2 to validate,
+#: docs/model_comparison.md); fewer are allowed, with a warning.
+RECOMMENDED_CONTROLS = 10
+
+
+def check_training_controls(n_train: int, n_val: int, preset_name: str, bids: Path) -> None:
+    """Refuse a training on fewer than :data:`MIN_TRAINING_CONTROLS` paired controls (not at
+    the ``tiny`` preset); warn below :data:`RECOMMENDED_CONTROLS` or without validation.
+
+    Raises
+    ------
+    UsageError
+        Too few controls.
+    """
+    if preset_name == "tiny":
+        return
+    if n_train < MIN_TRAINING_CONTROLS:
+        raise UsageError(f"{n_train} control(s) with T1w and FDG PET left for training "
+                         f"({n_val} held out for validation); the {preset_name} preset needs "
+                         f"at least {MIN_TRAINING_CONTROLS}, and {RECOMMENDED_CONTROLS} or more "
+                         "are recommended", bids,
+                         "add healthy controls (group = control in participants.tsv), lower "
+                         "--val-controls, or use --preset tiny for a smoke test")
+    if n_train + n_val < RECOMMENDED_CONTROLS:
+        LOGGER.warning("%d controls with T1w and FDG PET (%d for training, %d for validation): "
+                       "fewer than the %d recommended; the model may learn the anatomy of a few "
+                       "brains rather than the normal pattern", n_train + n_val, n_train, n_val,
+                       RECOMMENDED_CONTROLS)
+    if n_val == 0:
+        LOGGER.warning("no control held out for validation: the model card will have no "
+                       "validation metrics")
+
+
 def paired_metrics(real: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """SSIM (whole grid, 3D), PSNR and MAE (brain) of model-scale PET mapped to [0, 1]."""
     m = volume_metrics((real + 1) / 2, (pred + 1) / 2, mask)
     return {"ssim": m["ssim_image"], "psnr": m["psnr_brain"], "mae": m["mae_brain"]}
 
 
-def make_validator(val: list[ControlVolumes], context: int, seed: int
+def make_validator(val: list[ControlVolumes], context: int, seed: int, n_samples: int = 1
                    ) -> Callable[[TranslationModel], dict[str, float]] | None:
-    """A validation callback for the trainer (mean metrics over the held-out controls)."""
+    """A validation callback for the trainer (mean metrics over the held-out controls).
+
+    A stochastic model is validated on the mean of ``n_samples`` samples, as the participant
+    level uses it (``--n-samples``)."""
     if not val:
         return None
 
@@ -189,7 +230,7 @@ def make_validator(val: list[ControlVolumes], context: int, seed: int
         rows = []
         for v in val:
             assert v.pet is not None  # validation controls are paired
-            pred, _ = translate_volume(trained, v.mri, v.mask, device, 1, seed)
+            pred, _ = translate_volume(trained, v.mri, v.mask, device, n_samples, seed)
             rows.append(paired_metrics(v.pet, pred, v.mask))
         return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
@@ -203,13 +244,22 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
         choices = " or ".join(trainable_models())
         raise UsageError(f"group --train needs --model {choices} (got {kind!r})", None,
                          f"add --model {trainable_models()[0]}")
-    hp = preset(kind, tr.preset)
+    dist = _Distributed(ex.device)
+    preset_name = resolve_preset(tr.preset, dist.device.type)
+    hp = preset(kind, preset_name)
     grid: ModelGrid = hp["grid"]
     steps = tr.train_steps or hp["steps"]
     batch = tr.batch_size or hp["batch_size"]
     name = tr.model_name or kind
     model_dir = Path(cfg.input.output_dir) / "models" / name
-    dist = _Distributed(ex.device)
+    if tr.preset == AUTO_PRESET:
+        LOGGER.info("--preset auto: %s on %s", preset_name, dist.device)
+    if preset_name == "paper" and dist.device.type != "cuda":
+        LOGGER.warning("the paper preset on %s: its networks take seconds per step on a CPU "
+                       "(8 s for CycleGAN, 20 s for SynDiff on 2 cores: docs/models_benchmark.md"
+                       "), so %d steps take weeks; the first progress line gives the estimate "
+                       "for this machine. Train on a GPU, or use --preset small", dist.device,
+                       steps)
     if dist.main:  # what killed trainings left: checkpoint and log temporaries, ANTs folders
         clean_folders(((model_dir, True), (Path(ex.work_dir) / "tmp", False)), name)
     units = training_units(cfg)
@@ -237,9 +287,10 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
     if len(sets["pet"]) == 0:
         raise InputError("no training control has a usable FDG PET", Path(cfg.input.bids_dir),
                          "training needs controls with PET (and --val-controls leaves some)")
+    check_training_controls(len(paired), len(val), preset_name, Path(cfg.input.bids_dir))
     data_hash = hashlib.sha256("|".join(sorted(v.hash for v in volumes)).encode()
                                ).hexdigest()[:16]
-    config = {"model": kind, "preset": tr.preset, "context_slices": k, "seed": ex.seed,
+    config = {"model": kind, "preset": preset_name, "context_slices": k, "seed": ex.seed,
               "steps": steps, "batch_size": batch, "data_hash": data_hash,
               "val_controls": sorted(v.key for v in val), "version": __version__}
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
@@ -259,12 +310,12 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
     model_dir.mkdir(parents=True, exist_ok=True)
     LOGGER.info("training %s (%s preset) on %d MRI and %d PET slices from %d controls "
                 "(%d held out for validation); %d steps of %d slices per domain",
-                kind, tr.preset, len(sets["mri"]), len(sets["pet"]), len(train), len(val),
+                kind, preset_name, len(sets["mri"]), len(sets["pet"]), len(train), len(val),
                 steps, batch)
     torch.set_num_threads(max(1, ex.omp_nthreads))  # --omp-nthreads: threads of the trainer
     torch.manual_seed(ex.seed)
     model = build_model(kind, hp, 2 * k + 1)
-    card = {"model": kind, "preset": tr.preset, "name": name,
+    card = {"model": kind, "preset": preset_name, "name": name,
             "hparams": card_hparams({key: v for key, v in hp.items()
                                      if key not in ("steps", "batch_size")}),
             "context_slices": k, "scaling": SCALING,
@@ -279,7 +330,7 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
     settings = TrainSettings.from_config(cfg, steps, batch)
     sampler = UnpairedSampler(sets, batch, ex.seed, dist.rank, dist.world_size)
     trainer = Trainer(model, sampler, settings, model_dir, card,
-                      make_validator(val, k, ex.seed), dist=dist)
+                      make_validator(val, k, ex.seed, cfg.synthesis.n_samples), dist=dist)
     card = trainer.fit()
     LOGGER.info("model written to %s (%d steps in %.0f s)", model_dir, trainer.step,
                 trainer.elapsed)

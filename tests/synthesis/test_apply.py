@@ -33,13 +33,15 @@ def _card(kind: str, hp: dict, context: int, sha: str) -> dict:
             "format_version": ckpt.CARD_FORMAT_VERSION, "config_hash": "test"}
 
 
-def _export(kind: str, model_dir: Path, context: int = 0, seed: int = 0):
-    """Build a tiny model and write its inference weights and card; returns the model."""
-    hp = preset(kind, "tiny")
+def _export(kind: str, model_dir: Path, context: int = 0, seed: int = 0,
+            modules: str = "export", **hparams):
+    """Build a tiny model and write its weights (``modules``: the trainer's ``export`` set,
+    or ``inference`` only, as earlier releases wrote) and card; returns the model."""
+    hp = {**preset(kind, "tiny"), **hparams}
     torch.manual_seed(seed)
     model = build_model(kind, hp, 2 * context + 1)
-    tensors = {k: v for k, v in model.state_dict().items()
-               if k.split(".")[0] in model.inference_modules()}
+    keep = model.export_modules() if modules == "export" else model.inference_modules()
+    tensors = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in keep}
     sha = ckpt.save_weights(model_dir / ckpt.WEIGHTS, tensors)
     ckpt.write_card(model_dir, _card(kind, hp, context, sha))
     return model.eval()
@@ -59,6 +61,23 @@ def _in_memory(model, context: int) -> TrainedModel:
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def test_syndiff_source_cycle_conditions_on_the_cycled_t1w(tmp_path, rng):
+    real = _export("syndiff", tmp_path / "real", modules="inference")  # an earlier release's
+    cycle = _export("syndiff", tmp_path / "cycle", source="cycle")
+    assert load_trained(tmp_path / "real", CPU).model.source == "real"
+    trained = load_trained(tmp_path / "cycle", CPU)
+    assert {k.split(".")[0] for k, _ in trained.model.named_parameters()} == {
+        "gen_diff_pet", "gen_nd_mri2pet", "gen_nd_pet2mri"}
+    mri, mask = _volume(rng)
+    got, _ = translate_volume(trained, mri, mask, CPU, 1, seed=2)
+    want, _ = translate_volume(_in_memory(cycle, 0), mri, mask, CPU, 1, seed=2)
+    np.testing.assert_array_equal(got, want)
+    other, _ = translate_volume(_in_memory(real, 0), mri, mask, CPU, 1, seed=2)
+    assert not np.array_equal(got, other)  # same weights and noise, another source
+    with pytest.raises(ValueError, match="source"):
+        build_model("syndiff", {**preset("syndiff", "tiny"), "source": "nd"}, 1)
 
 
 @pytest.mark.parametrize("kind,context", [("cyclegan", 0), ("cyclegan", 1), ("syndiff", 0),

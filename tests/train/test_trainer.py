@@ -58,6 +58,14 @@ def test_cosine_schedule():
         lr_lambda("step", 5, 1.0, 0.0)
 
 
+def test_auto_preset_follows_the_device():
+    from pseudopet_bids.models.presets import AUTO_PRESET, resolve_preset
+
+    assert resolve_preset(AUTO_PRESET, "cuda") == "paper"
+    assert resolve_preset(AUTO_PRESET, "cpu") == "small"
+    assert resolve_preset("paper", "cpu") == "paper"  # asked for: trained, with a warning
+
+
 def test_resolve_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
@@ -228,7 +236,7 @@ def test_export_and_logs(tmp_path):
     loaded_card, tensors = ckpt.load_model_dir(tmp_path)
     assert loaded_card == card
     # inference networks only, with the EMA weights applied
-    assert {k.split(".")[0] for k in tensors} == set(t.model.inference_modules())
+    assert {k.split(".")[0] for k in tensors} == set(t.model.export_modules())
     ema_keys = [k for k in t.ema if k.startswith("gen_diff_pet.")]
     assert ema_keys
     params = dict(t.model.named_parameters())

@@ -9,7 +9,9 @@ import torch
 from pseudopet_bids.errors import UsageError
 from pseudopet_bids.models.presets import preset
 from pseudopet_bids.models.registry import build_model
-from pseudopet_bids.workflows.training import (ControlVolumes, make_validator, paired_metrics,
+from pseudopet_bids.workflows.training import (MIN_TRAINING_CONTROLS, RECOMMENDED_CONTROLS,
+                                                ControlVolumes, check_training_controls,
+                                                make_validator, paired_metrics,
                                                 split_validation)
 
 # --------------------------------------------------------------------------- metrics
@@ -141,3 +143,34 @@ def test_a_data_problem_of_a_control_names_its_file(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "preprocess_cached", no_brain)
     failure = training._prepare_job((unit, cfg, preset("cyclegan", "small")["grid"]))
     assert failure == f"sub-01: {unit.t1w}: found no brain in the T1w -> give a T1w"
+
+
+# --------------------------------------------------------------------------- how many controls
+
+
+def test_too_few_controls_are_refused_except_for_smoke_tests(tmp_path, caplog):
+    with pytest.raises(UsageError, match=f"at least {MIN_TRAINING_CONTROLS}") as exc:
+        check_training_controls(MIN_TRAINING_CONTROLS - 1, 1, "small", tmp_path)
+    assert exc.value.path == tmp_path and "--preset tiny" in exc.value.fix
+    check_training_controls(1, 0, "tiny", tmp_path)  # tests and smoke runs
+    with caplog.at_level("WARNING"):
+        check_training_controls(MIN_TRAINING_CONTROLS, 1, "paper", tmp_path)
+    assert f"fewer than the {RECOMMENDED_CONTROLS} recommended" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        check_training_controls(RECOMMENDED_CONTROLS - 2, 2, "small", tmp_path)
+    assert not caplog.text
+
+
+def test_stochastic_validation_averages_samples(rng):
+    shape = (32, 40, 6)
+    mask = np.zeros(shape, bool)
+    mask[6:26, 8:32, 1:5] = True
+    val = [ControlVolumes("sub-1", "", np.where(mask, rng.uniform(-1, 1, shape), -1
+                                                 ).astype(np.float32), mask,
+                          np.where(mask, 0.2, -1).astype(np.float32))]
+    torch.manual_seed(0)
+    model = build_model("syndiff", preset("syndiff", "tiny"), 1).eval()
+    one, four = make_validator(val, 0, 0, 1)(model), make_validator(val, 0, 0, 4)(model)
+    assert one != four  # the mean of 4 samples is validated, not one sample
+    assert four == make_validator(val, 0, 0, 4)(model)  # same seed, same metrics
