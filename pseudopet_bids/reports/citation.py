@@ -127,6 +127,10 @@ def _model_values(card: dict, cfg: RunConfig, base: dict[str, Any], fragments: d
         if all(m in metrics for m in ("ssim", "psnr", "mae")) else "")
     many = int(cfg.synthesis.n_samples) > 1
     values["samples"] = _fill(fragments["samples.many" if many else "samples.one"], values)
+    values["calibration"] = _fill(_pick(fragments, "calibration", cfg.synthesis.calibration),
+                                  values)
+    values["source_sentence"] = _fill(_pick(fragments, "source", hp.get("source", "real")),
+                                      values)
     return values
 
 

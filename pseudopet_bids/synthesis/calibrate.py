@@ -55,6 +55,7 @@ def partition(tissues: dict[str, np.ndarray], mask: np.ndarray, aal_labels: np.n
     """
     mask = np.asarray(mask) != 0
     gm = np.where(mask, tissues["GM"], 0).astype(np.float32)
+    comp_names: tuple[str, ...]
     if aal_labels is None:
         comp, comp_names = np.zeros(mask.shape, np.int16), ("GM",)
     else:

@@ -278,8 +278,10 @@ def _normative(out: Path, n_controls: int = 12, model_sha: str | None = None,
     stats = normative.NormativeStats.empty((2, 2, 2), np.eye(4))
     for i in range(3):
         stats.add(f"sub-C{i}", np.zeros((2, 2, 2)), np.ones((2, 2, 2), bool))
-    base = {"rule": "subject", "z_threshold": 1.65, "cluster_min_volume": 1500.0,
-            "connectivity": 26, "gm_threshold": 0.5, "search_region": "cortex", **settings}
+    from pseudopet_bids.config import RunConfig
+    from pseudopet_bids.workflows.evidence import detection_settings
+
+    base = {**detection_settings(RunConfig()), **settings}  # the defaults, then the changes
     null = calibration.ClusterNull(base, {f"sub-C{i}": [500.0] for i in range(n_controls)})
     digests = normative.save_evidence(folder, {"subject": null}, None)
     sha = model_sha or choose_model(out, "tissue").sha256

@@ -110,6 +110,20 @@ def test_tissue_cyclegan_syndiff_paragraphs(cfg):
     assert "One stochastic sample was drawn per subject" in one
 
 
+def test_calibration_and_syndiff_source_change_the_text(cfg):
+    cyc = cit.methods_markdown(cfg, make_card("cyclegan"), VERSIONS)
+    assert "calibrated to the subject" in cyc and "blurred by the PET resolution (6 mm)" in cyc
+    plain = cit.methods_markdown(cfg.replace(calibration="none"), make_card("cyclegan"),
+                                 VERSIONS)
+    assert "calibrated to the subject" not in plain and "used as the model gave it" in plain
+    card = make_card("syndiff")
+    real = cit.methods_markdown(cfg, card, VERSIONS)
+    assert "conditioned on the subject's T1w." in real and "round trip" not in real
+    card["hparams"]["source"] = "cycle"
+    cycle = cit.methods_markdown(cfg, card, VERSIONS)
+    assert "round trip through the non-diffusive" in cycle
+
+
 def test_sparse_card_still_renders(cfg):
     card = {"format_version": 1, "model": "cyclegan", "preset": "custom",
             "weights_sha256": "f" * 64, "training_subjects": ["a", "b", "c"],
