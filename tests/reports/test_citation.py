@@ -170,11 +170,13 @@ def test_every_variant_renders_with_known_keys(cfg):
     bib = cit.bib_entries()
     cards = [None, make_card("cyclegan"), make_card("syndiff"),
              make_card("syndiff", "tiny", validation={}, context_slices=2)]
-    for skull, norm, region, zref, conn, n in itertools.product(
+    cards.append(make_card("syndiff") | {"hparams": {**make_card("syndiff")["hparams"],
+                                                      "source": "cycle"}})
+    for skull, norm, region, zref, conn, n, calibration in itertools.product(
             ("deepbet", "template"), ("gm-median", "brain-mean"), ("cortex", "gm"),
-            ("subject", "controls"), (6, 18, 26), (1, 4)):
+            ("subject", "controls"), (6, 26), (1, 4), ("none", "compartments")):
         run = cfg.replace(skullstrip=skull, normalization=norm, search_region=region,
-                      connectivity=conn, n_samples=n)
+                          connectivity=conn, n_samples=n, calibration=calibration)
         run.z_reference = zref
         for card in cards:
             text = cit.methods_markdown(run, card, VERSIONS)
