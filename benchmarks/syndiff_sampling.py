@@ -11,7 +11,7 @@ T1w with the generator conditioned on
 * ``cycle``: the T1w taken through the non-diffusive module and back (T1w → PET → T1w), an
   image of the kind the generator was trained on,
 
-for 1, 2, 4 and 8 averaged samples, and reports SSIM / PSNR / MAE against the real PET (the
+for 1, 4 and 8 averaged samples, and reports SSIM / PSNR / MAE against the real PET (the
 validation metrics of ``model.json``) and the inference time per control. It also scores the
 non-diffusive module's own prediction (``nd``: the CycleGAN-like generator T1w → PET), which
 conditions nothing at inference but shows how mature the module is.
@@ -43,7 +43,7 @@ from pseudopet_bids.models.registry import build_model  # noqa: E402
 from pseudopet_bids.synthesis.apply import TrainedModel, translate_volume  # noqa: E402
 from pseudopet_bids.workflows.training import paired_metrics  # noqa: E402
 
-SAMPLES = (1, 2, 4, 8)
+SAMPLES = (1, 4, 8)
 
 
 def validation_volumes(card: dict, work: Path) -> list[dict[str, np.ndarray]]:

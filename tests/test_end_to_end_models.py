@@ -91,6 +91,29 @@ def test_participant_with_trained_model(cohort, model):
     assert list(pet.glob(f"*_stat-z_desc-{model}_statmap.nii.gz"))
 
 
+def test_spread_rule_needs_samples_and_widens_z(cohort, tmp_path):
+    bids, out, _ = cohort
+    # refused before anything is written: a deterministic model, or one sample
+    for model, n in (("cyclegan", "4"), ("syndiff", "1")):
+        assert main([str(bids), str(tmp_path / "o"), "participant", "--participant-label",
+                     "P01", "--model", str(out / "models" / model), "--n-samples", n,
+                     "--z-reference", "spread", *FAST]) == 64
+        assert not (tmp_path / "o").exists()
+    assert main([str(bids), str(out), "participant", "--participant-label", "P01", "--model",
+                 "syndiff", "--n-samples", "2", "--z-reference", "spread", *FAST]) == 0
+    pet = out / "sub-P01" / "pet"
+    spread = np.asarray(nib.load(next(pet.glob("*_stat-z_desc-syndiffSpread_statmap.nii.gz"))
+                                 ).dataobj)
+    side = json.loads(next(pet.glob("*_stat-z_desc-syndiffSpread_statmap.json")).read_text())
+    assert "sample spread" in side["ZReference"]
+    assert list(pet.glob("*_desc-syndiffSpreadFocus_clusters.tsv"))
+    plain = next(pet.glob("*_stat-z_desc-syndiff_statmap.nii.gz"), None)
+    if plain is not None:  # the paper's Z of the same run settings: never smaller in magnitude
+        z = np.asarray(nib.load(plain).dataobj)
+        inside = spread != 0
+        assert np.all(np.abs(spread[inside]) <= np.abs(z[inside]) * 1.0001 + 1e-6)
+
+
 def test_missing_model_is_a_usage_error(cohort, tmp_path):
     bids, _, _ = cohort
     assert main([str(bids), str(tmp_path / "o"), "participant", "--model", "syndiff",

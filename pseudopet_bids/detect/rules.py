@@ -53,6 +53,8 @@ class RuleInputs:
     registration: Registration  #: T1w ↔ template
     key: str  #: ``sub-L[_ses-S]``
     reference: RuleReference | None  #: from :attr:`DetectionRule.prepare`
+    #: voxel-wise SD of the averaged samples of a stochastic model, units of ``diff`` (or None)
+    pseudo_sd: np.ndarray | None = None
 
 
 #: (output folder, synthesis model label, its sha256, the ``--model`` value) → reference.
@@ -84,6 +86,8 @@ class DetectionRule:
         Loads the rule's reference once per run (None: the rule needs none).
     needs
         What must exist before the rule can run, for messages and docs.
+    needs_samples
+        The rule reads the sample SD of a stochastic model (``--n-samples`` > 1).
     """
 
     name: str
@@ -94,6 +98,7 @@ class DetectionRule:
     methods: Path | str
     prepare: Prepare | None = None
     needs: tuple[str, ...] = field(default_factory=tuple)
+    needs_samples: bool = False
 
     def methods_text(self) -> str:
         """The citation template's text."""
@@ -177,6 +182,16 @@ def score_subject(inputs: RuleInputs) -> tuple[np.ndarray, dict[str, Any]]:
     """The paper's rule: Z of D over the subject's own detection grey matter."""
     return zmap(inputs.diff, inputs.search), {
         "ZReference": "subject grey matter (mean/std of D = real - pseudo)"}
+
+
+def score_spread(inputs: RuleInputs) -> tuple[np.ndarray, dict[str, Any]]:
+    """The paper's rule with the voxel-wise sample spread added to the denominator."""
+    if inputs.pseudo_sd is None:  # resolve_analysis refuses such a run before it starts
+        raise UsageError("--z-reference spread needs the sample SD of a stochastic model",
+                         None, "use SynDiff with --n-samples 2 or more")
+    return zmap(inputs.diff, inputs.search, inputs.pseudo_sd), {
+        "ZReference": "subject grey matter, widened by the sample spread "
+                      "((D - mean D) / sqrt(var D + SD_samples^2))"}
 
 
 def _load_normative(output_dir: Path, model: str, model_option: str, rule: str
@@ -288,3 +303,8 @@ register_rule(DetectionRule(
     reference_name="healthy controls' hemispheric asymmetry", score=score_asymmetry,
     methods=_BOILERPLATE / "rule_asymmetry.md.tmpl", prepare=prepare_asymmetry,
     needs=("a normative model built by group --build-normative",)))
+register_rule(DetectionRule(
+    name="spread", suffix="Spread", title="own grey matter and sample spread",
+    reference_name="subject's own grey matter, widened by the sample spread",
+    score=score_spread, methods=_BOILERPLATE / "rule_spread.md.tmpl",
+    needs=("a stochastic model (SynDiff) with --n-samples 2 or more",), needs_samples=True))

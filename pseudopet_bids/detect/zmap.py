@@ -45,7 +45,8 @@ def _as_mask(mask: np.ndarray, name: str) -> np.ndarray:
     return mask != 0
 
 
-def zmap(diff: np.ndarray, gm_mask: np.ndarray) -> np.ndarray:
+def zmap(diff: np.ndarray, gm_mask: np.ndarray, spread: np.ndarray | None = None
+         ) -> np.ndarray:
     """Standardize a difference map over the grey matter.
 
     Parameters
@@ -54,11 +55,16 @@ def zmap(diff: np.ndarray, gm_mask: np.ndarray) -> np.ndarray:
         Difference map ``D`` from :func:`difference_map`.
     gm_mask
         Binary grey-matter mask on the same grid (bool or 0/1).
+    spread
+        Optional voxel-wise standard deviation of the prediction (SynDiff's samples), in the
+        units of ``D``: it widens the denominator where the model is unsure,
+        ``Z = (D − mean_GM D) / sqrt(var_GM D + spread²)``.
 
     Returns
     -------
     numpy.ndarray
-        float32 ``Z = (D − mean_GM D) / std_GM D`` inside the mask, 0 outside.
+        float32 ``Z = (D − mean_GM D) / std_GM D`` inside the mask (or with ``spread``, as
+        above), 0 outside.
 
     Raises
     ------
@@ -88,5 +94,12 @@ def zmap(diff: np.ndarray, gm_mask: np.ndarray) -> np.ndarray:
                         fix="check that the PET is an FDG brain PET of this subject: its "
                             "uptake varies over grey matter")
     z = np.zeros(diff.shape, dtype=np.float32)
-    z[gm] = ((values - mean) / std).astype(np.float32)
+    if spread is None:
+        z[gm] = ((values - mean) / std).astype(np.float32)
+    else:
+        if np.shape(spread) != diff.shape:
+            raise ValueError(f"spread shape {np.shape(spread)} differs from the difference "
+                             f"map shape {diff.shape}")
+        sd = np.asarray(spread, dtype=np.float64)[gm]
+        z[gm] = ((values - mean) / np.sqrt(std ** 2 + sd ** 2)).astype(np.float32)
     return z

@@ -49,7 +49,7 @@ from pseudopet_bids.detect.search import detection_mask
 from pseudopet_bids.detect.zmap import difference_map
 from pseudopet_bids.device import resolve_device, set_threads
 from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, InputError,
-                                   PseudopetError, naming_inputs)
+                                   PseudopetError, UsageError, naming_inputs)
 from pseudopet_bids.io.files import atomic_write_text
 from pseudopet_bids.io.temporaries import TMP_SUFFIX, clean_folders, private_tempdir, staging_name
 from pseudopet_bids.models.registry import model_spec
@@ -100,6 +100,12 @@ def resolve_analysis(cfg: RunConfig) -> tuple[RunConfig, Analysis]:
     """
     model = choose_model(Path(cfg.input.output_dir), cfg.synthesis.model)
     rule = get_rule(cfg.detection.z_reference)
+    if rule.needs_samples and not (model_spec(model.architecture).stochastic
+                                   and cfg.synthesis.n_samples > 1):
+        raise UsageError(f"--z-reference {rule.name} needs {rule.needs[0]}; the model is "
+                         f"{model.label} with --n-samples {cfg.synthesis.n_samples}", None,
+                         "use --model syndiff (a trained SynDiff) with --n-samples 4, or "
+                         "another --z-reference")
     if model.trained:  # the weights are part of what made the outputs
         cfg = cfg.replace(model_sha256=model.sha256)
     reference = None
@@ -287,7 +293,7 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
         z, z_info = analysis.rule.score(RuleInputs(
             diff=diff, pet=pet_norm, search=search, gm_prob=pre.tissues["GM"], brain=pre.mask,
             gm_threshold=det.gm_threshold, registration=pre.registration, key=unit.key,
-            reference=analysis.reference))
+            reference=analysis.reference, pseudo_sd=pseudo_sd))
         labels, clusters = find_clusters(z, search, float(np.prod(pre.voxel_sizes)),
                                          threshold=det.z_threshold,
                                          min_volume_mm3=det.cluster_min_volume,

@@ -50,3 +50,20 @@ def test_zmap_errors(rng):
     d[0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="non-finite"):
         zmap(d, gm)
+
+
+def test_zmap_with_the_sample_spread(rng):
+    """--z-reference spread: the sample SD widens the denominator voxel by voxel."""
+    d = rng.normal(0.0, 0.1, (8, 9, 10)).astype(np.float32)
+    gm = rng.random(d.shape) < 0.5
+    plain = zmap(d, gm)
+    assert np.array_equal(zmap(d, gm, np.zeros(d.shape)), plain)
+    sd = np.where(np.arange(10) < 5, 0.0, 0.2)[None, None, :] * np.ones(d.shape)
+    wide = zmap(d, gm, sd)
+    calm, unsure = gm & (sd == 0), gm & (sd > 0)
+    np.testing.assert_allclose(wide[calm], plain[calm], rtol=1e-5)
+    std = d[gm].astype(np.float64).std()
+    np.testing.assert_allclose(wide[unsure], plain[unsure] * std / np.sqrt(std ** 2 + 0.04),
+                               rtol=1e-4)
+    with pytest.raises(ValueError, match="spread shape"):
+        zmap(d, gm, sd[:2])
