@@ -40,9 +40,11 @@ benchmark: install
 benchmark-models: install
 	$(BIN)/python benchmarks/models.py --presets tiny small paper
 	rm -rf bench_models && mkdir -p bench_models
-	$(BIN)/pseudopet-simulate bench_models/train_bids --controls 10 --seed 2026 --t1-voxel-size 1.5 --nprocs 2
-	$(BIN)/pseudopet-simulate bench_models/test_bids --controls 10 --patients 10 --seed 7 --t1-voxel-size 1.5 --nprocs 2
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/model_comparison.py bench_models
+	$(BIN)/pseudopet-simulate bench_models/train_bids --controls 12 --seed 2026 --t1-voxel-size 1.5 --difficulty ladder --uptake-pattern template --nprocs 2
+	$(BIN)/pseudopet-simulate bench_models/test_bids --controls 20 --patients 30 --seed 2027 --difficulty ladder --uptake-pattern template --nprocs 2
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/model_comparison.py bench_models --stages train
+	$(BIN)/python benchmarks/syndiff_sampling.py bench_models/train_out/models/syndiff bench_models/train_work
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/model_comparison.py bench_models --stages test report --test-labels C01 C02 C03 C04 C05 C06 C07 C08 C09 C10 P01 P02 P03 P04 P05 P06 P07 P08 P09 P10 P11 P12
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -74,15 +74,18 @@ FP_RATES = (0.1, 0.25, 0.5, 1.0)
 SENSITIVITIES = (0.8, 0.9)
 
 
-def train(base: Path, preset: str, nprocs: int, threads: int, steps: dict[str, int | None]
-          ) -> dict:
-    """group --train for each model on the training cohort; wall times in seconds."""
+def train(base: Path, preset: str, nprocs: int, threads: int, steps: dict[str, int | None],
+          n_samples: int) -> dict:
+    """group --train for each model on the training cohort (work folder BASE/train_work, which
+    ``benchmarks/syndiff_sampling.py`` reads); wall times in seconds."""
     times = {}
     for model in MODELS:
         args = ["pseudopet", str(base / "train_bids"), str(base / "train_out"), "group",
                 "--train", "--model", model, "--preset", preset, "--nprocs", str(nprocs),
                 "--omp-nthreads", str(threads), "--skip-bids-validation",
-                "--val-every", "250"]
+                "--val-every", "500", "-w", str(base / "train_work")]
+        if model == "syndiff":  # validated on the mean of the samples used at inference
+            args += ["--n-samples", str(n_samples)]
         if steps.get(model):
             args += ["--train-steps", str(steps[model])]
         times[model] = run_logged(args, base / "train.log")
@@ -304,7 +307,7 @@ def main() -> int:
     if "train" in args.stages:
         times["train"] = train(args.base, args.preset, args.nprocs, args.threads,
                                {"cyclegan": args.cyclegan_steps,
-                                "syndiff": args.syndiff_steps})
+                                "syndiff": args.syndiff_steps}, args.n_samples)
         times_file.write_text(json.dumps(times))
     if "test" in args.stages:
         times.setdefault("test", {}).update(test(

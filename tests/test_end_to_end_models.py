@@ -222,7 +222,7 @@ def test_a_registered_model_and_rule_reach_every_output(cohort, toy_model_and_ru
     bids, cohort_out, _ = cohort
     help_text = " ".join(build_parser().format_help().split())  # argparse wraps lines
     assert "{tissue,cyclegan,syndiff,toy,PATH}" in help_text
-    assert "{subject,controls,asymmetry,toyrule}" in help_text
+    assert "{subject,controls,asymmetry,spread,toyrule}" in help_text
     assert "toy robust reference" in help_text
     inputs = {i["id"]: i for i in boutiques.descriptor()["inputs"]}
     assert "toyrule" in inputs["z_reference"]["value-choices"]

@@ -11,8 +11,9 @@ gain field whose per-compartment gains are fitted robustly to the subject's own 
 
 * ``P`` is the learned pseudo-normal PET (GM-median normalised, like the real PET).
 * ``w_k`` is a smooth partition of unity over the brain: the subject's GM probability in each
-  compartment ``k`` of the tissue model (frontal, temporal, parietal, occipital, deep grey
-  nuclei, mesial temporal, cerebellum, other GM; each left/right pair shares one), WM and CSF,
+  compartment ``k`` of the tissue model (frontal, temporal with the mesial temporal structures,
+  parietal, occipital, deep grey nuclei, cerebellum, other GM; each left/right pair shares
+  one; :data:`MERGED_COMPARTMENTS` says why mesial temporal has no gain of its own), WM and CSF,
   each blurred by the PET resolution and divided by their sum. Blurring keeps ``G`` free of
   steps at compartment borders, which would otherwise show up in the Z-map; the partition of
   unity means that all gains equal to 1 give back ``P`` unchanged.
@@ -40,6 +41,12 @@ from pseudopet_bids.models.tissue import (_FWHM_TO_SIGMA, _TRUNCATE, compartment
 
 #: Brain voxels used for the fit (deterministic 3D stride subsample), as the tissue model.
 MAX_FIT_VOXELS = 250_000
+#: Compartments of the tissue model that get no gain of their own. The mesial temporal
+#: structures (hippocampus, parahippocampal gyrus, amygdala: about 10 cm³ of GM per side) are
+#: the commonest seat of a focus and smaller than many foci: a gain of their own would be
+#: fitted mostly to the focus, and a robust fit can only ignore outliers that are a minority of
+#: a compartment's voxels. They share the temporal lobes' gain.
+MERGED_COMPARTMENTS = {"mesial-temporal": "temporal"}
 
 
 def partition(tissues: dict[str, np.ndarray], mask: np.ndarray, aal_labels: np.ndarray | None,
@@ -62,9 +69,12 @@ def partition(tissues: dict[str, np.ndarray], mask: np.ndarray, aal_labels: np.n
         comp, comp_names = compartment_map(aal_labels, symmetric=True, fill_mask=mask & (gm > 0),
                                            voxel_sizes=voxel_sizes)
     sigma = tuple(pet_fwhm_mm * _FWHM_TO_SIGMA / v for v in voxel_sizes)
-    parts, names = [], []
+    groups: dict[str, list[int]] = {}
     for i, name in enumerate(comp_names):
-        part = np.where(comp == i, gm, 0).astype(np.float32)
+        groups.setdefault(MERGED_COMPARTMENTS.get(name, name), []).append(i)
+    parts, names = [], []
+    for name, members in groups.items():
+        part = np.where(np.isin(comp, members), gm, 0).astype(np.float32)
         if part.any():
             parts.append(part)
             names.append(f"gm:{name}")
@@ -161,4 +171,4 @@ def calibrate_to_subject(pseudo: np.ndarray, pet: np.ndarray, tissues: dict[str,
     return calibrated, gain, info
 
 
-__all__ = ["MAX_FIT_VOXELS", "partition", "calibrate_to_subject"]
+__all__ = ["MAX_FIT_VOXELS", "MERGED_COMPARTMENTS", "partition", "calibrate_to_subject"]

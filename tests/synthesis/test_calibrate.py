@@ -91,3 +91,13 @@ def test_without_an_atlas_one_gm_gain_and_shape_checks():
         calibrate_to_subject(pseudo[:-1], pseudo, tissues, mask, VOX)
     with pytest.raises(ValueError, match="empty"):
         calibrate_to_subject(pseudo, pseudo, tissues, np.zeros_like(mask), VOX)
+
+
+def test_mesial_temporal_shares_the_temporal_gain():
+    """The commonest seat of a focus, and smaller than many foci: no gain of its own."""
+    mask, tissues, aal, _ = _head()
+    aal = aal.copy()
+    aal[aal == 51] = 37  # Hippocampus_L in place of Occipital_Mid_L
+    aal[aal == 52] = 38  # Hippocampus_R
+    _, names = partition(tissues, mask, aal, VOX, 6.0)
+    assert "gm:temporal" in names and "gm:mesial-temporal" not in names
