@@ -218,11 +218,12 @@ def froc_table(base: Path, variants: list[str]) -> list[str]:
         table = pd.read_csv(group / "froc.tsv", sep="\t")
         table = table[table["z_reference"] == "subject"]
         rows.append(froc_rows(name, table))
-        if VARIANTS[name].model == "syndiff":
+        out = base / f"test_out_{name}"
+        if VARIANTS[name].model == "syndiff" and any(out.rglob("*Pseudonormalsd_pet.nii.gz")):
             label = str(table["analysis"].iloc[0])
             subjects = pd.read_csv(group / "subjects.tsv", sep="\t", dtype={"session": str})
             subjects = subjects[subjects["analysis"] == label]
-            clusters = spread_clusters(base / f"test_out_{name}", label)
+            clusters = spread_clusters(out, label)
             spread = froc(clusters, subjects.assign(analysis=f"{label}Spread", session="n/a"))
             rows.append(froc_rows(f"{name}, uncertainty-aware Z", spread))
     head = ["variant", *(f"sensitivity at ≤ {r:g} false / control" for r in FP_RATES),
