@@ -159,6 +159,7 @@ def spread_clusters(out: Path, label: str) -> pd.DataFrame:
     from pseudopet_bids.detect.calibration import cluster_masses
     from pseudopet_bids.detect.clusters import find_clusters
     from pseudopet_bids.detect.regions import cluster_table
+    from pseudopet_bids.detect.zmap import zmap
 
     det = RunConfig().detection
     rows = []
@@ -174,9 +175,7 @@ def spread_clusters(out: Path, label: str) -> pd.DataFrame:
         search = z0 != 0
         load = (lambda f: np.asarray(nib.load(f).dataobj, np.float64))
         diff = load(paths.pet("space-T1w_desc-preproc_pet.nii.gz")) - load(pseudo_file)
-        values = diff[search]
-        z = np.zeros(z0.shape, np.float32)
-        z[search] = (values - values.mean()) / np.sqrt(values.var() + load(sd_file)[search] ** 2)
+        z = zmap(diff, search, load(sd_file))  # what --z-reference spread computes
         voxel = float(np.prod(zimg.header.get_zooms()[:3]))
         labels, clusters = find_clusters(z, search, voxel, threshold=det.z_threshold,
                                          min_volume_mm3=det.cluster_min_volume,
