@@ -188,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="participants processed in parallel (default: %(default)s)")
     g.add_argument("--omp-nthreads", dest="omp_nthreads", type=_positive_int, metavar="N",
                    default=default("omp_nthreads"),
-                   help="threads per participant (default: %(default)s)")
+                   help="threads per participant (default: %(default)s); reruns are byte-identical only with "
+                        "1 (multi-threaded registration can move a cluster by a few mm3; "
+                        "docs/reliability.md)")
     g.add_argument("--mem", dest="mem_gb", type=_positive_float, default=default("mem_gb"),
                    metavar="GB",
                    help="memory available in GB: limits how many participants run at once "
