@@ -60,8 +60,11 @@ SYMMETRIC_COMPARTMENTS: tuple[str, ...] = ("frontal", "temporal", "parietal", "o
 _AAL_GROUPS: dict[str, tuple[str, ...]] = {
     key.replace("_", "-"): AAL_GROUPS[key] for key in ("deep_gm", "mesial_temporal", "cerebellum")
 }
-_FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-_TRUNCATE = 4.0  # Gaussian kernel radius in sigmas (scipy's default)
+FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+GAUSS_TRUNCATE = 4.0  # Gaussian kernel radius in sigmas (scipy's default)
+#: Brain voxels used for a fit (deterministic 3D stride subsample): enough for the few
+#: compartment levels, and it bounds the IRLS cost on 1 mm volumes.
+MAX_FIT_VOXELS = 250_000
 _HUBER_K = 1.345  # 95 % efficiency under Gaussian noise
 _TUKEY_C = 4.685  # 95 % efficiency under Gaussian noise
 
@@ -271,7 +274,7 @@ class TissueModel:
     name = "tissue"
 
     def __init__(self, pet_fwhm_mm: float = 6.0, loss: str = "tukey", symmetric: bool = False,
-                 max_samples: int = 250_000, min_compartment_mm3: float = 500.0,
+                 max_samples: int = MAX_FIT_VOXELS, min_compartment_mm3: float = 500.0,
                  max_iter: int = 100, tol: float = 1e-6, granularity: str = "compartment"):
         if not pet_fwhm_mm >= 0:
             raise ValueError(f"pet_fwhm_mm must be >= 0, got {pet_fwhm_mm}")
@@ -331,10 +334,10 @@ class TissueModel:
         if not mask.any():
             raise ValueError("tissue model: the brain mask is empty")
         voxel_sizes = tuple(float(v) for v in voxel_sizes)
-        sigma = tuple(self.pet_fwhm_mm * _FWHM_TO_SIGMA / v for v in voxel_sizes)
+        sigma = tuple(self.pet_fwhm_mm * FWHM_TO_SIGMA / v for v in voxel_sizes)
 
         # Work in the mask's bounding box plus the kernel radius: identical result, less work.
-        box = mask_box(mask, tuple(math.ceil(_TRUNCATE * s) + 1 for s in sigma))
+        box = mask_box(mask, tuple(math.ceil(GAUSS_TRUNCATE * s) + 1 for s in sigma))
         m = mask[box]
         pet_c = np.where(m, pet[box], 0).astype(np.float32)
         if not np.all(np.isfinite(pet_c)):
@@ -368,13 +371,13 @@ class TissueModel:
         def blur(vol: np.ndarray) -> np.ndarray:
             if self.pet_fwhm_mm == 0:
                 return vol
-            return ndimage.gaussian_filter(vol, sigma, mode="constant", truncate=_TRUNCATE)
+            return ndimage.gaussian_filter(vol, sigma, mode="constant", truncate=GAUSS_TRUNCATE)
 
         columns = [f"gm:{names[i]}" for i in fitted] + ["WM", "CSF"]
         x = np.zeros((y.size, len(columns)), dtype=np.float64)
         # Each GM column is blurred only over its compartment's box plus the kernel radius (exact,
         # since the column is zero elsewhere): a lobe is a fraction of the brain.
-        radius = [math.ceil(_TRUNCATE * s) + 1 for s in sigma]
+        radius = [math.ceil(GAUSS_TRUNCATE * s) + 1 for s in sigma]
         boxes = ndimage.find_objects(np.where(tis["GM"] > 0, comp + 1, 0).astype(np.int16))
         for j, i in enumerate(fitted):
             if i >= len(boxes) or boxes[i] is None:

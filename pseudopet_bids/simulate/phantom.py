@@ -63,7 +63,7 @@ BENIGN_ASYMMETRY_MAX = 0.05
 #: The simulator always uses the packaged template and atlas, so that a cohort does not depend
 #: on what the machine's TemplateFlow home holds (same arguments, same files).
 PACKAGED = "packaged"
-_FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 _PATCH = tuple[tuple[slice, slice, slice], np.ndarray]
 
 
@@ -206,7 +206,7 @@ def _regional_factor(grid: Grid, gm: np.ndarray, wm: np.ndarray, deep: np.ndarra
     """
     fdg_img = _fdg_template()
     fdg = _onto(fdg_img.get_fdata(dtype=np.float32), fdg_img.affine, grid)
-    sigma8 = 8.0 * _FWHM_TO_SIGMA / grid.voxel_mm
+    sigma8 = 8.0 * FWHM_TO_SIGMA / grid.voxel_mm
     csf = np.clip(1.0 - gm - wm, 0.0, 1.0) * (gm + wm > 0.05)
     cols = [ndimage.gaussian_filter(t, sigma8) for t in (gm, wm, csf)]
     inside = (fdg > 0.2 * fdg.max()) & (gm + wm > 0.5)
@@ -516,7 +516,7 @@ def variation_field(model: HeadModel, variation: UptakeVariation) -> np.ndarray:
     """Multiplicative GM uptake field of a :class:`UptakeVariation` on the coarse grid: each
     lobe's territory is scaled by ``1 ± asymmetry/2`` (edges smoothed over about 10 mm)."""
     level = model.coarse
-    sigma = 10.0 * _FWHM_TO_SIGMA / level.grid.voxel_mm[0]
+    sigma = 10.0 * FWHM_TO_SIGMA / level.grid.voxel_mm[0]
     field_ = np.ones(level.grid.shape, dtype=np.float32)
     for lobe, a in variation.asymmetry.items():
         for side, sign in (("left", 1.0), ("right", -1.0)):
@@ -615,7 +615,7 @@ def pet_template(head: HeadModel, anatomy: Anatomy, gm_base: float, wm_ratio: fl
 
 def psf(vol: np.ndarray, grid: Grid, fwhm_mm: float = PSF_FWHM_MM) -> np.ndarray:
     """Isotropic Gaussian point-spread function."""
-    return ndimage.gaussian_filter(vol, fwhm_mm * _FWHM_TO_SIGMA / grid.voxel_mm,
+    return ndimage.gaussian_filter(vol, fwhm_mm * FWHM_TO_SIGMA / grid.voxel_mm,
                                    mode="constant").astype(np.float32)
 
 

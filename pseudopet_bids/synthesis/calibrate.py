@@ -36,11 +36,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from pseudopet_bids.models.tissue import (_FWHM_TO_SIGMA, _TRUNCATE, compartment_map, irls_nnls,
-                                         mask_box, stride_sample)
-
-#: Brain voxels used for the fit (deterministic 3D stride subsample), as the tissue model.
-MAX_FIT_VOXELS = 250_000
+from pseudopet_bids.models.tissue import (FWHM_TO_SIGMA, GAUSS_TRUNCATE, MAX_FIT_VOXELS,
+                                         compartment_map, irls_nnls, mask_box, stride_sample)
 #: Compartments of the tissue model that get no gain of their own. The mesial temporal
 #: structures (hippocampus, parahippocampal gyrus, amygdala: about 10 cm³ of GM per side) are
 #: the commonest seat of a focus and smaller than many foci: a gain of their own would be
@@ -68,7 +65,7 @@ def partition(tissues: dict[str, np.ndarray], mask: np.ndarray, aal_labels: np.n
     else:
         comp, comp_names = compartment_map(aal_labels, symmetric=True, fill_mask=mask & (gm > 0),
                                            voxel_sizes=voxel_sizes)
-    sigma = tuple(pet_fwhm_mm * _FWHM_TO_SIGMA / v for v in voxel_sizes)
+    sigma = tuple(pet_fwhm_mm * FWHM_TO_SIGMA / v for v in voxel_sizes)
     groups: dict[str, list[int]] = {}
     for i, name in enumerate(comp_names):
         groups.setdefault(MERGED_COMPARTMENTS.get(name, name), []).append(i)
@@ -82,7 +79,7 @@ def partition(tissues: dict[str, np.ndarray], mask: np.ndarray, aal_labels: np.n
         parts.append(np.where(mask, tissues[tissue], 0).astype(np.float32))
         names.append(tissue)
     if pet_fwhm_mm > 0:
-        parts = [ndimage.gaussian_filter(p, sigma, mode="constant", truncate=_TRUNCATE)
+        parts = [ndimage.gaussian_filter(p, sigma, mode="constant", truncate=GAUSS_TRUNCATE)
                  for p in parts]
     total = np.zeros(mask.shape, np.float32)
     for part in parts:
@@ -140,8 +137,8 @@ def calibrate_to_subject(pseudo: np.ndarray, pet: np.ndarray, tissues: dict[str,
     if not mask.any():
         raise ValueError("calibration: the brain mask is empty")
     # the work is done in the brain's box plus the blur radius: the same result, less memory
-    sigma = (pet_fwhm_mm * _FWHM_TO_SIGMA / v for v in voxel_sizes)
-    box = mask_box(mask, tuple(math.ceil(_TRUNCATE * s) + 1 for s in sigma))
+    sigma = (pet_fwhm_mm * FWHM_TO_SIGMA / v for v in voxel_sizes)
+    box = mask_box(mask, tuple(math.ceil(GAUSS_TRUNCATE * s) + 1 for s in sigma))
     m = mask[box]
     weights, names = partition({k: np.asarray(tissues[k])[box] for k in ("GM", "WM", "CSF")},
                                m, None if aal_labels is None else np.asarray(aal_labels)[box],
