@@ -4,7 +4,7 @@ The page embeds everything it shows: the vendored NiiVue bundle (``data/niivue``
 recorded in ``data/SOURCES.md``), this viewer's own script (``data/viewer/viewer.js``) and the
 volumes as base64 gzipped NIfTI-1, so it works from ``file://`` with no network. Volumes are
 cropped to the brain mask's bounding box (plus a margin) and quantised to 8 bits (T1w, PET) or
-16 bits (Z) with ``scl_slope``/``scl_inter``; :func:`quantise` bounds the round-trip error to
+16 bits (the deficit −Z, shown from the analysis's threshold up) with ``scl_slope``/``scl_inter``; :func:`quantise` bounds the round-trip error to
 half a quantisation step.
 
 Pure functions (:func:`quantise`, :func:`crop_box`, :func:`nifti_gz`, :func:`viewer_html`) build
@@ -161,7 +161,8 @@ class Layer:
 
     key: str
     label: str
-    kind: str  # "base", "pet" (one of them shown at a time) or "z" (one analysis at a time)
+    kind: str  # "base", "pet" (one of them shown at a time) or "z" (one analysis at a time:
+    # the deficit −Z where Z < 0, else 0)
     blob: bytes
     cal_min: float
     cal_max: float
@@ -370,13 +371,14 @@ def pet_viewer(paths: der.SubjectPaths, models: list[str], analyses: list[str],
         if img is None or not same_grid(img):
             continue
         thr = _threshold(paths, analysis) or 0.0
-        # deficits only (what the analysis detects): positive Z is stored as 0
-        za = np.minimum(_volume(img, box), 0.0)
-        zmin = float(za.min())
-        z_hi = max(thr + 1.0, -zmin)
-        layers.append(Layer(analysis, f"Z {analysis} (≤ −{thr:g})", "z",
-                            nifti_gz(quantise(za, "int16", zmin, 0.0), affine, f"Z {analysis}"),
-                            thr, z_hi, "pp_zdeficit", thr))
+        # the deficit −Z where Z < 0 (what the analysis detects; positive Z stored as 0), so that
+        # one colormap and colour bar run from the threshold up to the strongest deficit
+        deficit = np.maximum(-_volume(img, box), 0.0)
+        top = float(deficit.max())
+        layers.append(Layer(analysis, f"{analysis}: −Z ≥ {thr:g}", "z",
+                            nifti_gz(quantise(deficit, "int16", 0.0, top), affine,
+                                     f"-Z {analysis}"),
+                            thr, max(thr + 1.0, top), "pp_zdeficit", thr))
         table, view = tables.get(analysis, (None, pd.DataFrame()))
         clusters[analysis] = cluster_rows(table, view)
     title = f"Interactive viewer: {paths.pet_prefix}"

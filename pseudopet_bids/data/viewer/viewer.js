@@ -5,7 +5,7 @@
 (function () {
   "use strict";
 
-  // Z deficits: dark blue at the threshold, brightening to pale cyan for the strongest deficits
+  // the deficit −Z: dark blue at the threshold, brightening to pale cyan for the strongest
   // (the hue family of the static Z figures; brighter = stronger so strong foci stand out)
   var ZDEFICIT = {
     R: [26, 10, 0, 174], G: [26, 124, 213, 248], B: [255, 255, 255, 255],
@@ -45,7 +45,7 @@
       backColor: [0, 0, 0, 1], crosshairColor: [0.1, 1, 0.2, 1], crosshairWidth: 1,
       isRadiologicalConvention: true, isOrientationTextVisible: true, show3Dcrosshair: false,
       isColorbar: true, logLevel: "error", loadingText: "", dragAndDropEnabled: false,
-      multiplanarForceRender: false, textHeight: 0.04
+      multiplanarForceRender: false, textHeight: 0.04, crosshairGap: 6
     });
     await nv.attachToCanvas(root.querySelector("canvas.pp-canvas"));
     nv.addColormap("pp_zdeficit", ZDEFICIT);
@@ -53,16 +53,10 @@
     for (var k = 0; k < spec.layers.length; k++) {
       var L = spec.layers[k];
       var opts = {
-        base64: L.b64, name: L.key + ".nii", colormap: L.kind === "z" ? "gray" : L.colormap,
+        base64: L.b64, name: L.key + ".nii", colormap: L.colormap,
         opacity: k === 0 ? 1 : 0, cal_min: L.cal_min, cal_max: L.cal_max, trustCalMinMax: true,
-        colorbarVisible: L.kind !== "base"
+        colorbarVisible: false
       };
-      if (L.kind === "z") {
-        // the map holds Z <= 0 only: its negative colormap shows |Z| from the threshold up
-        opts.colormapNegative = L.colormap;
-        opts.cal_minNeg = -L.cal_max;
-        opts.cal_maxNeg = -L.cal_min;
-      }
       var img = await niivue.NVImage.loadFromBase64(opts);
       nv.addVolume(img);
       index[L.key] = nv.volumes.length - 1;
@@ -74,19 +68,29 @@
       var mm = nv.frac2mm(nv.scene.crosshairPos);
       return [mm[0], mm[1], mm[2]];
     }
-    function readout() {
+    function readout(data) {
       var mm = pos();
-      var parts = ["(" + fmt(mm[0], 1) + ", " + fmt(mm[1], 1) + ", " + fmt(mm[2], 1) + ") mm"];
-      root.querySelector(".pp-pos").textContent = parts.join("");
-      root.querySelector(".pp-pos").setAttribute("data-mm", mm.map(function (v) {
-        return fmt(v, 2);
-      }).join(","));
+      var text = "(" + fmt(mm[0], 1) + ", " + fmt(mm[1], 1) + ", " + fmt(mm[2], 1) + ") mm";
+      var values = data && data.values ? data.values : [];
+      spec.layers.forEach(function (L) {
+        var v = values[index[L.key]];
+        if (!v || !isFinite(v.value) || L.kind === "base") { return; }
+        if (L.kind === "z") {
+          if (L.key === state.z) { text += " · Z " + fmt(-v.value, 2); }
+        } else {
+          text += " · " + L.label + " " + fmt(v.value, 0);
+        }
+      });
+      var out = root.querySelector(".pp-pos");
+      out.textContent = text;
+      out.setAttribute("data-mm", mm.map(function (v) { return fmt(v, 2); }).join(","));
     }
     function apply() {
       var opacity = Number(root.querySelector(".pp-opacity").value) / 100;
       spec.layers.forEach(function (L) {
         if (L.kind === "pet") {
           nv.setOpacity(index[L.key], L.key === state.pet ? opacity : 0);
+          nv.volumes[index[L.key]].colorbarVisible = L.key === state.pet;
         } else if (L.kind === "z") {
           nv.setOpacity(index[L.key], L.key === state.z ? 1 : 0);
           nv.volumes[index[L.key]].colorbarVisible = L.key === state.z;
@@ -101,7 +105,6 @@
       nv.scene.crosshairPos = nv.mm2frac([mm[0], mm[1], mm[2]]);
       nv.drawScene();
       nv.createOnLocationChange();
-      readout();
     }
     state.goTo = goTo;
     state.position = pos;
@@ -134,14 +137,14 @@
       tr.addEventListener("click", jump);
       tr.addEventListener("keydown", function (e) { if (e.key === "Enter") { jump(); } });
     });
-    nv.onLocationChange = function () { readout(); };
+    nv.onLocationChange = function (data) { readout(data); };
     apply();
     // start at the top-ranked cluster's peak of the shown analysis, if any
     var first = root.querySelector('.pp-clusters:not([hidden]) tr[data-peak]');
     if (first) {
       goTo(first.getAttribute("data-peak").split(",").map(Number));
     } else {
-      readout();
+      nv.createOnLocationChange();
     }
     root.querySelector(".pp-status").textContent =
       "Drag to move the crosshair, scroll to change slice; click a cluster row to go to its peak.";
@@ -156,6 +159,7 @@
       start(root).then(function (state) {
         if (state) { window.ppViewers[root.id] = state; }
       }).catch(function (err) {
+        console.error("pseudopet viewer:", err);
         showFallback(root, "The interactive viewer failed (" + err + "): static figures shown.");
         root.setAttribute("data-ready", "error");
       });
