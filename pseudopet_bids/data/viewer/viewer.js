@@ -7,9 +7,10 @@
 
   // the deficit −Z: dark blue at the threshold, brightening to pale cyan for the strongest
   // (the hue family of the static Z figures; brighter = stronger so strong foci stand out)
+  // (index 0, below the threshold, is transparent: NiiVue maps values under cal_min there)
   var ZDEFICIT = {
-    R: [26, 10, 0, 174], G: [26, 124, 213, 248], B: [255, 255, 255, 255],
-    A: [255, 255, 255, 255], I: [0, 85, 170, 255]
+    R: [0, 26, 10, 0, 174], G: [0, 26, 124, 213, 248], B: [0, 255, 255, 255, 255],
+    A: [0, 255, 255, 255, 255], I: [0, 1, 85, 170, 255]
   };
 
   function hasWebGL2() {
