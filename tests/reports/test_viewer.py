@@ -105,3 +105,17 @@ def test_viewer_html_embeds_volumes_and_cluster_peaks(tmp_path):
     assert H.check_links(page) == []
     text = page.read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
+
+
+def test_downsample_keeps_world_positions():
+    data = np.arange(6 * 4 * 5, dtype=np.float64).reshape(6, 4, 5)
+    affine = np.array([[-1.0, 0, 0, 90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 0, 0, 1]])
+    small, small_aff = V.downsample(data, affine, 2)
+    assert small.shape == (3, 2, 2)
+    assert small[1, 0, 1] == pytest.approx(data[2:4, 0:2, 2:4].mean())
+    # the coarse voxel's centre is the centre of its block of fine voxels
+    centre = affine @ np.array([2.5, 0.5, 2.5, 1.0])
+    assert np.allclose(small_aff @ np.array([1, 0, 1, 1.0]), centre)
+    assert V.downsample(data, affine, 1)[0] is data
+    with pytest.raises(ValueError, match="cannot downsample"):
+        V.downsample(data[:1], affine, 2)

@@ -46,7 +46,7 @@
       backColor: [0, 0, 0, 1], crosshairColor: [0.1, 1, 0.2, 1], crosshairWidth: 1,
       isRadiologicalConvention: true, isOrientationTextVisible: true, show3Dcrosshair: false,
       isColorbar: true, logLevel: "error", loadingText: "", dragAndDropEnabled: false,
-      multiplanarForceRender: false, textHeight: 0.04, crosshairGap: 6
+      multiplanarForceRender: false, textHeight: 0.06, crosshairGap: 6
     });
     await nv.attachToCanvas(root.querySelector("canvas.pp-canvas"));
     nv.addColormap("pp_zdeficit", ZDEFICIT);
