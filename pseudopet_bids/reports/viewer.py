@@ -274,6 +274,9 @@ def viewer_html(viewer_id: str, title: str, layers: list[Layer],
 <p class="pp-convention muted"></p>
 <div class="pp-stage"><canvas class="pp-canvas" width="960" height="560"></canvas></div>
 <p class="pp-status muted" aria-live="polite">Loading the interactive viewer…</p>
+<p class="muted">Colour bars, left to right: the PET overlay shown (its units; real and
+pseudo-normal on one scale), then the deficit −Z from the analysis's threshold (brighter =
+stronger). Only Z below zero is shown.</p>
 <p>Crosshair: <output class="pp-pos">n/a</output></p>
 {tables}
 <div class="pp-fallback" hidden>

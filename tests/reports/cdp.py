@@ -30,7 +30,7 @@ class Browser:
     """Headless Chromium driven through the DevTools pipe; use as a context manager."""
 
     def __init__(self, executable: str, width: int = 1300, height: int = 1000,
-                 timeout: float = 120):
+                 timeout: float = 120, extra_flags: tuple[str, ...] = ()):
         self.timeout = timeout
         self.errors: list[str] = []
         self._profile = tempfile.TemporaryDirectory(prefix="pseudopet-cdp-")
@@ -46,7 +46,7 @@ class Browser:
             os.dup2(high_w, 4)
 
         self.proc = subprocess.Popen(
-            [executable, *FLAGS, "--remote-debugging-pipe",
+            [executable, *FLAGS, *extra_flags, "--remote-debugging-pipe",
              f"--user-data-dir={self._profile.name}", f"--window-size={width},{height}",
              "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -47,10 +47,14 @@ def _output(root: Path) -> Path:
     return write_subject_report(root, "01")
 
 
-def test_viewer_renders_and_cluster_rows_move_the_crosshair(tmp_path):
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    return _output(tmp_path_factory.mktemp("viewer"))
+
+
+def test_viewer_renders_and_cluster_rows_move_the_crosshair(page, tmp_path):
     from PIL import Image
 
-    page = _output(tmp_path)
     assert check_links(page) == []
     text = page.read_text(encoding="utf-8")
     assert text.count('class="pp-viewer"') == 1 and text.count("data-peak=") == 2
@@ -101,4 +105,19 @@ def test_viewer_renders_and_cluster_rows_move_the_crosshair(tmp_path):
         browser.evaluate("document.querySelector('.pp-radio').click()")
         assert browser.evaluate("Object.values(ppViewers)[0].nv.opts"
                                 ".isRadiologicalConvention") is False
+        assert browser.errors == [], browser.errors
+
+
+def test_viewer_falls_back_to_the_static_figures_without_webgl(page):
+    with Browser(find_chromium() or "", extra_flags=("--disable-webgl", "--disable-webgl2"),
+                 timeout=60) as browser:
+        browser.open(page.as_uri())
+        browser.wait_for("document.readyState === 'complete'", 60)
+        assert browser.evaluate("!!document.createElement('canvas').getContext('webgl2')") \
+            is False
+        assert browser.evaluate("!document.querySelector('.pp-fallback').hidden")
+        assert browser.evaluate("document.querySelector('.pp-viewer')"
+                                ".classList.contains('pp-nowebgl')")
+        assert browser.evaluate("document.querySelectorAll('.pp-fallback img').length") >= 1
+        assert "WebGL2" in browser.evaluate("document.querySelector('.pp-status').textContent")
         assert browser.errors == [], browser.errors
