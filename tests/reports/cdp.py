@@ -33,6 +33,7 @@ class Browser:
                  timeout: float = 120, extra_flags: tuple[str, ...] = ()):
         self.timeout = timeout
         self.errors: list[str] = []
+        self.requests: list[str] = []  # every URL the page requested
         self._profile = tempfile.TemporaryDirectory(prefix="pseudopet-cdp-")
         cmd_r, self._cmd_w = os.pipe()
         self._out_r, out_w = os.pipe()
@@ -81,6 +82,8 @@ class Browser:
         elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
             self.errors.append("console." + params["type"] + ": " + " ".join(
                 str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+        elif method == "Network.requestWillBeSent":
+            self.requests.append(str(params.get("request", {}).get("url", "")))
         elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
             self.errors.append("log: " + str(params["entry"].get("text")))
 
@@ -102,12 +105,13 @@ class Browser:
 
     # ---------------------------------------------------------------- page helpers
     def open(self, url: str) -> None:
-        """Open a new page on ``url`` (console and exceptions recorded from the start)."""
+        """Open a new page on ``url`` (console, exceptions and requests recorded from the
+        start)."""
         target = self.send("Target.createTarget", {"url": "about:blank"}, session=False)
         self.session = self.send("Target.attachToTarget",
                                  {"targetId": target["targetId"], "flatten": True},
                                  session=False)["sessionId"]
-        for domain in ("Runtime", "Log", "Page"):
+        for domain in ("Runtime", "Log", "Page", "Network"):
             self.send(f"{domain}.enable")
         self.send("Page.navigate", {"url": url})
 

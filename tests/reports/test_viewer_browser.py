@@ -106,6 +106,9 @@ def test_viewer_renders_and_cluster_rows_move_the_crosshair(page, tmp_path):
         assert browser.evaluate("Object.values(ppViewers)[0].nv.opts"
                                 ".isRadiologicalConvention") is False
         assert browser.errors == [], browser.errors
+        # nothing but the page, its local figures and in-page data was requested
+        remote = [u for u in browser.requests if not u.startswith(("file:", "data:", "blob:"))]
+        assert browser.requests and remote == [], remote
 
 
 def test_viewer_falls_back_to_the_static_figures_without_webgl(page):
@@ -121,3 +124,6 @@ def test_viewer_falls_back_to_the_static_figures_without_webgl(page):
         assert browser.evaluate("document.querySelectorAll('.pp-fallback img').length") >= 1
         assert "WebGL2" in browser.evaluate("document.querySelector('.pp-status').textContent")
         assert browser.errors == [], browser.errors
+        # nothing but the page, its local figures and in-page data was requested
+        remote = [u for u in browser.requests if not u.startswith(("file:", "data:", "blob:"))]
+        assert browser.requests and remote == [], remote
