@@ -119,3 +119,31 @@ def test_downsample_keeps_world_positions():
     assert V.downsample(data, affine, 1)[0] is data
     with pytest.raises(ValueError, match="cannot downsample"):
         V.downsample(data[:1], affine, 2)
+
+
+def test_pet_viewer_from_the_output_folder(tmp_path):
+    from pathlib import Path
+
+    from pseudopet_bids.bids import derivatives as der
+    from pseudopet_bids.reports.subject import cluster_view
+    from tests.reports.test_subject_report import build_output
+
+    build_output(tmp_path, figures=False, layout={"01": (None, {"tissue": ["left-temporal"]})})
+    paths = der.SubjectPaths(tmp_path, "01", None, Path("sub-01_trc-FDG_pet.nii.gz"))
+    table = pd.read_csv(paths.clusters("tissue"), sep="\t")
+    html = V.pet_viewer(paths, ["tissue"], ["tissue"], {"tissue": (table, cluster_view(table))},
+                        "<p>static figures</p>")
+    assert html is not None and "<p>static figures</p>" in html
+    data = json.loads(re.search(r'class="pp-viewer-data">(.*?)</script>', html, re.S).group(1))
+    layers = {x["key"]: x for x in data["layers"]}
+    assert list(layers) == ["t1w", "pet", "pseudo-tissue", "tissue"]
+    assert layers["tissue"]["threshold"] == pytest.approx(1.65)  # from the Z sidecar
+    assert 'data-peak="-30.00,-10.00,2.00"' in html
+    # the deficit map holds −Z (the fake Z is −0.5 in grey matter)
+    deficit = V.read_nifti_gz(base64.b64decode(layers["tissue"]["b64"])).get_fdata()
+    assert deficit.min() >= 0 and deficit.max() == pytest.approx(0.5, abs=0.01)
+    # the PET is averaged onto a grid of at least 2 mm (here the 4 mm grid stays)
+    pet = V.read_nifti_gz(base64.b64decode(layers["pet"]["b64"]))
+    assert min(pet.header.get_zooms()) >= 2.0
+    paths.pet(der.PET_OUTPUTS["preproc"]).unlink()
+    assert V.pet_viewer(paths, ["tissue"], ["tissue"], {}, "") is None
