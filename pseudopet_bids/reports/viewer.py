@@ -414,6 +414,6 @@ def pet_viewer(paths: der.SubjectPaths, models: list[str], analyses: list[str],
     return viewer_html(f"viewer-{paths.pet_prefix}", title, layers, clusters, fallback)
 
 
-__all__ = ["Quantised", "quantise", "crop_box", "cropped_affine", "downsample", "nifti_gz", "read_nifti_gz",
-           "Layer", "ClusterRow", "viewer_html", "scripts_html", "cluster_rows", "pet_viewer",
+__all__ = ["Quantised", "quantise", "crop_box", "cropped_affine", "downsample", "nifti_gz",
+           "read_nifti_gz", "Layer", "ClusterRow", "viewer_html", "scripts_html", "cluster_rows", "pet_viewer",
            "CSS"]
