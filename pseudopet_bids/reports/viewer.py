@@ -206,8 +206,11 @@ def _layer_json(layer: Layer) -> dict:
             "threshold": layer.threshold}
 
 
-def _cluster_table(analysis: str, rows: list[ClusterRow], visible: bool) -> str:
+def _cluster_table(analysis: str, rows: list[ClusterRow] | None, visible: bool) -> str:
     hidden = "" if visible else " hidden"
+    if rows is None:
+        return (f'<p class="pp-clusters muted" data-analysis="{H.esc(analysis)}"{hidden}>'
+                "No cluster table (the analysis did not finish).</p>")
     if not rows:
         return (f'<p class="pp-clusters muted" data-analysis="{H.esc(analysis)}"{hidden}>'
                 "No cluster survived the threshold.</p>")
@@ -226,7 +229,7 @@ def _cluster_table(analysis: str, rows: list[ClusterRow], visible: bool) -> str:
 
 
 def viewer_html(viewer_id: str, title: str, layers: list[Layer],
-                clusters: dict[str, list[ClusterRow]], fallback: str) -> str:
+                clusters: dict[str, list[ClusterRow] | None], fallback: str) -> str:
     """The HTML of one viewer: controls, canvas, cluster tables, embedded data, fallback.
 
     Parameters
@@ -239,7 +242,7 @@ def viewer_html(viewer_id: str, title: str, layers: list[Layer],
         The T1w (``kind="base"``, first), PET images (``"pet"``) and Z-maps (``"z"``, key =
         analysis label).
     clusters
-        Analysis label → cluster rows (peaks in T1w mm).
+        Analysis label → cluster rows (peaks in T1w mm); None: no cluster table.
     fallback
         HTML shown instead of the canvas where WebGL2 (or JavaScript) is missing: the static
         figures.
@@ -256,7 +259,7 @@ def viewer_html(viewer_id: str, title: str, layers: list[Layer],
     z_options = "".join(f'<option value="{H.esc(z.key)}"{" selected" if k == 0 else ""}>'
                         f"{H.esc(z.label)}</option>"
                         for k, z in enumerate(zs)) + '<option value="">none</option>'
-    tables = "".join(_cluster_table(z.key, clusters.get(z.key, []), k == 0)
+    tables = "".join(_cluster_table(z.key, clusters.get(z.key), k == 0)
                      for k, z in enumerate(zs))
     data = json.dumps({"id": viewer_id, "layers": [_layer_json(x) for x in layers]},
                       separators=(",", ":"))
@@ -394,7 +397,7 @@ def pet_viewer(paths: der.SubjectPaths, models: list[str], analyses: list[str],
         layers.append(Layer(f"pseudo-{model}", f"pseudo-normal ({model})", "pet",
                             pet_blob(_volume(img, box), f"pseudo-normal {model}"), 0.0, p_hi,
                             "inferno"))
-    clusters: dict[str, list[ClusterRow]] = {}
+    clusters: dict[str, list[ClusterRow] | None] = {}
     for analysis in analyses:
         img = _load(paths.zmap(analysis))
         if img is None or not same_grid(img):
@@ -409,7 +412,7 @@ def pet_viewer(paths: der.SubjectPaths, models: list[str], analyses: list[str],
                                      f"-Z {analysis}"),
                             thr, max(thr + 1.0, top), "pp_zdeficit", thr))
         table, view = tables.get(analysis, (None, pd.DataFrame()))
-        clusters[analysis] = cluster_rows(table, view)
+        clusters[analysis] = None if table is None else cluster_rows(table, view)
     title = f"Interactive viewer: {paths.pet_prefix}"
     return viewer_html(f"viewer-{paths.pet_prefix}", title, layers, clusters, fallback)
 

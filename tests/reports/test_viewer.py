@@ -145,5 +145,7 @@ def test_pet_viewer_from_the_output_folder(tmp_path):
     # the PET is averaged onto a grid of at least 2 mm (here the 4 mm grid stays)
     pet = V.read_nifti_gz(base64.b64decode(layers["pet"]["b64"]))
     assert min(pet.header.get_zooms()) >= 2.0
+    unfinished = V.pet_viewer(paths, ["tissue"], ["tissue"], {}, "")
+    assert unfinished is not None and "the analysis did not finish" in unfinished
     paths.pet(der.PET_OUTPUTS["preproc"]).unlink()
     assert V.pet_viewer(paths, ["tissue"], ["tissue"], {}, "") is None
