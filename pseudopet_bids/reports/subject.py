@@ -31,6 +31,7 @@ from pseudopet_bids.detect.rules import get_rule, parse_analysis_label, rule_ord
 from pseudopet_bids.io import files
 from pseudopet_bids.models.registry import TISSUE
 from pseudopet_bids.reports import html as H
+from pseudopet_bids.reports import viewer
 from pseudopet_bids.reports.subject_figures import (anat_figure, pet_figure_path,  # noqa: F401
                                                     write_subject_figures)
 
@@ -206,6 +207,19 @@ def methods_block(output_dir: Path, config: Path | None, model: str) -> str | No
 
 
 # --------------------------------------------------------------------------- page sections
+
+def _viewer_block(paths: der.SubjectPaths, pet: _Pet,
+                  tables: dict[str, tuple[pd.DataFrame | None, pd.DataFrame]],
+                  fallback: list[str]) -> str | None:
+    """The interactive viewer of one PET (:mod:`viewer`), or None when its images are
+    missing; a failure only loses the viewer, never the report."""
+    try:
+        return viewer.pet_viewer(paths, pet.models, pet.analyses, tables, "\n".join(fallback))
+    except Exception as exc:  # the static figures remain
+        LOGGER.warning("interactive viewer of %s not written: %s: %s", pet.prefix,
+                       type(exc).__name__, exc)
+        return None
+
 
 CLUSTER_VIEW = (("cluster_id", "rank", 0), ("tier", "confidence", None),
                 ("region", "region", None),
@@ -435,12 +449,15 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
                           '<p class="muted">(no anatomical outputs)</p>'))
 
     # PETs
+    n_viewers = 0
     for unit in units:
         for pet in unit.pets:
             paths = _paths(output_dir, subject, unit.session, pet.prefix)
             anchor = pet.prefix
             nav.append((anchor, pet.prefix))
             parts = []
+            fallback: list[str] = []  # the static figures the viewer falls back on
+            viewer_tables: dict[str, tuple[pd.DataFrame | None, pd.DataFrame]] = {}
             coreg = pet_figure_path(paths, "coregistration")
             referenced.add(coreg)
             parts.append(_figure(output_dir, coreg, "PET resampled to the T1w with the T1w "
@@ -456,6 +473,7 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
                                      "scale (same slices), D = real − pseudo-normal"
                                      + (", and the SD of the stochastic samples" if has_sd
                                         else "") + "."))
+                fallback.append(parts[-1])
             for analysis in pet.analyses:
                 model, reference = parse_analysis_label(analysis)
                 sub_anchor = f"{anchor}-{analysis}"
@@ -469,7 +487,9 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
                 parts.append(_figure(output_dir, zfig, "Negative Z (real below pseudo-normal) "
                                      "over the T1w; surviving clusters outlined, cut through "
                                      "the top-ranked cluster."))
+                fallback.append(parts[-1])
                 table = _read_tsv(paths.clusters(analysis))
+                viewer_tables[analysis] = (table, cluster_view(table))
                 if table is None:
                     parts.append(H.note("No cluster table (the analysis did not finish)."))
                 elif table.empty:
@@ -490,6 +510,10 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
                 methods = methods_block(output_dir, config if config.is_file() else None, model)
                 if methods:
                     parts.append(H.details(f"Methods text of {analysis}", methods))
+            block = _viewer_block(paths, pet, viewer_tables, fallback)
+            if block:
+                parts.insert(0, block)
+                n_viewers += 1
             title = pet.prefix + (f" (session {unit.session})" if unit.session else "")
             body.append(H.section(anchor, f"PET {title}", "\n".join(parts)))
 
@@ -503,6 +527,8 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
         body.append(H.section("other-figures", "Other figures",
                               "\n".join(H.figure_html(_rel(output_dir, p), p.name)
                                         for p in others)))
+    if n_viewers:  # NiiVue and the viewer script, once per page (docs/reports.md)
+        body.append(f"<style>{viewer.CSS}</style>\n{viewer.scripts_html()}")
     text = H.page(f"pseudopet report: sub-{subject}", "\n".join(body), nav)
     files.atomic_write_text(page_path, text)
     return page_path
