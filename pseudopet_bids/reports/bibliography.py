@@ -6,8 +6,8 @@ Markdown file; the HTML reports render the same text with this module, so a read
 sees "(Gorgolewski et al., 2017)" and the reference list instead of citation keys.
 
 Pure functions of the entry texts (no file access). The style follows the author-date
-conventions of APA: up to six authors listed, initials after the family name, DOI as a URL
-(text only: the reports load nothing from the network).
+conventions of APA: up to six authors listed, initials after the family name, the DOI
+(``doi:…``, not a URL: the reports link to nothing online).
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def format_reference(ref: Reference) -> str:
     if f.get("eprint") and f.get("archiveprefix", "").lower() == "arxiv":
         parts.append(f"arXiv:{f['eprint']}.")
     if f.get("doi"):
-        parts.append(f"https://doi.org/{f['doi']}")
+        parts.append(f"doi:{f['doi']}")  # not a URL: a report references nothing online
     elif f.get("url"):
         parts.append(f["url"])
     return " ".join(p for p in parts if p.strip(". "))
