@@ -89,6 +89,26 @@ def test_group_report_with_translation(output):
     for word in ("cyclegan", "figures/translation_metrics.png", "figures/spectra.png",
                  "--fid-weights", "SSIM brain", "spectrum distance"):
         assert word in text, word
+    # the tissue baseline (fitted to each subject's PET) is left out, saying why
+    table = text.split('id="translation"')[1].split("</table>")[0]
+    assert "<td class=\"text\">cyclegan</td>" in table and ">tissue<" not in table
+    assert "Not shown for the" in text and "fitted to each subject" in text
+
+
+def test_group_report_translation_of_the_tissue_model_only(output):
+    translation_tables(output)
+    try:
+        for name in ("translation", "translation_summary", "spectra"):
+            path = output / "group" / f"{name}.tsv"
+            table = pd.read_csv(path, sep="\t")
+            files.write_tsv(path, table[table["model"] == "tissue"])
+        text = write_group_report(output).read_text()
+    finally:
+        for name in ("translation", "translation_summary", "spectra"):
+            (output / "group" / f"{name}.tsv").unlink()
+    section = text.split('id="translation"')[1].split("</section>")[0]
+    assert "Not shown for the" in section and "<table" not in section
+    assert "<img" not in section and "No translation metrics" not in section
 
 
 def test_comparison_table_side_by_side(output):
