@@ -259,10 +259,10 @@ def _confidence_note(table: pd.DataFrame) -> str:
             "low-confidence clusters are what healthy brains show.")
     if methods:
         text += " Corrected p from: " + "; ".join(H.esc(m) for m in methods) + "."
-    if any(m.startswith("random-field") for m in methods):
-        return H.note(text + " Without healthy controls the random-field p-value and the fixed "
-                             "asymmetry cut-off are liberal fallbacks: no cluster is rated high, "
-                             "and a possible cluster is a lead to check, not a finding.")
+    if any(m.startswith("random-field") for m in methods):  # text is HTML: not H.note
+        return (f'<p class="note">{text} Without healthy controls the random-field p-value and '
+                "the fixed asymmetry cut-off are liberal fallbacks: no cluster is rated high, "
+                "and a possible cluster is a lead to check, not a finding.</p>")
     return f"<p>{text}</p>"
 
 

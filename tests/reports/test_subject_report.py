@@ -313,3 +313,12 @@ def test_subject_report_about_and_errors(tmp_path):
     # sub-02: no log names it, nothing failed
     text = write_subject_report(out, "02").read_text()
     assert "No errors to report." in text and "No participant-level log" in text
+
+
+def test_confidence_note_keeps_its_markup():
+    """The fallback note was escaped twice ("&lt;b&gt;high&lt;/b&gt;" on the page)."""
+    from pseudopet_bids.reports.subject import _confidence_note
+
+    html = _confidence_note(pd.DataFrame({"p_method": ["random-field (extent; <no controls>)"]}))
+    assert 'class="note"' in html and "<b>high</b>" in html and "&lt;b&gt;" not in html
+    assert "random-field (extent; &lt;no controls&gt;)" in html
