@@ -121,7 +121,10 @@ def test_comparison_table_side_by_side(output):
     top = table.set_index("measure").loc["Localization accuracy, top-ranked cluster"]
     assert top["tissue"].startswith("1.00 [") and top["tissue"].endswith("(1/1)")
     # older tables have no tiers: unknown, not 0
-    high = table.set_index("measure").loc["High-tier clusters per control"]
+    high = table.set_index("measure").loc["High-tier clusters per control (lower is better)"]
+    # false-positive measures say which way is good
+    assert "Controls with ≥ 1 cluster (false positives: lower is better)" in list(
+        table["measure"])
     assert high["tissue"] == "n/a (n = 1)" and high["tissueNorm"].startswith("0.00")
     assert not any("largest" in m for m in table["measure"])
 
