@@ -43,6 +43,10 @@ def test_participant_level_succeeds(cohort):
                              .read_text())
         assert sidecar["Model"] == "tissue" and len(sidecar["ModelSHA256"]) == 64
         assert sidecar["Sources"][0].startswith("bids:raw:")
+        # the report says how it was made: the command line of the run, and its errors
+        page = (out / f"{sub}.html").read_text()
+        assert "participant --nprocs 2 --omp-nthreads 1 --z-threshold 2.33" in page
+        assert 'id="errors"' in page and "[@" not in page
 
 
 def test_lesions_found_in_right_region_and_controls_clean(cohort):

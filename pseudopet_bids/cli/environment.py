@@ -65,11 +65,13 @@ def setup_logging(verbosity: int, logfile: Path | None = None) -> None:
         root.addHandler(fileh)
 
 
-def prepare_dirs(cfg: RunConfig) -> None:
+def prepare_dirs(cfg: RunConfig, command: list[str] | None = None) -> None:
     """Create the output and work folders and start the run's log file and config (exit 73).
 
     Called only once the inputs are known to be usable, so a refused run leaves nothing behind;
     when the second folder cannot be made, the folders this call created are removed again.
+    The config ends with a ``[run]`` table (``command``: the command line when given, start
+    time, host, process), which the participant report shows.
     """
     created: list[Path] = []
     try:
@@ -100,7 +102,22 @@ def prepare_dirs(cfg: RunConfig) -> None:
     setup_logging(cfg.execution.verbosity, None)
     logdir.mkdir(parents=True, exist_ok=True)
     setup_logging(cfg.execution.verbosity, logdir / f"pseudopet_{cfg.input.analysis_level}_{stamp}.log")
-    atomic_write_text(logdir / f"config_{cfg.input.analysis_level}_{stamp}.toml", cfg.to_toml())
+    atomic_write_text(logdir / f"config_{cfg.input.analysis_level}_{stamp}.toml",
+                      cfg.to_toml() + run_table(command))
+
+
+def run_table(command: list[str] | None) -> str:
+    """The ``[run]`` TOML table of a run config: command line, start time (UTC), host, pid."""
+    import json
+    from datetime import datetime, timezone
+
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    lines = ["", "[run]"]
+    if command:  # JSON strings are valid TOML basic strings
+        lines.append("command = [" + ", ".join(json.dumps(str(c)) for c in command) + "]")
+    lines += [f"started = {json.dumps(started)}", f"host = {json.dumps(socket.gethostname())}",
+              f"pid = {os.getpid()}"]
+    return "\n".join(lines) + "\n"
 
 
 def use_work_tmp(work_dir: Path) -> Path:

@@ -6,6 +6,7 @@ to be valid: ``pseudopet --help``, ``--version`` and usage errors stay instant.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -35,14 +36,17 @@ def main(argv: list[str] | None = None) -> int:
                     cfg.input.analysis_level, cfg.input.bids_dir, cfg.input.output_dir)
         validate_dataset(Path(cfg.input.bids_dir),
                          run_validator=not cfg.input.skip_bids_validation)
+        # the command line goes to the run's config (the participant report shows it)
+        prepare = functools.partial(env.prepare_dirs, command=["pseudopet", *(
+            sys.argv[1:] if argv is None else argv)])
         # heavy imports (torch, ANTs, pybids) behind this edge
         if cfg.input.analysis_level == "participant":
             from pseudopet_bids.workflows.participant import run_participant_level
 
-            return run_participant_level(cfg, env.prepare_dirs)
+            return run_participant_level(cfg, prepare)
         from pseudopet_bids.workflows.group import run_group_level
 
-        return run_group_level(cfg, env.prepare_dirs)
+        return run_group_level(cfg, prepare)
     except PseudopetError as exc:
         LOGGER.error("%s", exc)
         return exc.exit_code

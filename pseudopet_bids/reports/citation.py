@@ -27,6 +27,8 @@ from pseudopet_bids.io.files import atomic_write_text
 from pseudopet_bids.models.presets import GRIDS, preset
 from pseudopet_bids.models.registry import TISSUE, model_names, model_spec
 from pseudopet_bids.provenance import PACKAGES, software_versions
+from pseudopet_bids.reports.bibliography import (Reference, cite_labels, format_reference,
+                                                 parse_reference, sort_key)
 
 _CONNECTIVITY = {6: "a face", 18: "a face or an edge", 26: "a face, an edge or a corner"}
 _FRAGMENT = re.compile(r"^\[\[([\w.-]+)\]\][ \t]*$", re.MULTILINE)
@@ -281,30 +283,57 @@ def bib_entries() -> dict[str, str]:
 
 def bibtex(keys: Iterable[str]) -> str:
     """BibTeX text of the entries ``keys`` (in that order); KeyError naming an unknown key."""
-    entries = bib_entries()
+    return "".join(entry + "\n\n" for entry in _entries(keys))
+
+
+def _entries(keys: Iterable[str]) -> list[str]:
+    """Entry texts of ``keys`` (first occurrence order); KeyError naming an unknown key."""
+    entries, keys = bib_entries(), list(dict.fromkeys(keys))
     missing = [key for key in keys if key not in entries]
     if missing:
         raise KeyError(f"no BibTeX entry for {', '.join(map(repr, missing))} in "
                        f"{boilerplate_dir() / 'references.bib'}")
-    return "".join(entries[key] + "\n\n" for key in dict.fromkeys(keys))
+    return [entries[key] for key in keys]
 
 
 # --------------------------------------------------------------------------- HTML and files
 
 
+def references(keys: Iterable[str]) -> list[Reference]:
+    """The :class:`~pseudopet_bids.reports.bibliography.Reference` of each key, from
+    ``boilerplate/references.bib`` (the source of ``CITATION.bib``); KeyError naming an
+    unknown key."""
+    return [parse_reference(entry) for entry in _entries(keys)]
+
+
 def methods_html(markdown: str) -> str:
-    """Minimal safe HTML of a methods text, for embedding in a report.
+    """Safe HTML of a methods text, with its references resolved, for embedding in a report.
 
     Everything is HTML-escaped first; then ``#`` headings, paragraphs, ``**bold**``,
-    ``*italic*``, ``code`` and ``[@a; @b]`` citations (shown as ``(a; b)``) are converted.
+    ``*italic*``, ``code`` and ``[@a; @b]`` citations are converted. Citations read
+    author-year (``(Wilson, 1927; Zhu et al., 2017)``) and the cited works are listed, from
+    the same bibliography as ``CITATION.bib``, under the text's empty ``References`` heading
+    (the place pandoc fills), or under a ``References`` heading added at the end. A key that
+    is not in the bibliography is shown as the key.
     """
-    out = []
-    for block in re.split(r"\n\s*\n", re.sub(r"<!--.*?-->", "", markdown, flags=re.DOTALL)):
-        block = html.escape(" ".join(block.split()), quote=True)
+    keys = cited_keys(markdown)
+    known = bib_entries()
+    refs = references([key for key in keys if key in known])
+    labels = cite_labels(refs)
+
+    def cite(match: re.Match) -> str:
+        found = _KEY.findall(match.group(1))
+        return ('<span class="citation">('
+                + "; ".join(labels.get(key, key) for key in found) + ")</span>")
+
+    out, blocks = [], [" ".join(b.split()) for b in re.split(
+        r"\n\s*\n", re.sub(r"<!--.*?-->", "", markdown, flags=re.DOTALL))]
+    listed = False
+    for i, raw in enumerate(blocks):
+        block = html.escape(raw, quote=True)
         if not block:
             continue
-        block = _CITATION.sub(lambda m: '<span class="citation">('
-                              + "; ".join(_KEY.findall(m.group(1))) + ")</span>", block)
+        block = _CITATION.sub(cite, block)
         block = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", block)
         block = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", block)
         block = re.sub(r"`([^`]+)`", r"<code>\1</code>", block)
@@ -312,9 +341,24 @@ def methods_html(markdown: str) -> str:
         if heading:
             level = min(len(heading.group(1)) + 2, 6)
             out.append(f"<h{level}>{heading.group(2)}</h{level}>")
+            rest = [b for b in blocks[i + 1:] if b]
+            if heading.group(2).strip().lower() == "references" and (
+                    not rest or rest[0].startswith("#")):
+                out.append(_reference_list(refs))
+                listed = True
         else:
             out.append(f"<p>{block}</p>")
+    if refs and not listed:
+        out += ["<h4>References</h4>", _reference_list(refs)]
     return "\n".join(out) + "\n"
+
+
+def _reference_list(refs: list[Reference]) -> str:
+    if not refs:
+        return '<p class="muted">(no references cited)</p>'
+    return ('<ul class="references">' + "".join(
+        f"<li>{html.escape(format_reference(ref), quote=True)}</li>"
+        for ref in sorted(refs, key=sort_key)) + "</ul>")
 
 
 def write_citation(output_dir: Path, cfg: RunConfig, cards: list[dict | None],

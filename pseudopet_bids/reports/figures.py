@@ -6,7 +6,9 @@ its first image (the T1w grid for all outputs of the participant workflow), reor
 closest RAS orientation, cropped to the brain's bounding box, and shown in neurological
 convention (left hemisphere on the left of axial and coronal slices, anterior to the right of
 sagittal slices). Overlays are outlines (``contour``), edge maps (Canny, per displayed slice) or
-colour maps with their colour bars. Group figures are in :mod:`group_figures`.
+colour maps with their colour bars. The registration figures come in two frames of one
+layout (the registered image, the reference image) that the report shows in turn. Group figures
+are in :mod:`group_figures`.
 
 Every function returns PNG bytes (:func:`pseudopet_bids.reports.html.png_bytes`), palette
 quantized so that a figure stays well under 200 kB, and closes its figure.
@@ -62,9 +64,22 @@ def segmentation_figure(t1: nib.Nifti1Image, mask, gm, n_cuts: int = 7,
                                         ("grey matter (p ≥ 0.5)", GM_COLOR)])
 
 
+#: The two frames of a registration flicker: the registered (moving) image, the reference.
+FRAMES = ("registered", "reference")
+
+
+def _check_frame(frame: str) -> None:
+    if frame not in FRAMES:
+        raise ValueError(f"frame must be one of {', '.join(FRAMES)}, not {frame!r}")
+
+
 def coregistration_figure(t1: nib.Nifti1Image, pet, mask=None, n_cuts: int = 6,
-                          title: str = "PET → T1w coregistration") -> bytes:
+                          title: str = "PET → T1w coregistration",
+                          frame: str = "registered") -> bytes:
     """The PET on the T1w grid with the edges of the T1w brain (Canny) on top.
+
+    ``frame="reference"`` draws the T1w under the same edges instead, with the same layout and
+    pixel size: shown in turn (a flicker), the two frames make a misregistration move.
 
     Parameters
     ----------
@@ -79,6 +94,7 @@ def coregistration_figure(t1: nib.Nifti1Image, pet, mask=None, n_cuts: int = 6,
     """
     from scipy import ndimage
 
+    _check_frame(frame)
     grid = _Grid(t1)
     t1a = grid.array(t1)
     peta = grid.array(pet)
@@ -90,11 +106,17 @@ def coregistration_figure(t1: nib.Nifti1Image, pet, mask=None, n_cuts: int = 6,
     edge_mask = ndimage.binary_dilation(ref, iterations=max(1, int(round(3 / min(
         grid.zooms))))) if mask is not None else None
     mosaic = _Mosaic(_bbox(ref, _margin(grid.zooms, 10)), grid.zooms)
-    inside = peta[ref] if ref.any() else peta.ravel()
-    vmin, vmax = 0.0, _robust_range(_subsample(inside), 1, 99.7)[1]
+    if frame == "reference":
+        shown, cmap, unit = t1a, "gray", "T1w (image units)"
+        vmin, vmax = _robust_range(_subsample(t1a[ref] if ref.any() else t1a.ravel()),
+                                   0.5, 99.5)
+    else:
+        shown, cmap, unit = peta, "inferno", "PET (image units)"
+        inside = peta[ref] if ref.any() else peta.ravel()
+        vmin, vmax = 0.0, _robust_range(_subsample(inside), 1, 99.7)[1]
 
     def draw(ax, panel):
-        im = mosaic.show(ax, peta, panel, cmap="inferno", vmin=vmin, vmax=vmax)
+        im = mosaic.show(ax, shown, panel, cmap=cmap, vmin=vmin, vmax=vmax)
         plane = mosaic.cropped(t1a, panel.axis, panel.index)
         pmask = None if edge_mask is None else mosaic.cropped(edge_mask, panel.axis,
                                                               panel.index)
@@ -104,30 +126,35 @@ def coregistration_figure(t1: nib.Nifti1Image, pet, mask=None, n_cuts: int = 6,
 
     for k, (axis, panels) in enumerate(_view_rows(grid, ref, n_cuts)):
         mosaic.rows.append(_Row(panels, VIEWS[axis], draw=draw,
-                                colorbar={"label": "PET (image units)"} if k == 0 else None))
-    return mosaic.render(title, legend=[("T1w edges (Canny)", EDGE_COLOR)])
+                                colorbar={"label": unit} if k == 0 else None))
+    return mosaic.render(title, legend=[("T1w edges (Canny)", EDGE_COLOR)], tight=False)
 
 
 def template_figure(t1_in_template: nib.Nifti1Image, template: nib.Nifti1Image,
                     template_mask, n_cuts: int = 7,
-                    title: str = "T1w → template registration") -> bytes:
+                    title: str = "T1w → template registration",
+                    frame: str = "registered") -> bytes:
     """The subject's T1w resampled to the template, with the template's brain outline (red)
     and the edges of the template T1w (green) on top.
 
     ``template`` and ``template_mask`` are brought onto the grid of ``t1_in_template`` (e.g. a
-    2 mm version of the template grid).
+    2 mm version of the template grid). ``frame="reference"`` draws the template T1w under
+    the same outlines instead, with the same layout and pixel size (the flicker's other frame).
     """
+    _check_frame(frame)
     grid = _Grid(t1_in_template)
     sub = grid.array(t1_in_template)
     tpl = grid.array(template)
     tmask = grid.array(template_mask, order=0) > 0.5
     ref = tmask if tmask.any() else sub > 0
     mosaic = _Mosaic(_bbox(ref, _margin(grid.zooms, 8)), grid.zooms)
-    vmin, vmax = _robust_range(_subsample(sub[ref] if ref.any() else sub.ravel()), 0.5, 99.5)
+    shown = tpl if frame == "reference" else sub
+    vmin, vmax = _robust_range(_subsample(shown[ref] if ref.any() else shown.ravel()),
+                               0.5, 99.5)
     tmask_f = tmask.astype(np.float32)
 
     def draw(ax, panel):
-        mosaic.show(ax, sub, panel, cmap="gray", vmin=vmin, vmax=vmax)
+        mosaic.show(ax, shown, panel, cmap="gray", vmin=vmin, vmax=vmax)
         plane = mosaic.cropped(tpl, panel.axis, panel.index)
         pmask = mosaic.cropped(tmask, panel.axis, panel.index)
         mosaic.edge_layer(ax, plane, panel, EDGE_COLOR, 2.0, pmask if pmask.any() else None,
@@ -138,7 +165,7 @@ def template_figure(t1_in_template: nib.Nifti1Image, template: nib.Nifti1Image,
     for axis, panels in _view_rows(grid, ref, n_cuts):
         mosaic.rows.append(_Row(panels, VIEWS[axis], draw=draw))
     return mosaic.render(title, legend=[("template brain outline", MASK_COLOR),
-                                        ("template T1w edges", EDGE_COLOR)])
+                                        ("template T1w edges", EDGE_COLOR)], tight=False)
 
 
 def pet_figure(real, pseudo, mask, sd=None, n_cuts: int = 7, units: str = "image units",
@@ -234,8 +261,10 @@ def zmap_figure(t1: nib.Nifti1Image, z, labels, z_threshold: float,
     below = za[za <= -thr]
     zmin = float(min(-thr - 1.0, np.percentile(below, 1) if below.size else -thr - 1.0))
     neg = np.where(za <= -thr, za, np.nan).astype(np.float32)
-    cmap = LinearSegmentedColormap.from_list("zneg", ["#1a1aff", "#0a7cff", "#00d5ff",
-                                                      "#aef8ff"])
+    # from the most negative Z (vmin) to the threshold: the strongest deficits brightest
+    # (yellow), the weakest dark red, so that they stand out most on the grey T1w
+    cmap = LinearSegmentedColormap.from_list("zneg", ["#ffff66", "#ffc400", "#ff5a00",
+                                                      "#b30000"])
     # labels are ranks (1 = top-ranked cluster: detect/confidence.py)
     colors = {lbl: CLUSTER_COLORS[k % len(CLUSTER_COLORS)] for k, lbl in enumerate(sorted(sizes))}
     if sizes:
@@ -274,7 +303,7 @@ def zmap_figure(t1: nib.Nifti1Image, z, labels, z_threshold: float,
         _orientation_marks(ax, panel)
         return im
 
-    cbar = {"label": f"Z (≤ −{thr:g})"}
+    cbar = {"label": f"Z (≤ −{thr:g}; brighter = stronger deficit)"}
     mosaic.rows.append(_Row(ortho, f"cluster {largest} (top-ranked)" if sizes else "no cluster",
                             draw=draw,
                             colorbar=cbar, max_height_in=3.2, gap_in=0.25))
@@ -288,4 +317,4 @@ def zmap_figure(t1: nib.Nifti1Image, z, labels, z_threshold: float,
 
 
 __all__ = ["segmentation_figure", "coregistration_figure", "template_figure", "pet_figure",
-           "zmap_figure"]
+           "zmap_figure", "FRAMES"]

@@ -36,9 +36,9 @@ MEASURE_NAMES = {
     "localization_top_all_patients": "Top-ranked cluster in the focus (all patients with a "
                                      "known focus)",
     "patients_with_high_tier_in_focus": "Patients with a high-tier cluster in the focus",
-    "controls_with_clusters": "Controls with ≥ 1 cluster",
-    "false_clusters_per_control": "False clusters per control",
-    "high_tier_clusters_per_control": "High-tier clusters per control",
+    "controls_with_clusters": "Controls with ≥ 1 cluster (false positives: lower is better)",
+    "false_clusters_per_control": "False clusters per control (lower is better)",
+    "high_tier_clusters_per_control": "High-tier clusters per control (lower is better)",
 }
 #: Measures of tables written by older versions: shown under these names when present.
 LEGACY_MEASURE_NAMES = {
@@ -408,9 +408,11 @@ def write_group_report(output_dir: Path) -> Path:
         fig = _write_figure(fig_dir, "rates.png", F.rates_figure, summary)
         if fig is not None:
             det.append(H.figure_html(_rel(group_dir, fig),
-                                     "Detection rate, localization accuracy and controls with "
-                                     "clusters per analysis (error bars: Wilson 95 % CI; k/n "
-                                     "above each bar), and false clusters per control."))
+                                     "Detection rate and localization accuracy per analysis "
+                                     "(higher is better), and, on red panels, the false "
+                                     "positives: controls with clusters and false clusters per "
+                                     "control (lower is better). Error bars: Wilson 95 % CI; "
+                                     "k/n above each bar."))
     body.append(H.section("detection", "Detection statistics", "\n".join(det)))
 
     # the trade-off between sensitivity and false clusters, and where the false ones fall
@@ -431,12 +433,23 @@ def write_group_report(output_dir: Path) -> Path:
                           if subjects is not None and len(subjects) and "analysis" in subjects
                           else H.note("No per-subject table (group/subjects.tsv).")))
 
-    # translation quality
-    tr = []
+    # translation quality: learned models only (a model fitted to each subject's own PET,
+    # the tissue baseline, does not translate the MRI: its numbers would read as a score)
+    fitted = sorted({m for t in (tsummary, translation, spectra) if t is not None
+                     and "model" in t for m in t["model"].dropna().astype(str)
+                     if m in model_names() and not model_spec(m).trainable})
+    tsummary, translation, spectra = (_learned_only(t) for t in (tsummary, translation, spectra))
+    tr = [H.note(f"Not shown for the {', '.join(model_spec(m).title for m in fitted)}: "
+                 "it is fitted to each subject's own PET, so these measures would say how "
+                 "much of the real PET its tissue pattern explains, not how well a PET is "
+                 "predicted from the MRI alone (the numbers stay in "
+                 "group/translation_summary.tsv).")] if fitted else []
     if tsummary is None or tsummary.empty:
-        tr.append(H.note("No translation metrics: group/translation_summary.tsv is missing or "
-                         "empty. They are computed at the group level from held-out healthy "
-                         "controls with a real PET (controls not used to train the model)."))
+        if not fitted:
+            tr.append(H.note("No translation metrics: group/translation_summary.tsv is missing "
+                             "or empty. They are computed at the group level from held-out "
+                             "healthy controls with a real PET (controls not used to train "
+                             "the model)."))
     else:
         tr.append(H.table_html(translation_table(tsummary), caption="Per model: mean ± SD over "
                                "held-out controls, PET scaled to [0, 1]"))
@@ -444,12 +457,6 @@ def write_group_report(output_dir: Path) -> Path:
         if not np.isfinite(fids).any():
             tr.append(H.note("FID not computed: it needs InceptionV3 weights given with "
                              "--fid-weights at the group level."))
-        for model in sorted(set(tsummary["model"].astype(str)) & set(model_names())):
-            if not model_spec(model).trainable:  # fitted to the subject's PET, not learned
-                tr.append(f'<p class="muted">The {H.esc(model_spec(model).title)} is fitted to '
-                          "each subject's own PET: its numbers show how much of the real PET "
-                          "the tissue pattern explains, not a translation from the MRI "
-                          "alone.</p>")
     if translation is not None and len(translation):
         fig = _write_figure(fig_dir, "translation_metrics.png", F.metric_distributions_figure,
                             translation)
@@ -477,6 +484,15 @@ def write_group_report(output_dir: Path) -> Path:
     text = H.page("pseudopet group report", "\n".join(body), nav)
     files.atomic_write_text(page_path, text)
     return page_path
+
+
+def _learned_only(table: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Rows of a translation table whose model is learned (not a registered model that is
+    fitted to each subject, like the tissue baseline); None stays None."""
+    if table is None or "model" not in table:
+        return table
+    fitted = {m for m in model_names() if not model_spec(m).trainable}
+    return table[~table["model"].astype(str).isin(fitted)].reset_index(drop=True)
 
 
 def _rel(page_dir: Path, target: Path) -> str:

@@ -38,6 +38,21 @@ details{margin:.5em 0} summary{cursor:pointer;font-weight:600}
 .card{border:1px solid #ccd6e0;border-radius:4px;padding:.4em .8em;background:#f7f9fb}
 .card b{display:block;font-size:1.3em}
 nav a.sub{font-size:.85em;opacity:.85}
+ul.references{padding-left:1.2em;font-size:.9em} ul.references li{margin:.25em 0}
+.flicker{position:relative;display:inline-block;max-width:100%}
+.flicker img{display:block;max-width:100%;border:1px solid #ddd}
+.flicker img.frame-b{position:absolute;top:0;left:0;animation:flick-b 2.4s steps(1) infinite}
+.flicker .frame-label{position:absolute;top:.4em;left:.4em;background:#24425c;color:#fff;
+   padding:.1em .5em;border-radius:3px;font-size:.85em}
+.flicker .frame-label.a{animation:flick-a 2.4s steps(1) infinite}
+.flicker .frame-label.b{animation:flick-b 2.4s steps(1) infinite}
+.flicker:hover img.frame-b,.flicker:hover .frame-label{animation-play-state:paused}
+@keyframes flick-a{0%{opacity:0}50%{opacity:1}}
+@keyframes flick-b{0%{opacity:1}50%{opacity:0}}
+@media (prefers-reduced-motion:reduce){.flicker img.frame-b,.flicker .frame-label{animation:none}
+   .flicker .frame-label.a{opacity:0} .flicker:hover img.frame-b,.flicker:hover .frame-label.b{
+   opacity:0} .flicker:hover .frame-label.a{opacity:1}}
+.errors li{margin:.2em 0} .errors .level{font-weight:600}
 """
 
 
@@ -105,6 +120,28 @@ def figure_html(src: str, caption: str, alt: str | None = None) -> str:
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
+def flicker_html(src_a: str, label_a: str, src_b: str, label_b: str, caption: str) -> str:
+    """Two images of one layout shown in turn (every 1.2 s), a ``<figure>`` that works
+    offline and without scripts: CSS animation only, paused while the pointer is over it (with
+    reduced motion asked for: still, the second image shown while the pointer is over it).
+
+    Parameters
+    ----------
+    src_a, label_a
+        The first image (relative path) and its label (escaped), e.g. the reference image.
+    src_b, label_b
+        The second image, drawn over the first, e.g. the registered image.
+    caption
+        Figure caption (escaped).
+    """
+    return (f'<figure><div class="flicker">'
+            f'<img src="{esc(src_a)}" alt="{esc(label_a)}" loading="lazy">'
+            f'<img class="frame-b" src="{esc(src_b)}" alt="{esc(label_b)}" loading="lazy">'
+            f'<span class="frame-label a">{esc(label_a)}</span>'
+            f'<span class="frame-label b">{esc(label_b)}</span></div>'
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
+
+
 def details(summary: str, content: str, open_: bool = False) -> str:
     """A collapsible ``<details>`` block (``summary`` escaped, ``content`` HTML)."""
     return (f"<details{' open' if open_ else ''}><summary>{esc(summary)}</summary>\n"
@@ -123,7 +160,7 @@ def key_values(items: dict[str, object]) -> str:
 
 
 def png_bytes(fig, dpi: int = 90, max_colors: int | None = None,
-              max_bytes: int | None = None) -> bytes:
+              max_bytes: int | None = None, tight: bool = True) -> bytes:
     """Render a matplotlib figure to PNG bytes and close it.
 
     Parameters
@@ -135,6 +172,9 @@ def png_bytes(fig, dpi: int = 90, max_colors: int | None = None,
         With ``max_colors``: when the palette PNG is still larger, coarser palettes are tried
         (an octree palette gives another factor of 2 on photographic slices, with slight
         banding of smooth gradients); the smallest result is returned.
+    tight
+        Crop the figure to its drawn content (default). False keeps the figure's own size, so
+        that figures of one layout (the frames of a flicker) have the same pixels.
     """
     import matplotlib.pyplot as plt
 
@@ -143,12 +183,12 @@ def png_bytes(fig, dpi: int = 90, max_colors: int | None = None,
         if max_colors:
             # the pixels only, to be quantized below: an uncompressed TIFF (the same RGBA
             # pixels as the PNG, without compressing and decompressing them)
-            fig.savefig(buf, format="tiff", dpi=dpi, bbox_inches="tight",
+            fig.savefig(buf, format="tiff", dpi=dpi, bbox_inches="tight" if tight else None,
                         facecolor=fig.get_facecolor())
         else:
             # no "Software" text chunk: the bytes then depend on the pixels only (reruns and
             # matplotlib upgrades that draw the same give the same file)
-            fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight",
+            fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None,
                         facecolor=fig.get_facecolor(), metadata={"Software": None})
     finally:
         plt.close(fig)

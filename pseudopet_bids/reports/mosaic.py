@@ -17,8 +17,9 @@ MAX_COLORS = 256
 MAX_BYTES = 190_000
 VIEWS = {0: "sagittal", 1: "coronal", 2: "axial"}
 AXIS_LETTER = {0: "x", 1: "y", 2: "z"}
-CLUSTER_COLORS = ("#ff2020", "#ffb000", "#ff4df0", "#a6ff00", "#ffffff", "#ff7f50", "#ffe600",
-                  "#c77dff", "#7cfc00", "#ff9ec7")
+#: Cluster outlines of the Z-map: cool colours, apart from its red-to-yellow Z scale.
+CLUSTER_COLORS = ("#00e5ff", "#39ff14", "#ff4df0", "#ffffff", "#4d8bff", "#b388ff", "#00ffa6",
+                  "#9ec9ff", "#d9d9ff", "#00b3b3")
 MASK_COLOR = "#ff3b3b"
 GM_COLOR = "#26c6ff"
 EDGE_COLOR = "#39ff14"
@@ -202,7 +203,8 @@ class _Mosaic:
         return w / max(h, 1e-6)
 
     def render(self, title: str, legend: list[tuple[str, str]] | None = None,
-               width_in: float = WIDTH_IN, facecolor: str = "black") -> bytes:
+               width_in: float = WIDTH_IN, facecolor: str = "black", tight: bool = True
+               ) -> bytes:
         plt = _plt()
         left, right = 0.35, 0.9
         title_h = 0.42 + (0.25 if legend else 0.0)
@@ -261,7 +263,8 @@ class _Mosaic:
                 cb.outline.set_edgecolor(fg)
             y -= label_h + 0.08
         try:
-            return png_bytes(fig, dpi=DPI, max_colors=MAX_COLORS, max_bytes=MAX_BYTES)
+            return png_bytes(fig, dpi=DPI, max_colors=MAX_COLORS, max_bytes=MAX_BYTES,
+                             tight=tight)
         finally:
             # rendering consumes the rows: their draw functions close over this mosaic and the
             # figure's volumes, a reference cycle that kept those volumes (about 300 MB for a

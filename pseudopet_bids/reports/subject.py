@@ -9,6 +9,7 @@ Figures are made by :mod:`subject_figures` (names there).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -31,9 +32,9 @@ from pseudopet_bids.detect.rules import get_rule, parse_analysis_label, rule_ord
 from pseudopet_bids.io import files
 from pseudopet_bids.models.registry import TISSUE
 from pseudopet_bids.reports import html as H
-from pseudopet_bids.reports import viewer
-from pseudopet_bids.reports.subject_figures import (anat_figure, pet_figure_path,  # noqa: F401
-                                                    write_subject_figures)
+from pseudopet_bids.reports import runlog, viewer
+from pseudopet_bids.reports.subject_figures import (FRAME_SUFFIX, anat_figure,  # noqa: F401
+                                                    pet_figure_path, write_subject_figures)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -271,10 +272,10 @@ def _confidence_note(table: pd.DataFrame) -> str:
             "low-confidence clusters are what healthy brains show.")
     if methods:
         text += " Corrected p from: " + "; ".join(H.esc(m) for m in methods) + "."
-    if any(m.startswith("random-field") for m in methods):
-        return H.note(text + " Without healthy controls the random-field p-value and the fixed "
-                             "asymmetry cut-off are liberal fallbacks: no cluster is rated high, "
-                             "and a possible cluster is a lead to check, not a finding.")
+    if any(m.startswith("random-field") for m in methods):  # text is HTML: not H.note
+        return (f'<p class="note">{text} Without healthy controls the random-field p-value and '
+                "the fixed asymmetry cut-off are liberal fallbacks: no cluster is rated high, "
+                "and a possible cluster is a lead to check, not a finding.</p>")
     return f"<p>{text}</p>"
 
 
@@ -377,6 +378,131 @@ def _summary_table(units: list[_Unit], foci: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _registration_figure(page_dir: Path, registered: Path, reference: Path,
+                         labels: tuple[str, str], caption: str) -> str:
+    """The flicker of a registration (reference and registered image in turn), or the
+    registered image alone when the reference frame is missing (outputs of older versions)."""
+    if registered.is_file() and reference.is_file():
+        return H.flicker_html(_rel(page_dir, reference), labels[0], _rel(page_dir, registered),
+                              labels[1], caption + " The two images alternate (the pointer "
+                              "over them stops it): anatomy that moves between them is "
+                              "misaligned.")
+    return _figure(page_dir, registered, caption)
+
+
+@functools.lru_cache(maxsize=8192)
+def _coreg_metric(path: Path, mtime_ns: int) -> float | None:
+    """The ``Coregistration.Metric`` of a ``desc-preproc_pet.json`` (cached per version of the
+    file: the group level writes every subject's page)."""
+    value = _read_json(path).get("Coregistration", {}).get("Metric")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
+
+
+def _folder_coreg_metrics(output_dir: Path) -> dict[Path, float]:
+    """Coregistration metric of every PET of an output folder."""
+    out = {}
+    name = der.PET_OUTPUTS["preproc"].replace(".nii.gz", ".json")
+    for path in sorted(Path(output_dir).glob(f"sub-*/pet/*_{name}")) + sorted(
+            Path(output_dir).glob(f"sub-*/ses-*/pet/*_{name}")):
+        try:
+            value = _coreg_metric(path, path.stat().st_mtime_ns)
+        except OSError:
+            continue
+        if value is not None:
+            out[path.resolve()] = value
+    return out
+
+
+def coregistration_quality(paths: der.SubjectPaths, folder: dict[Path, float]) -> str:
+    """The PET → T1w coregistration's metric (from the preprocessed PET's sidecar) and where it
+    lies among the other PETs of the output folder."""
+    side_path = der.sidecar(paths.pet(der.PET_OUTPUTS["preproc"]))
+    side = _read_json(side_path)
+    coreg = side.get("Coregistration")
+    if not isinstance(coreg, dict):
+        return '<p class="muted">Coregistration quality: not recorded (no preprocessed PET ' \
+               "sidecar).</p>"
+    value = folder.get(side_path.resolve())
+    if value is None:
+        return (f"<p>Coregistration quality: no metric ({H.esc(coreg.get('Method', 'n/a'))})."
+                "</p>")
+    text = (f"<p><b>Coregistration quality</b>: Mattes mutual information "
+            f"<b>{value:.3f}</b> between the T1w and the registered PET at 2 mm (ANTs sign: "
+            "more negative = more shared information; it depends on the images too, so it is "
+            "a screen, not a verdict).")
+    others = sorted(v for p, v in folder.items() if p != side_path.resolve())
+    if others:
+        rank = 1 + sum(v < value for v in others)
+        text += (f" The other {len(others)} PET(s) of this output folder: median "
+                 f"{float(np.median(others)):.3f}, range {others[0]:.3f} to {others[-1]:.3f}; "
+                 f"this one ranks {rank} of {len(others) + 1} (1 = most negative). A value "
+                 "much closer to 0 than the others' deserves a look at the flicker.")
+    return text + "</p>"
+
+
+def _about(output_dir: Path, subject: str, run: runlog.RunInfo | None) -> str:
+    """fMRIPrep-style "About": the run that last processed the subject, and this page."""
+    from datetime import datetime, timezone
+
+    from pseudopet_bids import __version__
+
+    if run is None:
+        return H.note(f"No participant-level log in {output_dir / 'logs'} names sub-{subject} "
+                      "(the logs were removed, or the outputs were copied without them).")
+    cfg = run.settings.get("pseudopet", {})
+    flat = flatten_record(cfg) if cfg else {}
+    info = run.settings.get("run", {})
+    started = info.get("started") or run.stamp
+    items: dict[str, object] = {
+        "command line": runlog.command_line(run.settings)
+        or "not recorded (run by an earlier version)",
+        "run started": started,
+        "pseudopet version": flat.get("version", cfg.get("version", "n/a")),
+        "input (BIDS) folder": flat.get("bids_dir", "n/a"),
+        "output folder": str(output_dir),
+        "work folder": (f"{flat['work_dir']} (intermediate files reused by reruns; it can be "
+                        "removed once the results are final)" if flat.get("work_dir")
+                        else "n/a"),
+        "host": info.get("host", "n/a"),
+        "run log": run.log.relative_to(output_dir).as_posix(),
+        "run config": run.config.relative_to(output_dir).as_posix()
+        if run.config.is_file() else "missing",
+        "this page written": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC by pseudopet "
+                             f"{__version__}",
+    }
+    return H.key_values(items)
+
+
+def _errors(paths: list[der.SubjectPaths], run: runlog.RunInfo | None) -> tuple[str, int]:
+    """fMRIPrep-style "Errors": each (subject, session)'s last recorded error
+    (``status.json``) and the warnings and errors that the run log has for the subject;
+    returns the HTML and the number of entries."""
+    items = []
+    for unit in paths:
+        status = _read_json(unit.status)
+        error = status.get("last_error")
+        if status.get("state") == "failed" or isinstance(error, dict):
+            error = error if isinstance(error, dict) else {}
+            items.append(f'<li><span class="level warn">{H.esc(unit.anat_prefix)} '
+                         f"{H.esc(status.get('state', 'failed'))}</span> "
+                         f"in stage {H.esc(error.get('stage') or 'n/a')} "
+                         f"at {H.esc(error.get('time') or 'n/a')}: "
+                         f"{H.esc(error.get('type') or 'error')}: "
+                         f"{H.esc(error.get('message') or 'no message')}</li>")
+    for msg in run.messages if run is not None else []:
+        items.append(f'<li><span class="level warn">{H.esc(msg.level)}</span> '
+                     f'<span class="muted">{H.esc(msg.time)}</span> {H.esc(msg.text)}</li>')
+    if not items:
+        return '<p class="ok">No errors to report.</p>', 0
+    where = f" (full log: {H.esc(run.log.name)})" if run is not None else ""
+    return (f'<p>Warnings and errors recorded for this participant{where}:</p>'
+            f'<ul class="errors">{"".join(items)}</ul>', len(items))
+
+
 def write_subject_report(output_dir: Path, subject: str, participant=None) -> Path:
     """Write ``OUTPUT_DIR/sub-<subject>.html`` from the subject's files on disk.
 
@@ -411,13 +537,17 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
     n_clusters = int(pd.to_numeric(summary_table.get("clusters", pd.Series(dtype=float)),
                                    errors="coerce").fillna(0).sum()) if len(summary_table) else 0
     referenced: set[Path] = set()
+    coreg_metrics = _folder_coreg_metrics(output_dir)
     nav: list[tuple[str, str]] = [("summary", "Summary"), ("anatomy", "Anatomy")]
     body: list[str] = []
 
     # summary
+    run = runlog.latest_participant_run(output_dir, subject)
+    errors, n_errors = _errors([u.paths for u in units], run)
     cards = [("group", group or "unknown"), ("clinical focus", ", ".join(foci) or "n/a"),
              ("sessions", len(sessions) or "1 (no session)"), ("PET images", len(pets)),
-             ("analyses", len(analyses)), ("clusters (all analyses)", n_clusters)]
+             ("analyses", len(analyses)), ("clusters (all analyses)", n_clusters),
+             ("errors and warnings", n_errors)]
     summary = ['<div class="cards">' + "".join(
         f'<div class="card">{H.esc(k)}<b>{H.esc(v)}</b></div>' for k, v in cards) + "</div>"]
     facts = {"models": ", ".join(models) or "none", "analyses": ", ".join(analyses) or "none"}
@@ -437,14 +567,16 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
         label = f"session {unit.session}" if unit.session else "anatomy"
         seg = anat_figure(unit.paths, "segmentation")
         tpl = anat_figure(unit.paths, "templatereg")
-        referenced |= {seg, tpl}
+        tpl_ref = anat_figure(unit.paths, "templatereg" + FRAME_SUFFIX["reference"])
+        referenced |= {seg, tpl, tpl_ref}
         anat.append(f"<h3>{H.esc(unit.paths.anat_prefix)} ({H.esc(label)})</h3>")
         anat.append(_figure(output_dir, seg, "Brain mask (red) and grey matter with probability "
                             "≥ 0.5 (blue) on the T1w: the mask must follow the brain surface "
                             "and the grey matter the cortical ribbon."))
-        anat.append(_figure(output_dir, tpl, "T1w brain resampled to the template (2 mm), "
-                            "template brain outline (red) and template edges (green): the "
-                            "sulci, ventricles and outline should line up."))
+        anat.append(_registration_figure(
+            output_dir, tpl, tpl_ref, ("template T1w (reference)", "subject T1w, registered"),
+            "T1w brain resampled to the template (2 mm), template brain outline (red) and "
+            "template edges (green): the sulci, ventricles and outline should line up."))
     body.append(H.section("anatomy", "Anatomy", "\n".join(anat) or
                           '<p class="muted">(no anatomical outputs)</p>'))
 
@@ -459,10 +591,13 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
             fallback: list[str] = []  # the static figures the viewer falls back on
             viewer_tables: dict[str, tuple[pd.DataFrame | None, pd.DataFrame]] = {}
             coreg = pet_figure_path(paths, "coregistration")
-            referenced.add(coreg)
-            parts.append(_figure(output_dir, coreg, "PET resampled to the T1w with the T1w "
-                                 "brain's edges (Canny) on top: the cortical ribbon and the "
-                                 "ventricles of both should coincide."))
+            coreg_ref = pet_figure_path(paths, "coregistration" + FRAME_SUFFIX["reference"])
+            referenced |= {coreg, coreg_ref}
+            parts.append(_registration_figure(
+                output_dir, coreg, coreg_ref, ("T1w (reference)", "PET, registered"),
+                "PET resampled to the T1w with the T1w brain's edges (Canny) on top: the "
+                "cortical ribbon and the ventricles of both should coincide."))
+            parts.append(coregistration_quality(paths, coreg_metrics))
             for model in pet.models:
                 fig = pet_figure_path(paths, f"{model}Pet")
                 referenced.add(fig)
@@ -527,6 +662,9 @@ def write_subject_report(output_dir: Path, subject: str, participant=None) -> Pa
         body.append(H.section("other-figures", "Other figures",
                               "\n".join(H.figure_html(_rel(output_dir, p), p.name)
                                         for p in others)))
+    nav += [("about", "About"), ("errors", "Errors")]
+    body.append(H.section("about", "About", _about(output_dir, subject, run)))
+    body.append(H.section("errors", "Errors", errors))
     if n_viewers:  # NiiVue and the viewer script, once per page (docs/reports.md)
         body.append(f"<style>{viewer.CSS}</style>\n{viewer.scripts_html()}")
     text = H.page(f"pseudopet report: sub-{subject}", "\n".join(body), nav)

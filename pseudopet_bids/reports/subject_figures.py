@@ -5,7 +5,12 @@ Figure names::
 
     <anat prefix>_desc-segmentation.png     brain mask and grey matter on the T1w
     <anat prefix>_desc-templatereg.png      T1w resampled to the template, template outline
+    <anat prefix>_desc-templateregReference.png   the template T1w under the same outlines
     <PET prefix>_desc-coregistration.png    PET on the T1w grid with the T1w edges
+    <PET prefix>_desc-coregistrationReference.png the T1w under the same edges
+
+The ``…Reference`` figures are the other frame of a registration's flicker: same layout and
+pixels as the registered image's figure, shown in turn with it by the report.
     <PET prefix>_desc-<model>Pet.png        real vs pseudo-normal PET, D, (SynDiff SD)
     <PET prefix>_desc-<analysis>Zmap.png    Z-map and clusters
 """
@@ -29,6 +34,13 @@ from pseudopet_bids.reports.mosaic import _resample
 
 LOGGER = logging.getLogger(__name__)
 TEMPLATE_FIGURE_MM = 2.0
+#: File-name suffix of each registration frame (the registered image keeps the plain name).
+FRAME_SUFFIX = {"registered": "", "reference": "Reference"}
+#: What each frame shows, appended to the figure's title.
+FRAME_TITLES = {"coregistration": {"registered": ": PET with the T1w edges",
+                                   "reference": ": T1w (reference) with its edges"},
+                "templatereg": {"registered": ": subject T1w",
+                                "reference": ": template T1w (reference)"}}
 
 
 # --------------------------------------------------------------------------- figure names
@@ -128,17 +140,25 @@ def write_subject_figures(paths: der.SubjectPaths, pre, pet: np.ndarray, pseudo:
     make(anat_figure(paths, "segmentation"), F.segmentation_figure, t1, mask,
          pre.tissues["GM"], title=f"{who}: brain mask and grey matter")
 
-    def template_check() -> bytes:
-        tpl, tpl_mask = template_at()
-        brain = img(np.asarray(t1.dataobj, np.float32) * mask)
-        warped = pre.registration.to_template(brain, "linear", tpl)
-        return F.template_figure(warped, tpl, tpl_mask,
-                                 title=f"{who}: T1w brain → template registration")
+    warped: list[nib.Nifti1Image] = []  # the T1w in template space, warped once for both
 
-    make(anat_figure(paths, "templatereg"), template_check)
+    def template_check(frame: str) -> bytes:
+        tpl, tpl_mask = template_at()
+        if not warped:
+            brain = img(np.asarray(t1.dataobj, np.float32) * mask)
+            warped.append(pre.registration.to_template(brain, "linear", tpl))
+        return F.template_figure(warped[0], tpl, tpl_mask, frame=frame,
+                                 title=f"{who}: T1w brain → template registration"
+                                 + FRAME_TITLES["templatereg"][frame])
+
+    for frame in F.FRAMES:
+        make(anat_figure(paths, "templatereg" + FRAME_SUFFIX[frame]), template_check, frame)
     if getattr(pre, "pet", None) is not None:
-        make(pet_figure_path(paths, "coregistration"), F.coregistration_figure, t1, pre.pet,
-             mask, title=f"{paths.pet_prefix}: PET → T1w coregistration (T1w edges on PET)")
+        for frame in F.FRAMES:
+            make(pet_figure_path(paths, "coregistration" + FRAME_SUFFIX[frame]),
+                 F.coregistration_figure, t1, pre.pet, mask, frame=frame,
+                 title=f"{paths.pet_prefix}: PET → T1w coregistration"
+                 + FRAME_TITLES["coregistration"][frame])
     make(pet_figure_path(paths, f"{model}Pet"), F.pet_figure, img(pet), pseudo, mask,
          sd=pseudo_sd, title=f"{paths.pet_prefix}: real vs {model} pseudo-normal PET")
     make(pet_figure_path(paths, f"{analysis}Zmap"), F.zmap_figure, t1, z, labels, z_threshold,

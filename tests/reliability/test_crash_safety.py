@@ -32,8 +32,10 @@ KEY = "sub-P01"
 #: Run records whose content is the run itself (timings, paths, host, pid): never compared.
 RUN_RECORDS = re.compile(r"^logs/(pseudopet_.*\.log|config_.*\.toml|.*_status\.json|"
                          r".*_config\.toml)$")
-#: The HTML report's table of run times per step (differs between runs by nature).
-TIMING_TABLE = re.compile(r"<table><caption>Run time per step</caption>.*?</table>", re.S)
+#: The HTML report's table of run times per step and its "About" section (command line,
+#: folders, dates: they differ between runs by nature).
+TIMING_TABLE = re.compile(r"<table><caption>Run time per step</caption>.*?</table>"
+                          r'|<section id="about">.*?</section>', re.S)
 
 # ------------------------------------------------------------------ reproducibility tolerance
 # With more than one thread, ANTs' registrations differ from run to run; everything downstream

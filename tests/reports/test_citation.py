@@ -220,7 +220,7 @@ def test_methods_html_is_escaped_and_formatted(cfg):
     assert "<script>" not in out and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in out
     assert "<h3>Title &lt;b&gt;</h3>" in out and "<strong>Bold</strong>" in out
     assert "<code>code</code>" in out and "<em>it</em>" in out and "&amp;" in out
-    assert '<span class="citation">(wilson1927; zhu2017cyclegan)</span>' in out
+    assert '<span class="citation">(Wilson, 1927; Zhu et al., 2017)</span>' in out
     assert "hidden" not in out and "[@" not in out and "next line" in out
     full = cit.methods_html(cit.methods_markdown(cfg, make_card("cyclegan"), VERSIONS))
     assert full.count("<p>") >= 6 and "[@" not in full and "<strong>Software.</strong>" in full

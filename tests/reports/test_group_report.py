@@ -89,6 +89,26 @@ def test_group_report_with_translation(output):
     for word in ("cyclegan", "figures/translation_metrics.png", "figures/spectra.png",
                  "--fid-weights", "SSIM brain", "spectrum distance"):
         assert word in text, word
+    # the tissue baseline (fitted to each subject's PET) is left out, saying why
+    table = text.split('id="translation"')[1].split("</table>")[0]
+    assert "<td class=\"text\">cyclegan</td>" in table and ">tissue<" not in table
+    assert "Not shown for the" in text and "fitted to each subject" in text
+
+
+def test_group_report_translation_of_the_tissue_model_only(output):
+    translation_tables(output)
+    try:
+        for name in ("translation", "translation_summary", "spectra"):
+            path = output / "group" / f"{name}.tsv"
+            table = pd.read_csv(path, sep="\t")
+            files.write_tsv(path, table[table["model"] == "tissue"])
+        text = write_group_report(output).read_text()
+    finally:
+        for name in ("translation", "translation_summary", "spectra"):
+            (output / "group" / f"{name}.tsv").unlink()
+    section = text.split('id="translation"')[1].split("</section>")[0]
+    assert "Not shown for the" in section and "<table" not in section
+    assert "<img" not in section and "No translation metrics" not in section
 
 
 def test_comparison_table_side_by_side(output):
@@ -101,7 +121,10 @@ def test_comparison_table_side_by_side(output):
     top = table.set_index("measure").loc["Localization accuracy, top-ranked cluster"]
     assert top["tissue"].startswith("1.00 [") and top["tissue"].endswith("(1/1)")
     # older tables have no tiers: unknown, not 0
-    high = table.set_index("measure").loc["High-tier clusters per control"]
+    high = table.set_index("measure").loc["High-tier clusters per control (lower is better)"]
+    # false-positive measures say which way is good
+    assert "Controls with ≥ 1 cluster (false positives: lower is better)" in list(
+        table["measure"])
     assert high["tissue"] == "n/a (n = 1)" and high["tissueNorm"].startswith("0.00")
     assert not any("largest" in m for m in table["measure"])
 

@@ -99,6 +99,9 @@ def build_output(root: Path, figures: bool = True, layout: dict | None = None) -
         files.write_nifti(paths.anat("desc-preproc_T1w.nii.gz"), t1, AFFINE)
         files.write_nifti(paths.anat("desc-brain_mask.nii.gz"), mask, AFFINE, np.uint8)
         files.write_nifti(paths.pet("space-T1w_desc-preproc_pet.nii.gz"), pet * mask, AFFINE)
+        files.write_json(paths.pet("space-T1w_desc-preproc_pet.json"), {"Coregistration": {
+            "Method": "ANTs rigid, Mattes mutual information",
+            "Metric": -0.512 if subject == "01" else -0.431}})
         for analysis, regions in analyses.items():
             model, reference = parse_analysis_label(analysis)
             files.write_nifti(paths.pseudonormal(model), pet * mask * 0.95, AFFINE)
@@ -141,12 +144,26 @@ def output(tmp_path_factory) -> Path:
 def test_write_subject_figures_names_and_pngs(output):
     figs = sorted(p.name for p in (output / "sub-01" / "figures").glob("*.png"))
     assert figs == sorted(["sub-01_desc-segmentation.png", "sub-01_desc-templatereg.png",
+                           "sub-01_desc-templateregReference.png",
                            "sub-01_trc-FDG_desc-coregistration.png",
+                           "sub-01_trc-FDG_desc-coregistrationReference.png",
                            "sub-01_trc-FDG_desc-tissuePet.png",
                            "sub-01_trc-FDG_desc-tissueZmap.png"])
     for name in figs:
         data = (output / "sub-01" / "figures" / name).read_bytes()
         assert data[:8] == PNG_SIGNATURE and 5_000 < len(data) < 250_000
+
+
+def test_registration_frames_share_their_layout(output):
+    """The two frames of each flicker have the same pixel size and differ in content."""
+    from PIL import Image
+
+    folder = output / "sub-01" / "figures"
+    for name in ("sub-01_desc-templatereg", "sub-01_trc-FDG_desc-coregistration"):
+        with Image.open(folder / f"{name}.png") as a, \
+                Image.open(folder / f"{name}Reference.png") as b:
+            assert a.size == b.size
+            assert np.asarray(a.convert("RGB")).tolist() != np.asarray(b.convert("RGB")).tolist()
 
 
 def test_write_subject_figures_survives_a_failing_figure(tmp_path, caplog):
@@ -191,6 +208,13 @@ def test_subject_report_links_analyses_and_regions(output):
                  "sub-01/figures/sub-01_trc-FDG_desc-tissuePet.png",
                  "Provenance of tissueNorm", "ab" * 32, "Run time per step"):
         assert word in text, word
+    # registrations as flickers: both frames on the page, CSS only (no script)
+    for name in ("sub-01_desc-templateregReference.png",
+                 "sub-01_trc-FDG_desc-coregistrationReference.png"):
+        assert f"sub-01/figures/{name}" in text, name
+    assert text.count('class="flicker"') == 2 and "<script" not in text
+    assert "Coregistration quality" in text and "-0.512" in text and "ranks 1 of 2" in text
+    assert 'id="about"' in text and 'id="errors"' in text
     assert "tissueNormZmap.png" not in text  # not made: not referenced
     # outside the inlined viewer scripts (NiiVue's comments cite web pages; that the viewer
     # requests nothing from the network is checked in Chromium: test_viewer_browser.py)
@@ -241,3 +265,64 @@ def test_sidecars_are_json(output):
     """The fake folder uses the real names: the statmap sidecar sits next to the statmap."""
     side = output / "sub-01/pet/sub-01_trc-FDG_space-T1w_stat-z_desc-tissue_statmap.json"
     assert json.loads(side.read_text())["Model"] == "tissue"
+
+
+def _fake_run(logs: Path, stamp: str, lines: list[str], labels: list[str] | None = None,
+              command: list[str] | None = None) -> None:
+    from pseudopet_bids.cli.environment import run_table
+
+    cfg = RunConfig.from_flat(dict(bids_dir="/data/bids", output_dir=str(logs.parent),
+                                   analysis_level="participant", work_dir="/scratch/work",
+                                   participant_label=labels or []))
+    logs.mkdir(parents=True, exist_ok=True)
+    (logs / f"config_participant_{stamp}.toml").write_text(cfg.to_toml() + run_table(command))
+    (logs / f"pseudopet_participant_{stamp}.log").write_text("\n".join(lines) + "\n")
+
+
+def test_subject_report_about_and_errors(tmp_path):
+    out = build_output(tmp_path / "out", figures=False)
+    logs = out / "logs"
+    _fake_run(logs, "20260101-100000-hostA-11", [
+        "2026-01-01 10:00:01,000 pseudopet_bids.progress [INFO] sub-01: image intake ...",
+        "2026-01-01 10:00:09,000 pseudopet_bids.x [WARNING] sub-01: an old warning"],
+        command=["pseudopet", "/data/bids", str(out), "participant"])
+    _fake_run(logs, "20260102-100000-hostA-12", [
+        "2026-01-02 10:00:01,000 pseudopet_bids.progress [INFO] sub-01: image intake ...",
+        "2026-01-02 10:00:05,000 pseudopet_bids.x [WARNING] sub-01_trc-FDG: figure "
+        "x.png not made: RuntimeError: <boom>",
+        "2026-01-02 10:00:06,000 pseudopet_bids.x [WARNING] sub-011: not this one",
+        "Traceback (most recent call last):"],
+        command=["pseudopet", "/data/bids", str(out), "participant", "--participant-label",
+                 "01", "--z-threshold", "2.33 "])
+    # a later job of an array that processed another participant only
+    _fake_run(logs, "20260103-100000-hostB-13", [
+        "2026-01-03 10:00:01,000 pseudopet_bids.x [ERROR] sub-01: would be wrong here"],
+        labels=["02"])
+    text = write_subject_report(out, "01").read_text()
+    about = text[text.index('id="about"'):text.index('id="errors"')]
+    errors = text[text.index('id="errors"'):]
+    assert "--participant-label 01 --z-threshold &#x27;2.33 &#x27;" in about  # shell-quoted
+    assert "/scratch/work" in about and "hostA" in about
+    assert "logs/pseudopet_participant_20260102-100000-hostA-12.log" in about
+    assert "x.png not made: RuntimeError: &lt;boom&gt;" in errors
+    assert "old warning" not in errors and "sub-011" not in errors
+    assert "would be wrong here" not in errors
+    assert '<div class="card">errors and warnings<b>1</b></div>' in text
+    # a failed (subject, session) is reported from its status file
+    files.write_json(logs / "sub-01_status.json", {"state": "failed", "last_error": {
+        "type": "ProcessingError", "message": "PET has no signal", "stage": "detection",
+        "time": "2026-01-02T10:00:07+00:00"}})
+    errors = write_subject_report(out, "01").read_text().split('id="errors"')[1]
+    assert "ProcessingError: PET has no signal" in errors and "detection" in errors
+    # sub-02: no log names it, nothing failed
+    text = write_subject_report(out, "02").read_text()
+    assert "No errors to report." in text and "No participant-level log" in text
+
+
+def test_confidence_note_keeps_its_markup():
+    """The fallback note was escaped twice ("&lt;b&gt;high&lt;/b&gt;" on the page)."""
+    from pseudopet_bids.reports.subject import _confidence_note
+
+    html = _confidence_note(pd.DataFrame({"p_method": ["random-field (extent; <no controls>)"]}))
+    assert 'class="note"' in html and "<b>high</b>" in html and "&lt;b&gt;" not in html
+    assert "random-field (extent; &lt;no controls&gt;)" in html
