@@ -80,13 +80,13 @@ def test_viewer_renders_and_cluster_rows_move_the_crosshair(page, tmp_path):
         assert arr.shape[0] > 200 and arr.shape[1] > 300
         assert arr.std() > 10, "the viewer's canvas is blank"
         assert len(np.unique(arr.reshape(-1, 3), axis=0)) > 100
-        # the Z overlay (blue hues) is drawn on the clusters only, the T1w (grey) around it
-        # (the bottom 40 px hold the Z colour bar)
+        # the Z overlay (dark red to yellow) is drawn on the clusters only, the T1w (grey)
+        # around it (the bottom 40 px hold the Z colour bar)
         slices = arr[:-40]
-        blue = (slices[..., 2] - slices[..., 0]) > 80
+        warm = ((slices[..., 0] - slices[..., 2]) > 80) & (slices[..., 0] > 150)
         grey = (np.ptp(slices, axis=-1) < 12) & (slices.mean(axis=-1) > 60)
-        assert 20 < blue.sum() < 0.1 * blue.size, f"Z overlay on {blue.mean():.1%} of the canvas"
-        assert grey.sum() > 2 * blue.sum(), "the T1w is hidden"
+        assert 20 < warm.sum() < 0.1 * warm.size, f"Z overlay on {warm.mean():.1%} of the canvas"
+        assert grey.sum() > 2 * warm.sum(), "the T1w is hidden"
         # a click on the second cluster's row moves the crosshair to its peak
         before = browser.evaluate("Object.values(ppViewers)[0].position()")
         assert np.allclose(before, PEAKS[0], atol=2.5), before  # starts at the top cluster

@@ -5,11 +5,12 @@
 (function () {
   "use strict";
 
-  // the deficit −Z: dark blue at the threshold, brightening to pale cyan for the strongest
-  // (the hue family of the static Z figures; brighter = stronger so strong foci stand out)
+  // the deficit −Z: dark red at the threshold, brightening to yellow for the strongest
+  // (the colours of the static Z figures, reports/figures.py; brighter = stronger so strong
+  // foci stand out on the grey T1w)
   // (index 0, below the threshold, is transparent: NiiVue maps values under cal_min there)
   var ZDEFICIT = {
-    R: [0, 26, 10, 0, 174], G: [0, 26, 124, 213, 248], B: [0, 255, 255, 255, 255],
+    R: [0, 179, 255, 255, 255], G: [0, 0, 90, 196, 255], B: [0, 0, 0, 0, 102],
     A: [0, 255, 255, 255, 255], I: [0, 1, 85, 170, 255]
   };
 
