@@ -98,7 +98,8 @@ def _patient_study(inputs: ExportInputs, reference: ReferenceSeries | None) -> d
                 "referring_physician_name": ref.get("ReferringPhysicianName", None),
                 "study_instance_uid": str(ref.StudyInstanceUID)}
     key = f"sub-{inputs.subject}" + (f"_ses-{inputs.session}" if inputs.session else "")
-    return {"patient_id": f"sub-{inputs.subject}", "patient_name": f"sub-{inputs.subject}",
+    # "sub-01^": a family name alone (a name without "^" reads as malformed)
+    return {"patient_id": f"sub-{inputs.subject}", "patient_name": f"sub-{inputs.subject}^",
             "study_instance_uid": generate_uid(entropy_srcs=["pseudopet study", key])}
 
 

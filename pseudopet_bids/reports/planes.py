@@ -17,8 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-#: ``--image-convention`` choices.
-CONVENTIONS = ("radiological", "neurological")
+from pseudopet_bids.config import IMAGE_CONVENTIONS as CONVENTIONS  # --image-convention
 #: Plane name → the RAS axis held fixed.
 PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
 
