@@ -180,7 +180,7 @@ def secondary_captures(inputs: ExportInputs, reference: ReferenceSeries | None
     orientation = ("L", "P") if inputs.convention == "radiological" else ("R", "P")
     factor = max(1, int(np.ceil(SC_MIN_SIDE / max(inputs.t1.shape[0], inputs.t1.shape[1]))))
     spacing = (inputs.voxel_sizes[1] / factor, inputs.voxel_sizes[0] / factor)
-    out = []
+    out: list[Dataset] = []
     for number, k in enumerate(sc_slices(inputs), 1):
         parts = [planes.plane(a, "axial", k, inputs.convention)
                  for a in (inputs.t1, inputs.z, inputs.labels)]

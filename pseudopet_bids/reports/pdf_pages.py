@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -303,7 +303,8 @@ def _image_grid(fig: Figure, vol: ReportVolumes, cid: int, peak: tuple[int, int,
 
 
 def _label_edges(ax: Axes, e: planes.Edges) -> None:
-    style = {"fontsize": 8, "color": "#ffff66", "weight": "bold", "transform": ax.transAxes}
+    style: dict[str, Any] = {"fontsize": 8, "color": "#ffff66", "weight": "bold",
+                             "transform": ax.transAxes}
     ax.text(0.02, 0.5, e.left, ha="left", va="center", **style)
     ax.text(0.98, 0.5, e.right, ha="right", va="center", **style)
     ax.text(0.5, 0.98, e.top, ha="center", va="top", **style)

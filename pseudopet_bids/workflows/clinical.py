@@ -74,7 +74,7 @@ def check_references(cfg: RunConfig, units: Sequence[SubjectInputs]) -> None:
                 "DIR/sub-<label>/ses-<label>/), or select one with --participant-label")
         t1_path = input_files(unit)["t1w"]
         assert t1_path is not None
-        img = nib.load(t1_path)
+        img = nib.Nifti1Image.from_filename(t1_path)  # header and voxels, as the intake
         series = read_reference_series(folder, unit.subject)
         check_matches(series, np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3]),
                       choose_affine(img, t1_path))
