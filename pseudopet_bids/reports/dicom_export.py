@@ -47,7 +47,7 @@ DICOM_FOLDER = "dicom"
 #: Distance between the secondary-capture slices.
 SC_SPACING_MM = 3.0
 #: Smallest displayed side of a secondary capture (voxels repeated by a whole factor).
-SC_MIN_SIDE = 384
+SC_MIN_SIDE = 256
 Z_LIMIT = 5.0
 PM_SLOPE = 0.001
 PM_INTERCEPT = -32.768

@@ -28,6 +28,8 @@ PAGE_SIZE = (8.27, 11.69)
 #: Clusters listed per summary page.
 ROWS_PER_SUMMARY_PAGE = 28
 Z_LIMIT = 5.0
+#: Voxels kept around the brain on the cluster pages.
+CROP_MARGIN = 4
 TIER_TEXT = {
     "high": "significant against healthy brains and asymmetric beyond the control range",
     "possible": "one of the two: significant or asymmetric",
@@ -227,7 +229,7 @@ def _cluster_list(fig: Figure, chunk: pd.DataFrame, foci: tuple[str, ...]) -> No
 
 
 def cluster_page(ctx: ReportContext, vol: ReportVolumes, row: pd.Series, number: int,
-                 total: int) -> Figure:
+                 total: int, shown: _Display | None = None) -> Figure:
     """One cluster: its table row and the four images in three planes through its peak."""
     cid = int(row["cluster_id"])
     fig = _page(ctx, f"Cluster {cid}: {row['region']} ({row['tier']} confidence)",
@@ -251,21 +253,54 @@ def cluster_page(ctx: ReportContext, vol: ReportVolumes, row: pd.Series, number:
         facts.append(f"Clinical focus: {', '.join(ctx.foci)} "
                      f"(this cluster {'lies' if row['region'] in ctx.foci else 'does not lie'} "
                      "in it)")
-    fig.text(0.06, 0.905, "\n".join(facts), fontsize=9, va="top", linespacing=1.55)
-    _image_grid(fig, vol, cid, peak, ctx.convention, ctx.pet_units)
+    fig.text(0.06, 0.91, "\n".join(facts), fontsize=9, va="top", linespacing=1.5)
+    _image_grid(fig, vol, shown or _display(vol), cid, peak, ctx.convention, ctx.pet_units)
     return fig
 
 
-def _image_grid(fig: Figure, vol: ReportVolumes, cid: int, peak: tuple[int, int, int],
-                convention: str, units: str) -> None:
-    brain = vol.pseudo != 0
-    pet_lo, pet_hi = planes.window(np.concatenate([vol.pet[brain], vol.pseudo[brain]]))
-    rows = (("T1w", vol.t1, "gray", planes.window(vol.t1)),
-            ("real PET", vol.pet, "hot", (pet_lo, pet_hi)),
-            ("pseudo-normal PET", vol.pseudo, "hot", (pet_lo, pet_hi)),
-            ("Z (real − pseudo)", vol.z, "RdBu_r", (-Z_LIMIT, Z_LIMIT)))
-    outline = vol.labels == cid
-    top, height = 0.72, 0.165
+def brain_box(vol: ReportVolumes, margin: int = CROP_MARGIN) -> tuple[slice, slice, slice]:
+    """The bounding box of the brain (where the pseudo-normal PET or Z is non-zero) plus
+    ``margin`` voxels: the images show the brain, not the neck and the empty field of view."""
+    brain = (vol.pseudo != 0) | (vol.z != 0)
+    if not brain.any():
+        return slice(None), slice(None), slice(None)
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(0, int(hit[0]) - margin),
+                         min(brain.shape[axis], int(hit[-1]) + margin + 1)))
+    return box[0], box[1], box[2]
+
+
+@dataclass(frozen=True)
+class _Display:
+    """The cropped volumes and their display windows, computed once per report."""
+
+    box: tuple[slice, slice, slice]
+    rows: tuple[tuple[str, np.ndarray, str, tuple[float, float]], ...]
+    labels: np.ndarray
+
+
+def _display(vol: ReportVolumes) -> _Display:
+    box = brain_box(vol)
+    brain = vol.pseudo[box] != 0
+    pet, pseudo, t1 = vol.pet[box], vol.pseudo[box], vol.t1[box]
+    pet_window = planes.window(np.concatenate([pet[brain], pseudo[brain]]))
+    return _Display(box, (("T1w", t1, "gray", planes.window(t1)),
+                          ("real PET", pet, "hot", pet_window),
+                          ("pseudo-normal PET", pseudo, "hot", pet_window),
+                          ("Z (real − pseudo)", vol.z[box], "RdBu_r", (-Z_LIMIT, Z_LIMIT))),
+                    vol.labels[box])
+
+
+def _image_grid(fig: Figure, vol: ReportVolumes, shown: _Display, cid: int,
+                peak: tuple[int, int, int], convention: str, units: str) -> None:
+    rows = shown.rows
+    t1 = rows[0][1]
+    peak = tuple(int(np.clip(p - (b.start or 0), 0, n - 1)) for p, b, n in zip(
+        peak, shown.box, t1.shape))  # type: ignore[assignment]
+    outline = shown.labels == cid
+    top, height = 0.75, 0.172
     for r, (name, data, cmap, (lo, hi)) in enumerate(rows):
         y = top - (r + 1) * height
         image = None
@@ -273,7 +308,7 @@ def _image_grid(fig: Figure, vol: ReportVolumes, cid: int, peak: tuple[int, int,
             ax = fig.add_axes((0.06 + c * 0.285, y, 0.27, height - 0.012))
             index = peak[planes.PLANES[plane_name]]
             if name.startswith("Z"):  # Z over the T1w, only where it was computed
-                ax.imshow(planes.plane(vol.t1, plane_name, index, convention), cmap="gray",
+                ax.imshow(planes.plane(t1, plane_name, index, convention), cmap="gray",
                           vmin=rows[0][3][0], vmax=rows[0][3][1], interpolation="nearest",
                           aspect=planes.pixel_aspect(vol.voxel_sizes, plane_name))
                 zs = planes.plane(data, plane_name, index, convention)
@@ -335,6 +370,7 @@ def report_pages(ctx: ReportContext, vol: ReportVolumes) -> Iterator[Figure]:
     """Every page in order (a generator: one page in memory at a time)."""
     yield intended_use_page(ctx)
     yield from summary_pages(ctx)
+    shown = _display(vol) if len(ctx.table) else None
     for n, (_, row) in enumerate(ctx.table.iterrows(), 1):
-        yield cluster_page(ctx, vol, row, n, len(ctx.table))
+        yield cluster_page(ctx, vol, row, n, len(ctx.table), shown)
     yield provenance_page(ctx)

@@ -55,7 +55,9 @@ def plane(volume: np.ndarray, name: str, index: int, convention: str) -> np.ndar
     """
     check_convention(convention)
     axis = PLANES[name]
-    cut = np.take(volume, int(index), axis=axis)  # the two remaining axes, in RAS order
+    where: list[slice | int] = [slice(None)] * 3
+    where[axis] = int(index)
+    cut = volume[tuple(where)]  # a view (np.take copied the volume: 1 s per plane at 1 mm)
     image = cut.T[::-1, :]  # rows: second axis (A or S) from the top
     if name == "sagittal":
         return image[:, ::-1]  # columns: anterior on the left
