@@ -338,8 +338,12 @@ def _image_grid(fig: Figure, vol: ReportVolumes, shown: _Display, cid: int,
 
 
 def _label_edges(ax: Axes, e: planes.Edges) -> None:
+    # yellow on a dark box: readable on the grey T1w and on the hot PET colours alike (a
+    # stroke path effect would turn the letters into paths, which pdftotext cannot read)
     style: dict[str, Any] = {"fontsize": 8, "color": "#ffff66", "weight": "bold",
-                             "transform": ax.transAxes}
+                             "transform": ax.transAxes,
+                             "bbox": {"boxstyle": "round,pad=0.15", "fc": "black", "ec": "none",
+                                      "alpha": 0.7}}
     ax.text(0.02, 0.5, e.left, ha="left", va="center", **style)
     ax.text(0.98, 0.5, e.right, ha="right", va="center", **style)
     ax.text(0.5, 0.98, e.top, ha="center", va="top", **style)
