@@ -14,7 +14,9 @@ Per (subject, session, PET, analysis), into ``sub-<L>/[ses-<S>/]dicom/<PET prefi
 ``SEG_clusters.dcm`` (``--dicom-reference`` and at least one cluster) a DICOM Segmentation, one
                    segment per cluster, on the frames of the original T1w series.
 ``PM_zmap.dcm``    (``--dicom-reference``) a Parametric Map of Z on those frames (uint16,
-                   real-world value slope 0.001, intercept -32.768; window on Z 0 ± 5).
+                   real-world value slope 0.001, intercept -32.768; window on Z 0 ± 5),
+                   JPEG-LS lossless (pyjpegls, a highdicom dependency): the other objects
+                   stay uncompressed, the transfer syntax every PACS reads.
 
 "RESEARCH USE" leads every SeriesDescription. Without a reference, the objects belong to a
 study of their own (Patient ID ``sub-<L>``, a Study Instance UID derived from the subject and
@@ -36,7 +38,7 @@ import pandas as pd
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
 
 from pseudopet_bids import __version__
 from pseudopet_bids.io.files import atomic_write_bytes
@@ -312,6 +314,7 @@ def parametric_map(inputs: ExportInputs, reference: ReferenceSeries) -> Dataset:
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[hd.VOILUTTransformation(
             window_center=zero, window_width=2 * Z_LIMIT / PM_SLOPE)],
+        transfer_syntax_uid=JPEGLSLossless,  # 1.3 MB instead of 30 (1 mm, 224 slices)
         content_label="ZMAP", content_description=f"Z-map {inputs.analysis}"[:64],
         series_description=_description("Z-map", inputs))
     pm.BodyPartExamined = "HEAD"  # as the secondary captures
