@@ -80,3 +80,24 @@ def write_series(folder: Path, volume: np.ndarray, *, orientation=(1, 0, 0, 0, 1
         ds.file_meta = meta
         pydicom.dcmwrite(folder / f"IM{order[k]:04d}", ds, enforce_file_format=True)
     return series_affine(orientation, spacing, first, step)
+
+
+def write_series_from_nifti(path: Path, folder: Path, patient: str) -> None:
+    """Write a NIfTI image as the DICOM series it could have been converted from (values
+    scaled to 0..4000; slices ordered along the row x column normal)."""
+    import nibabel as nib
+
+    img = nib.load(path)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine
+    row = lps[:3, 0] / np.linalg.norm(lps[:3, 0])
+    col = lps[:3, 1] / np.linalg.norm(lps[:3, 1])
+    if np.dot(np.cross(row, col), lps[:3, 2]) < 0:  # slices must run along row x column
+        data = data[:, :, ::-1]
+        lps[:3, 3] += lps[:3, 2] * (data.shape[2] - 1)
+        lps[:3, 2] *= -1
+    scaled = np.clip(data / max(float(data.max()), 1e-6) * 4000, 0, 65535).astype(np.uint16)
+    write_series(folder, scaled, orientation=(*row, *col),
+                 spacing=(float(np.linalg.norm(lps[:3, 1])), float(np.linalg.norm(lps[:3, 0]))),
+                 thickness=float(np.linalg.norm(lps[:3, 2])), first=tuple(lps[:3, 3]),
+                 patient=patient)

@@ -79,3 +79,36 @@ def test_reference_needs_export(tmp_path):
               str(tmp_path)])
     assert info.value.code == 64
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_participant_writes_pdf_and_dicom(tmp_path):
+    """A simulated patient end to end: the PDF, the secondary captures, the Encapsulated PDF,
+    and the SEG and Parametric Map on a DICOM series of its T1w; the output stays valid BIDS."""
+    import pydicom
+
+    from pseudopet_bids.simulate.cohort import simulate_cohort
+    from tests.conftest import assert_bids_valid
+    from tests.reports.dicom_series import write_series_from_nifti
+    from tests.reports.test_dicom_export import validate
+
+    bids = tmp_path / "bids"
+    simulate_cohort(bids, n_controls=0, n_patients=1, seed=11, t1_voxel_mm=2.0)
+    t1 = next(bids.glob("sub-P01/anat/*_T1w.nii.gz"))
+    write_series_from_nifti(t1, tmp_path / "ref" / "sub-P01", "P01")
+    out = tmp_path / "out"
+    assert run(bids, out, tmp_path / "ref", "--model", "tissue", "--omp-nthreads", "1",
+               "--image-convention", "neurological") == 0
+    pdf = next(out.glob("sub-P01/report/sub-P01_*_desc-tissue_report.pdf"))
+    assert pdf.read_bytes().startswith(b"%PDF")
+    folder = next(out.glob("sub-P01/dicom/sub-P01_*_desc-tissue"))
+    names = {p.name for p in folder.iterdir()}
+    assert {"DOC_report.dcm", "PM_zmap.dcm", "SC_0001.dcm"} <= names
+    doc = pydicom.dcmread(folder / "DOC_report.dcm")
+    assert bytes(doc.EncapsulatedDocument)[:doc.EncapsulatedDocumentLength] == pdf.read_bytes()
+    sc = pydicom.dcmread(folder / "SC_0001.dcm")
+    assert list(sc.PatientOrientation) == ["R", "P"] and sc.PatientID == "P01"
+    for name in ("SC_0001.dcm", "PM_zmap.dcm", "SEG_clusters.dcm"):
+        if name in names:
+            assert validate(folder / name) == [], name
+    assert_bids_valid(out)
