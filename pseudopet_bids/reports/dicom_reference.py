@@ -5,7 +5,7 @@ Layout: ``DIR/sub-<L>/ses-<S>/``, ``DIR/sub-<L>/`` or, when one participant is p
 ``DIR`` itself; each holds exactly one series (files at any depth; non-DICOM files such as a
 ``DICOMDIR`` index or notes are ignored).
 
-Checks, each a :class:`DicomReferenceError` (exit 66) naming the folder and the fix:
+Checks, each a :class:`~pseudopet_bids.errors.DicomReferenceError` (exit 66) naming the folder and the fix:
 no DICOM image; several series; several patients; slices of one series that disagree
 (orientation, matrix, spacing, missing slices); a grid that is not the T1w's (another
 geometry: matrix, voxel size or position differ by more than :data:`GEOMETRY_TOLERANCE_MM`);
@@ -31,7 +31,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from pseudopet_bids.errors import InputError
+from pseudopet_bids.errors import DicomReferenceError
 
 #: Largest distance between the corners of the series' and the T1w's grids.
 GEOMETRY_TOLERANCE_MM = 0.5
@@ -39,10 +39,8 @@ GEOMETRY_TOLERANCE_MM = 0.5
 MIN_CORRELATION = 0.9
 _RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-class DicomReferenceError(InputError):
-    """A ``--dicom-reference`` folder that cannot be used (exit 66)."""
+__all__ = ["DicomReferenceError", "ReferenceSeries", "check_matches", "read_reference_series",
+           "reference_folder", "to_series_order"]
 
 
 @dataclass(frozen=True)
