@@ -13,6 +13,7 @@ Sections
 ``detection``  the detection rule (Z reference) and its thresholds
 ``training``   group-level ``--train``
 ``group``      group-level evaluation (``--build-normative``, ``--fid-weights``)
+``report``     the clinical PDF and the DICOM export (image convention, ``--dicom-export``)
 ``execution``  folders, parallelism, device, seed, rerun policy, verbosity
 """
 
@@ -127,6 +128,20 @@ class GroupConfig:
     fid_weights: str = ""
 
 
+#: ``--image-convention`` choices (:mod:`pseudopet_bids.reports.planes`).
+IMAGE_CONVENTIONS = ("radiological", "neurological")
+
+
+@dataclass
+class ReportConfig:
+    """The clinical PDF report and the DICOM export (``reports/pdf_report.py``,
+    ``reports/dicom_export.py``)."""
+
+    image_convention: str = "radiological"
+    dicom_export: bool = False
+    dicom_reference: str = ""  # folder of the subjects' original T1w DICOM series
+
+
 @dataclass
 class ExecutionConfig:
     """Where and how the work runs."""
@@ -145,7 +160,7 @@ class ExecutionConfig:
 SECTIONS: dict[str, type] = {
     "input": InputConfig, "preproc": PreprocConfig, "synthesis": SynthesisConfig,
     "detection": DetectionConfig, "training": TrainingConfig, "group": GroupConfig,
-    "execution": ExecutionConfig,
+    "report": ReportConfig, "execution": ExecutionConfig,
 }
 #: Field name → section name (field names are unique across sections).
 FIELD_SECTION: dict[str, str] = {f.name: name for name, cls in SECTIONS.items()
@@ -157,7 +172,8 @@ OUTPUT_FIELDS = ("model", "model_sha256", "n_samples", "calibration", "seed", "z
                  "cluster_min_volume", "gm_threshold", "z_reference", "normative_sha256",
                  "cluster_inference", "calibration_sha256",
                  "connectivity", "search_region", "skullstrip", "normalization", "pet_fwhm",
-                 "allow_any_tracer", "derivatives", "template_source", "version")
+                 "allow_any_tracer", "derivatives", "template_source", "version",
+                 "image_convention", "dicom_export", "dicom_reference")
 
 
 def default(name: str) -> Any:
@@ -179,6 +195,7 @@ class RunConfig:
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     group: GroupConfig = field(default_factory=GroupConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     version: str = __version__
 

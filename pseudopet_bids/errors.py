@@ -74,6 +74,12 @@ class ImageError(InputError):
     """An image file cannot be used: corrupt, truncated, empty, non-finite, wrong shape."""
 
 
+class DicomReferenceError(InputError):
+    """A ``--dicom-reference`` folder that is not one DICOM series of the participant's T1w
+    (no DICOM, several series or patients, another geometry or patient): exit 66, found
+    before any output exists."""
+
+
 class OutputError(PseudopetError):
     """The output or work directory cannot be created or written (exit 73)."""
 

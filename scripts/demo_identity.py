@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: Outputs that hold run times, dates, hosts or process ids: they differ between two runs of
 #: the same code, so they cannot show a difference between two versions.
-RUN_SPECIFIC = ("logs/", ".html")
+RUN_SPECIFIC = ("logs/", ".html", "_report.pdf")  # the PDF lists the run time per step
 
 
 def run_demo(source: Path, dest: Path) -> None:

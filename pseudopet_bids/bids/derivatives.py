@@ -28,6 +28,8 @@ logs
 models
 group
 **/figures
+**/report
+**/dicom
 *.html
 *_xfm.nii.gz
 *_statmap.nii.gz

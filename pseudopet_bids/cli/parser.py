@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pseudopet_bids import __version__
 from pseudopet_bids.bids.reuse import parse_derivative_specs
-from pseudopet_bids.config import CALIBRATIONS, RunConfig, default
+from pseudopet_bids.config import CALIBRATIONS, IMAGE_CONVENTIONS, RunConfig, default
 from pseudopet_bids.detect.rules import get_rule, rule_names
 from pseudopet_bids.errors import UsageError
 from pseudopet_bids.models.presets import AUTO_PRESET, PRESETS
@@ -303,6 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto = controls when such a calibration exists, else random-field, "
                         "saying why (default: %(default)s)")
 
+    g = parser.add_argument_group("clinical report and DICOM export (participant level)")
+    g.add_argument("--image-convention", dest="image_convention", choices=list(IMAGE_CONVENTIONS),
+                   default=default("image_convention"),
+                   help="left-right display of the PDF report and the DICOM images: "
+                        "radiological = patient's right on the image's left (PACS); "
+                        "neurological = patient's left on the left (default: %(default)s)")
+    g.add_argument("--dicom-export", dest="dicom_export", action="store_true",
+                   help="also write DICOM for PACS under sub-<L>/[ses-<S>/]dicom/: fused "
+                        "T1w + Z secondary captures and the PDF report (RESEARCH USE)")
+    g.add_argument("--dicom-reference", dest="dicom_reference", type=_existing_dir,
+                   metavar="DIR",
+                   help="with --dicom-export: the original T1w DICOM series, in "
+                        "DIR/sub-<L>[/ses-<S>]/ (or DIR itself for one participant); adds a "
+                        "DICOM SEG of the clusters and a Parametric Map of Z that reference "
+                        "that series")
+
     g = parser.add_argument_group("evaluation (group level)")
     g.add_argument("--build-normative", dest="build_normative", action="store_true",
                    help="build the healthy-control normative model of --model's residuals "
@@ -327,6 +343,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
                      "pseudopet BIDS OUT group --build-normative --model M")
     if args.z_reference != default("z_reference") and args.analysis_level != "participant":
         parser.error("--z-reference belongs to the participant level")
+    if (args.dicom_export or args.dicom_reference) and args.analysis_level != "participant":
+        parser.error("--dicom-export and --dicom-reference belong to the participant level")
+    if args.dicom_reference and not args.dicom_export:
+        parser.error("--dicom-reference needs --dicom-export")
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
@@ -349,7 +369,8 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         derivatives={k: str(v) for k, v in parse_derivative_specs(args.derivatives).items()}
         if args.derivatives else {},
         mem_gb=float(args.mem_gb or 0.0), model_name=args.model_name or "",
-        fid_weights=str(Path(args.fid_weights).resolve()) if args.fid_weights else "")
+        fid_weights=str(Path(args.fid_weights).resolve()) if args.fid_weights else "",
+        dicom_reference=str(args.dicom_reference or ""))
     return RunConfig.from_flat(values)
 
 

@@ -63,7 +63,7 @@ from pseudopet_bids.reports.subject_figures import write_subject_figures
 from pseudopet_bids.synthesis.apply import load_trained, synthesize_subject
 from pseudopet_bids.synthesis.calibrate import calibrate_to_subject
 from pseudopet_bids.synthesis.select import ModelChoice, choose_model
-from pseudopet_bids.workflows import outputs
+from pseudopet_bids.workflows import clinical, outputs
 from pseudopet_bids.workflows.evidence import resolve_evidence
 
 LOGGER = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ def run_participant_level(cfg: RunConfig, prepare_output: Callable[[RunConfig], 
                          bids, "each participant needs a T1w and an FDG PET image")
     _, analysis = resolve_analysis(cfg)  # fail before any work when the model is missing
     LOGGER.info("%s", analysis.evidence_note)
+    clinical.check_references(cfg, runnable)  # --dicom-reference: a wrong series, exit 66
     if analysis.model.trained:
         assert analysis.model.folder is not None
         resolve_device(cfg.execution.device)  # --device cuda without a GPU: usage error now
@@ -350,6 +351,10 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
                     raise
                 finally:
                     _join_aside(drawer, staging, unit.key)
+            with timed(timings, "clinical report", unit.key):  # PDF, --dicom-export
+                clinical.write_clinical_outputs(spaths, result, cfg, unit, participant,
+                                                model.label, analysis.label,
+                                                analysis.rule.reference_name, timings)
             # the record of an earlier run goes first: killed while the final files are being
             # replaced, the analysis must not look finished with a mix of old and new files
             final.config(analysis.label).unlink(missing_ok=True)

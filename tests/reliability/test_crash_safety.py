@@ -73,10 +73,22 @@ def derivative_files(out: Path) -> dict[str, Path]:
             if p.is_file() and not RUN_RECORDS.match(p.relative_to(out).as_posix())}
 
 
+def _pdf_text(path: Path) -> str | None:
+    """The PDF report's text up to its run times (provenance page), None without pdftotext."""
+    if shutil.which("pdftotext") is None:
+        return None
+    text = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    return text.split("Timings (s)")[0]
+
+
 def same_bytes(a: Path, b: Path) -> bool:
-    """Byte equality; HTML pages without their run-time table."""
+    """Byte equality; HTML pages without their run-time table, PDF reports by their text
+    without the run times (without pdftotext: that both exist)."""
     if a.suffix == ".html":
         return (TIMING_TABLE.sub("", a.read_text()) == TIMING_TABLE.sub("", b.read_text()))
+    if a.suffix == ".pdf":
+        return _pdf_text(a) == _pdf_text(b)
     return a.read_bytes() == b.read_bytes()
 
 
