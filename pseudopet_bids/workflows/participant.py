@@ -24,7 +24,6 @@ import signal
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -47,7 +46,7 @@ from pseudopet_bids.detect.rules import (DetectionRule, RuleInputs, RuleReferenc
                                          analysis_label, get_rule)
 from pseudopet_bids.detect.search import detection_mask
 from pseudopet_bids.detect.zmap import difference_map
-from pseudopet_bids.device import resolve_device, set_threads
+from pseudopet_bids.device import needs_spawn, resolve_device, set_threads, worker_pool
 from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, InputError,
                                    PseudopetError, UsageError, naming_inputs)
 from pseudopet_bids.io.files import atomic_write_text
@@ -160,7 +159,9 @@ def run_participant_level(cfg: RunConfig, prepare_output: Callable[[RunConfig], 
                            "using --nprocs %d", mem_gb, fit, GB_PER_PARTICIPANT, fit)
             nprocs = fit
     if nprocs > 1 and len(runnable) > 1:
-        with ProcessPoolExecutor(max_workers=nprocs) as pool:
+        # spawned when a learned model may go to a GPU: CUDA is already initialised here
+        spawn = needs_spawn(cfg.execution.device, analysis.model.trained)
+        with worker_pool(nprocs, spawn) as pool:
             results = list(pool.map(run_unit, runnable, [cfg] * len(runnable),
                                     [participants] * len(runnable)))
     else:
