@@ -237,7 +237,6 @@ class Trainer:
     # -- state -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly (see module docstring)."""
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
         return {"step": self.step, "config_hash": self.card["config_hash"],
                 "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
@@ -245,7 +244,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "ema": {k: v.cpu() for k, v in
                                                             self.ema.items()},
                 "extra": self.model.extra_state(), "accumulate": self.accumulate,
-                "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng},
+                "rng": self._rng_state(),
                 "log_rows": self.log_rows, "val_rows": self.val_rows, "elapsed": self.elapsed,
                 "settings": asdict(self.s)}
 
@@ -265,13 +264,27 @@ class Trainer:
         self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.model.load_extra_state(state["extra"])
         self.accumulate = int(state["accumulate"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(list(state["rng"]["cuda"]))
+        self._set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.log_rows = list(state["log_rows"])
         self.val_rows = list(state["val_rows"])
         self.elapsed = float(state["elapsed"])
+
+    def _rng_state(self) -> dict[str, Any]:
+        """The CPU generator's state and that of this rank's own GPU only: touching the
+        other visible GPUs would create a CUDA context on each of them (and fail in
+        exclusive-process mode)."""
+        cuda = [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else []
+        return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+    def _set_rng_state(self, rng: dict[str, Any]) -> None:
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and self.device.type == "cuda":
+            # states of earlier versions hold every visible GPU's: take this device's
+            states = list(rng["cuda"])
+            index = self.device.index or 0
+            own = states[0] if len(states) == 1 else states[min(index, len(states) - 1)]
+            torch.cuda.set_rng_state(own, self.device)
 
     @contextmanager
     def ema_weights(self) -> Iterator[None]:

@@ -367,3 +367,39 @@ def test_ema_warm_up_follows_the_weights_early(tmp_path):
     for k in moved[:20]:
         expected = 0.1 * init[k] + 0.9 * params[k].detach()
         assert torch.allclose(t.ema[k], expected, atol=1e-6), k
+
+
+# --------------------------------------------------------------------------- GPU paths (mocked)
+
+
+def test_only_the_own_gpus_rng_state_is_saved_and_restored(tmp_path, monkeypatch):
+    """A rank on cuda:1 saves and restores the RNG state of cuda:1 only: the *_all functions
+    create a context on every visible GPU and restore rank 0's streams everywhere."""
+    t = Trainer(_model("cyclegan"), _sampler(), _settings(steps=1), tmp_path, _card("cyclegan"))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the state of every visible GPU was touched")
+
+    calls: list[tuple[str, torch.device]] = []
+    fake_state = torch.arange(8, dtype=torch.uint8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", forbidden)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", forbidden)
+    monkeypatch.setattr(torch.cuda, "get_rng_state",
+                        lambda device="cuda": calls.append(("get", device)) or fake_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state",
+                        lambda state, device="cuda": calls.append(("set", device)))
+    t.device = torch.device("cuda:1")
+    rng = t._rng_state()
+    assert calls == [("get", torch.device("cuda:1"))] and len(rng["cuda"]) == 1
+    t._set_rng_state(rng)
+    assert calls[-1] == ("set", torch.device("cuda:1"))
+    # a state written by an earlier version (every visible GPU's): this device's is restored
+    calls.clear()
+    t._set_rng_state({"torch": rng["torch"], "cuda": [fake_state] * 4})
+    assert calls == [("set", torch.device("cuda:1"))]
+    # on the CPU no CUDA state at all
+    t.device = torch.device("cpu")
+    calls.clear()
+    assert t._rng_state()["cuda"] == [] and not calls
