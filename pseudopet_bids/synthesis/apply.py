@@ -143,10 +143,19 @@ def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
         chunk = zs[start:start + max(1, batch // n_samples)]
         x = torch.from_numpy(np.stack([context_slices(mri, int(z), trained.context)
                                        for z in chunk])).to(device)
+        noise_state = gen.get_state()
+        y: torch.Tensor | None = None
         try:
             y = model.translate(x.repeat_interleave(n_samples, dim=0), gen)
         except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
+            pass  # handled below, once the exception and the frames it holds are freed
+        if y is None:
+            # the failed attempt's tensors are released before the cache is emptied, and its
+            # noise draws are undone: the retry continues the same noise sequence
+            del x
+            gen.set_state(noise_state)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             if batch == 1:
                 raise ProcessingError("CUDA ran out of memory with one slice per batch",
                                       None, "free the GPU or use --device cpu") from None

@@ -98,6 +98,31 @@ class TrainSettings:
                    seed=ex.seed, resume=tr.resume)
 
 
+def _resplit(ctxs: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:
+    """The per-micro-batch contexts of earlier phases cut to new micro-batch ``sizes`` (after
+    an out-of-memory retry raised the accumulation): their tensors are concatenated along the
+    batch dimension and split again; other values are shared."""
+    if len(ctxs) == len(sizes) and all(_batch_len(c) in (None, s)
+                                       for c, s in zip(ctxs, sizes)):
+        return ctxs
+    keys = list(dict.fromkeys(k for c in ctxs for k in c))
+    out: list[dict[str, Any]] = [{} for _ in sizes]
+    for key in keys:
+        values = [c[key] for c in ctxs]
+        if all(isinstance(v, torch.Tensor) for v in values):
+            for part, chunk in zip(out, torch.cat(values).split(sizes)):
+                part[key] = chunk
+        else:
+            for part in out:
+                part[key] = values[0]
+    return out
+
+
+def _batch_len(ctx: dict[str, Any]) -> int | None:
+    lens = {len(v) for v in ctx.values() if isinstance(v, torch.Tensor)}
+    return lens.pop() if len(lens) == 1 else None
+
+
 def lr_lambda(schedule: str, total: int, lr: float, lr_min: float) -> Callable[[int], float]:
     """Multiplier of the base LR at step ``s`` for the schedules of :class:`Phase`."""
     if schedule == "linear-half":
@@ -310,12 +335,23 @@ class Trainer:
         return {k: torch.from_numpy(v).to(self.device).contiguous(memory_format=fmt)
                 for k, v in arrays.items()}
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _split(self, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """The step's batch cut into ``accumulate`` micro-batches (fewer if it is smaller)."""
         n = len(batch["mri"])
-        parts = max(1, min(self.accumulate, n))
-        bounds = np.linspace(0, n, parts + 1).astype(int)
-        micro = [{k: v[a:b] for k, v in batch.items()} for a, b in zip(bounds[:-1], bounds[1:])]
-        ctxs: list[dict[str, Any]] = [{} for _ in micro]
+        bounds = np.linspace(0, n, max(1, min(self.accumulate, n)) + 1).astype(int)
+        return [{k: v[a:b] for k, v in batch.items()} for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimisation step: each phase's micro-batches, all-reduce, optimizer step.
+
+        CUDA out of memory in a phase's forward or backward pass retries *that phase* with
+        twice the micro-batches: the phases already done are not run again (their optimizers
+        and schedulers step once per step), the failed attempt's tensors are freed before the
+        cache is emptied, its random draws are undone (the retry draws the same numbers), and
+        the all-reduce of the other ranks, which wait in the same phase, pairs with this one.
+        """
+        n = len(batch["mri"])
+        ctxs: list[dict[str, Any]] = [{}]
         logs: dict[str, float] = {}
         all_params = list(self.model.parameters())
         for phase in self.phases:
@@ -323,23 +359,26 @@ class Trainer:
             for p in all_params:
                 p.requires_grad_(id(p) in mine)
             opt = self.optimizers[phase.name]
-            opt.zero_grad(set_to_none=True)
-            total = 0.0
-            for mb, ctx in zip(micro, ctxs):
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-                    loss, parts_log = self.model.phase_loss(phase.name, mb, ctx, self.step)
-                if not torch.isfinite(loss):
-                    raise ProcessingError(f"the {phase.name} loss became {loss.item()} at step "
-                                          f"{self.step}", None, "lower the learning rate or "
-                                          "check the training data")
-                (loss * (len(mb["mri"]) / n)).backward()
-                total += loss.item() * len(mb["mri"]) / n
-                for k, v in parts_log.items():
-                    logs[k] = logs.get(k, 0.0) + v * len(mb["mri"]) / n
+            rng = self._rng_state()
+            while True:
+                micro = self._split(batch)
+                ctxs = _resplit(ctxs, [len(mb["mri"]) for mb in micro])
+                attempt = [dict(c) for c in ctxs]  # what this phase adds is undone on a retry
+                opt.zero_grad(set_to_none=True)
+                try:
+                    phase_logs = self._run_phase(phase.name, micro, attempt, n)
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    pass  # handled below, once the exception and its frames are released
+                del attempt
+                opt.zero_grad(set_to_none=True)
+                self._set_rng_state(rng)
+                self._raise_accumulate(n)
+            ctxs = attempt
             self.dist.average_grads(self.params[phase.name])
             opt.step()
             self.schedulers[phase.name].step()
-            logs[phase.name] = total
+            logs.update(phase_logs)
         for p in all_params:
             p.requires_grad_(True)
         if self.ema:
@@ -353,20 +392,46 @@ class Trainer:
                     v.mul_(decay).add_(params[k].detach(), alpha=1 - decay)
         return logs
 
+    def _run_phase(self, name: str, micro: list[dict[str, torch.Tensor]],
+                   ctxs: list[dict[str, Any]], n: int) -> dict[str, float]:
+        """Forward and backward passes of phase ``name`` over the micro-batches (gradients
+        accumulated, weighted by micro-batch size); returns the phase's logs."""
+        total = 0.0
+        logs: dict[str, float] = {}
+        for mb, ctx in zip(micro, ctxs):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+                loss, parts_log = self.model.phase_loss(name, mb, ctx, self.step)
+            if not torch.isfinite(loss):
+                raise ProcessingError(f"the {name} loss became {loss.item()} at step "
+                                      f"{self.step}", None, "lower the learning rate or "
+                                      "check the training data")
+            (loss * (len(mb["mri"]) / n)).backward()
+            total += loss.item() * len(mb["mri"]) / n
+            for k, v in parts_log.items():
+                logs[k] = logs.get(k, 0.0) + v * len(mb["mri"]) / n
+        logs[name] = total
+        return logs
+
+    def _raise_accumulate(self, n: int) -> None:
+        """After CUDA ran out of memory: empty the cache and double the micro-batches."""
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if self.accumulate >= n:
+            raise ProcessingError("CUDA ran out of memory even with one slice per micro-batch",
+                                  None, "use a smaller preset, free the GPU, or train with "
+                                  "--device cpu")
+        self.accumulate *= 2
+        LOGGER.warning("CUDA out of memory: gradient accumulation raised to %d micro-batches "
+                       "per step", self.accumulate)
+
     def _step_with_backoff(self, batch_np: dict[str, np.ndarray]) -> dict[str, float]:
-        while True:
-            try:
-                return self._train_step(self._to_device(batch_np))
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                if self.accumulate >= len(batch_np["mri"]):
-                    raise ProcessingError(
-                        "CUDA ran out of memory even with one slice per micro-batch", None,
-                        "use a smaller preset, free the GPU, or train with --device cpu"
-                    ) from None
-                self.accumulate *= 2
-                LOGGER.warning("CUDA out of memory: gradient accumulation raised to %d "
-                               "micro-batches per step", self.accumulate)
+        try:
+            return self._train_step(self._to_device(batch_np))
+        except torch.cuda.OutOfMemoryError:
+            raise ProcessingError("CUDA ran out of memory outside the forward and backward "
+                                  "passes (the all-reduce or the optimizer step)", None,
+                                  "use a smaller preset or batch size, or free the GPU"
+                                  ) from None
 
     # -- outputs -----------------------------------------------------------------------------
     def _write_logs(self) -> None:

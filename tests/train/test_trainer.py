@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from pseudopet_bids.io import files
-from pseudopet_bids.errors import UsageError
+from pseudopet_bids.errors import ProcessingError, UsageError
 from pseudopet_bids.models import checkpoint as ckpt
 from pseudopet_bids.models.presets import preset
 from pseudopet_bids.models.registry import build_model
@@ -403,3 +403,85 @@ def test_only_the_own_gpus_rng_state_is_saved_and_restored(tmp_path, monkeypatch
     t.device = torch.device("cpu")
     calls.clear()
     assert t._rng_state()["cuda"] == [] and not calls
+
+
+class _OOMOnce:
+    """Wraps ``model.phase_loss``: CUDA out of memory the first time ``phase`` runs with more
+    than one slice per micro-batch; records every call (phase, micro-batch size)."""
+
+    def __init__(self, model, phase: str):
+        self.inner, self.phase, self.calls, self.fired = model.phase_loss, phase, [], False
+        model.phase_loss = self
+
+    def __call__(self, phase, batch, ctx, step):
+        self.calls.append((phase, len(batch["mri"])))
+        if phase == self.phase and not self.fired and len(batch["mri"]) > 1:
+            self.fired = True
+            torch.rand(5)                            # the failed attempt drew random numbers
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(phase, batch, ctx, step)
+
+
+def _steps_taken(trainer: Trainer) -> dict[str, set[int]]:
+    return {name: {int(s["step"]) for s in opt.state.values()}
+            for name, opt in trainer.optimizers.items()}
+
+
+@pytest.mark.parametrize("kind, failing", [("syndiff", "G"), ("cyclegan", "D")])
+def test_out_of_memory_retries_only_the_failed_phase(kind, failing, tmp_path):
+    """SynDiff runs D then G: an OOM in G used to re-run D (its optimizer stepped twice and its
+    scheduler ran ahead). CycleGAN's D uses the fakes G left per micro-batch: they are cut to
+    the new micro-batches."""
+    model = _model(kind)
+    oom = _OOMOnce(model, failing)
+    t = Trainer(model, _sampler(batch=2), _settings(steps=2), tmp_path, _card(kind))
+    t.fit()
+    assert oom.fired and t.accumulate == 2
+    first = [p for p, _ in oom.calls]
+    order = [ph.name for ph in t.phases]
+    # step 0: the phases before the failing one once, the failing one twice (2 slices that
+    # failed, then 2 micro-batches of 1), then the rest; step 1 with 2 micro-batches each
+    done = order[:order.index(failing)]
+    assert first[:len(done)] == done
+    assert oom.calls[len(done)] == (failing, 2)
+    assert oom.calls[len(done) + 1:len(done) + 3] == [(failing, 1), (failing, 1)]
+    assert _steps_taken(t) == {name: {2} for name in order}   # each optimizer: 2 steps
+    assert {s.last_epoch for s in t.schedulers.values()} == {2}
+
+
+def test_out_of_memory_retry_draws_the_same_random_numbers(tmp_path):
+    """The retried phase starts from the RNG state the failed attempt started from."""
+    seen = []
+
+    def run(name: str, oom: bool) -> None:
+        model = _model("syndiff")
+        inner = model.phase_loss
+
+        def loss(phase, batch, ctx, step):
+            if phase == "G":
+                seen.append((name, torch.get_rng_state().clone()))
+            if oom and phase == "G" and len(batch["mri"]) > 1:
+                torch.rand(7)
+                raise torch.cuda.OutOfMemoryError("simulated")
+            return inner(phase, batch, ctx, step)
+
+        model.phase_loss = loss
+        Trainer(model, _sampler(batch=2), _settings(steps=1), tmp_path / name,
+                _card("syndiff")).fit()
+
+    run("oom", True)
+    states = [s for n, s in seen if n == "oom"]
+    assert torch.equal(states[0], states[1])     # the failed attempt and the retry
+
+
+def test_out_of_memory_with_one_slice_per_micro_batch_stops_clearly(tmp_path):
+    model = _model("syndiff")
+
+    def loss(*args):
+        raise torch.cuda.OutOfMemoryError("simulated")
+
+    model.phase_loss = loss
+    t = Trainer(model, _sampler(batch=2), _settings(steps=1), tmp_path, _card("syndiff"))
+    with pytest.raises(ProcessingError, match="even with one slice per micro-batch"):
+        t.fit()
+    assert t.accumulate == 2
