@@ -98,6 +98,19 @@ class TrainSettings:
                    seed=ex.seed, resume=tr.resume)
 
 
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give the optimizer's per-parameter state (Adam's moments) the memory layout of its
+    parameter: a loaded state is contiguous (NCHW) while channels-last parameters are NHWC,
+    which would push the fused and foreach Adam kernels off their fast path."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape \
+                        and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def _resplit(ctxs: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:
     """The per-micro-batch contexts of earlier phases cut to new micro-batch ``sizes`` (after
     an out-of-memory retry raised the accumulation): their tensors are concatenated along the
@@ -281,12 +294,15 @@ class Trainer:
                              "rerun with the original settings, or without --resume "
                              "after deleting the model folder")
         self.model.load_state_dict(state["model"])
+        params = dict(self.model.named_parameters())
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
+            _match_layouts(o)
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
         self.scaler.load_state_dict(state["scaler"])
-        self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
+        # the saved tensors are contiguous: back to the parameters' (channels-last) layout
+        self.ema = {k: torch.empty_like(params[k]).copy_(v) for k, v in state["ema"].items()}
         self.model.load_extra_state(state["extra"])
         self.accumulate = int(state["accumulate"])
         self._set_rng_state(state["rng"])

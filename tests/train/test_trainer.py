@@ -485,3 +485,31 @@ def test_out_of_memory_with_one_slice_per_micro_batch_stops_clearly(tmp_path):
     with pytest.raises(ProcessingError, match="even with one slice per micro-batch"):
         t.fit()
     assert t.accumulate == 2
+
+
+def test_resume_keeps_the_channels_last_layout_of_optimizer_and_ema(tmp_path):
+    """The saved state is contiguous; resumed, Adam's moments and the EMA must again have the
+    layout of their (channels-last) parameters, or the fused/foreach kernels leave their fast
+    path after every resume."""
+    with pytest.raises(_Interrupted):
+        Trainer(_model("syndiff"), _InterruptAt(_sampler(), 2),
+                _settings(steps=4, checkpoint_every=2), tmp_path, _card("syndiff")).fit()
+    t = Trainer(_model("syndiff"), _sampler(), _settings(steps=4, resume=True), tmp_path,
+                _card("syndiff"))
+    t.load_state(ckpt.load_training_state(tmp_path))
+    params = dict(t.model.named_parameters())
+    four_d = [k for k, p in params.items() if p.dim() == 4 and min(p.shape[2:]) > 1]
+    assert four_d and all(params[k].is_contiguous(memory_format=torch.channels_last)
+                          for k in four_d)
+    checked = 0
+    for opt in t.optimizers.values():
+        for group in opt.param_groups:
+            for p in group["params"]:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    value = opt.state[p][key]
+                    assert value.stride() == p.stride(), key
+                    checked += p.dim() == 4 and min(p.shape[2:]) > 1
+    assert checked
+    for k in four_d:
+        if k in t.ema:
+            assert t.ema[k].stride() == params[k].stride(), k
