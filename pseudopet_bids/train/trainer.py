@@ -206,6 +206,27 @@ class _Distributed:
             for tensor in list(model.parameters()) + list(model.buffers()):
                 dist.broadcast(tensor, 0)
 
+    def gather(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order (every rank must call it)."""
+        if self.world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's ``flag`` on every rank (decisions taken from a clock, which the ranks do
+        not share, must be the same on all of them)."""
+        if self.world_size == 1:
+            return flag
+        import torch.distributed as dist
+
+        value = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(value, 0)
+        return bool(value.item())
+
     def close(self) -> None:
         if self.owned:
             import torch.distributed as dist
@@ -303,9 +324,17 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         # the saved tensors are contiguous: back to the parameters' (channels-last) layout
         self.ema = {k: torch.empty_like(params[k]).copy_(v) for k, v in state["ema"].items()}
-        self.model.load_extra_state(state["extra"])
         self.accumulate = int(state["accumulate"])
-        self._set_rng_state(state["rng"])
+        # each rank continues its own random stream and image pools (seed + rank); a state
+        # saved by another number of processes continues with rank 0's
+        ranks = state.get("ranks") or []
+        own = ranks[self.dist.rank] if len(ranks) == self.dist.world_size else state
+        if len(ranks) not in (0, self.dist.world_size):
+            LOGGER.warning("the checkpoint was written by %d processes, this run has %d: the "
+                           "resumed training is not the uninterrupted one", len(ranks),
+                           self.dist.world_size)
+        self.model.load_extra_state(own["extra"])
+        self._set_rng_state(own["rng"])
         self.step = int(state["step"])
         self.log_rows = list(state["log_rows"])
         self.val_rows = list(state["val_rows"])
@@ -463,10 +492,15 @@ class Trainer:
             atomic_write_text(self.model_dir / name, buf.getvalue())
 
     def save_checkpoint(self) -> None:
-        """Write the resumable state and the logs (main process only)."""
+        """Write the resumable state and the logs (every rank calls it; rank 0 writes)."""
+        # what differs between the ranks: their random streams and image pools
+        ranks = self.dist.gather({"rng": self._rng_state(), "extra": self.model.extra_state()})
         if not self.dist.main:
             return
-        ckpt.save_training_state(self.model_dir, self.state())
+        state = self.state()
+        if self.dist.world_size > 1:
+            state["ranks"] = ranks
+        ckpt.save_training_state(self.model_dir, state)
         self._write_logs()
         LOGGER.info("checkpoint at step %d written to %s", self.step,
                     self.model_dir / ckpt.STATE_DIR)
@@ -511,7 +545,9 @@ class Trainer:
         elif self.s.resume:
             LOGGER.info("--resume: no saved state in %s, starting at step 0", self.model_dir)
         if self.step == 0:  # TrainSettings.seed (a resumed run restores the saved RNG state)
-            torch.manual_seed(self.s.seed)
+            # seed + rank, as the official SynDiff: the ranks draw different t, noise and z
+            # (the same seed made every GPU draw the same ones); the weights are rank 0's
+            torch.manual_seed(self.s.seed + self.dist.rank)
         self.dist.broadcast_params(self.model)
         self.model.train()
         # a bar with the losses on a terminal, else a log line every 5 %, at most
@@ -541,8 +577,10 @@ class Trainer:
             if self.s.val_every and self.step % self.s.val_every == 0 \
                     and self.step < self.s.steps:
                 self._validate()
-            due = (self.step % self.s.checkpoint_every == 0 or
-                   time.monotonic() - t_last_ckpt > 60 * self.s.checkpoint_minutes)
+            due = self.step % self.s.checkpoint_every == 0
+            if not due and self.step % self.s.log_every == 0:  # by time: rank 0's clock
+                due = self.dist.agree(
+                    time.monotonic() - t_last_ckpt > 60 * self.s.checkpoint_minutes)
             if due and self.step < self.s.steps:
                 self.save_checkpoint()
                 t_last_ckpt = time.monotonic()

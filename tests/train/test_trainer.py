@@ -513,3 +513,84 @@ def test_resume_keeps_the_channels_last_layout_of_optimizer_and_ema(tmp_path):
     for k in four_d:
         if k in t.ema:
             assert t.ema[k].stride() == params[k].stride(), k
+
+
+_RANKS_SCRIPT = textwrap.dedent("""
+    import hashlib, json, sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests!r})
+    from test_trainer import _InterruptAt, _card, _model, _sampler
+    from pseudopet_bids.train.trainer import Trainer, TrainSettings, _Distributed
+
+    def digest(tensors):
+        h = hashlib.sha256()
+        for t in tensors:
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    out, mode = Path(sys.argv[1]), sys.argv[2]
+    dist = _Distributed("cpu")
+    model = _model("cyclegan", pool_size=3)
+    inner, first = model.phase_loss, []
+
+    def phase_loss(phase, batch, ctx, step):
+        if not first:
+            first.append(digest([torch.get_rng_state()]))
+        return inner(phase, batch, ctx, step)
+
+    model.phase_loss = phase_loss
+    sampler = _sampler(rank=dist.rank, world=dist.world_size)
+    if mode == "cut":
+        sampler = _InterruptAt(sampler, 2)
+    settings = TrainSettings(steps=4, batch_size=2, device="cpu", checkpoint_every=2,
+                             resume=mode == "resume")
+    trainer = Trainer(model, sampler, settings, out / mode.replace("cut", "resume"),
+                      _card("cyclegan"), dist=dist)
+    trainer.fit()
+    (out / f"{{mode}}{{dist.rank}}.json").write_text(json.dumps(
+        {{"first_rng": first[0], "end": digest(v for _, v in sorted(model.state_dict().items())),
+          "rng": digest([torch.get_rng_state()]),
+          "pool": digest([model.pool_pet.images])}}))
+""")
+
+
+def _run_ranks(script: Path, out: Path, mode: str) -> list[tuple[int, str]]:
+    port = _free_port()
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        procs.append(subprocess.Popen([sys.executable, str(script), str(out), mode], env=env,
+                                      cwd=REPO, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    try:
+        logs = [p.communicate(timeout=120)[0] for p in procs]
+        return [(p.returncode, log) for p, log in zip(procs, logs)]
+    finally:
+        for p in procs:
+            p.kill()
+
+
+@pytest.mark.slow  # three 2-process runs: about 80 s on a busy 2-core VM
+def test_ranks_draw_their_own_randomness_and_resume_exactly(tmp_path):
+    """seed + rank: each rank draws other noise (and fills its own image pool); the ranks'
+    weights stay identical; interrupted and resumed, every rank continues its own random
+    stream and pool, so the result is the uninterrupted one."""
+    script = tmp_path / "ranks.py"
+    script.write_text(_RANKS_SCRIPT.format(tests=str(Path(__file__).parent)))
+    for mode in ("full", "cut", "resume"):
+        results = _run_ranks(script, tmp_path, mode)
+        if mode != "cut":
+            for rank, (code, log) in enumerate(results):
+                assert (tmp_path / f"{mode}{rank}.json").is_file(), f"rank {rank}:\n{log[-3000:]}"
+    full = [json.loads((tmp_path / f"full{r}.json").read_text()) for r in (0, 1)]
+    resumed = [json.loads((tmp_path / f"resume{r}.json").read_text()) for r in (0, 1)]
+    assert full[0]["first_rng"] != full[1]["first_rng"]      # seed + rank
+    assert full[0]["pool"] != full[1]["pool"]                # each rank its own fakes
+    assert full[0]["end"] == full[1]["end"]                  # weights stay identical
+    for rank in (0, 1):                                      # resume == uninterrupted
+        for key in ("end", "rng", "pool"):
+            assert resumed[rank][key] == full[rank][key], (rank, key)
