@@ -23,8 +23,9 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from pseudopet_bids.models.base import Phase, TranslationModel
 from pseudopet_bids.progress import ProgressReporter
 
 LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 #: Longest gap between two progress lines of a training (a CPU step may take seconds).
 PROGRESS_MAX_INTERVAL_S = 120.0
 #: Steps after which the first progress line gives the rate and the ETA.
@@ -155,10 +157,18 @@ def lr_lambda(schedule: str, total: int, lr: float, lr_min: float) -> Callable[[
     raise ValueError(f"unknown LR schedule {schedule!r}")
 
 
+#: Timeout of the process group's collectives: longer than anything one rank does while the
+#: others wait in a collective (rank 0's checkpoints and validation); NCCL's default is 10 min.
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=60)
+#: Longest wait of the other ranks for rank 0's work in :meth:`_Distributed.main_first`
+#: (preprocessing every uncached 1 mm control, serially).
+MAIN_FIRST_TIMEOUT = timedelta(hours=48)
+
+
 class _Distributed:
     """Process group from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK)."""
 
-    def __init__(self, device_name: str):
+    def __init__(self, device_name: str, timeout: timedelta = PROCESS_GROUP_TIMEOUT):
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -172,7 +182,7 @@ class _Distributed:
             if use_cuda:
                 torch.cuda.set_device(self.device)
             if not dist.is_initialized():
-                dist.init_process_group("nccl" if use_cuda else "gloo")
+                dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
                 self.owned = True
         else:
             self.device = resolve_device(device_name)
@@ -205,6 +215,35 @@ class _Distributed:
         with torch.no_grad():
             for tensor in list(model.parameters()) + list(model.buffers()):
                 dist.broadcast(tensor, 0)
+
+    def main_first(self, key: str, work: Callable[[], T],
+                   wait: timedelta = MAIN_FIRST_TIMEOUT) -> T:
+        """``work()`` on rank 0 first, then on the other ranks (e.g. rank 0 fills a cache that
+        the others then read).
+
+        The other ranks wait on a key of the process group's store, not in a collective: a
+        collective would abort after the process group's timeout (NCCL's default: 10 min,
+        which preprocessing 10–20 uncached 1 mm controls exceeds). A failure of rank 0 is
+        passed on, so the others do not wait for ever.
+        """
+        if self.world_size == 1:
+            return work()
+        import torch.distributed as dist
+
+        store = dist.distributed_c10d._get_default_store()
+        if self.main:
+            try:
+                result = work()
+            except BaseException:
+                store.set(key, "failed")
+                raise
+            store.set(key, "done")
+            return result
+        store.wait([key], wait)
+        if store.get(key) != b"done":
+            raise ProcessingError(f"rank 0 failed in {key}; see its log", None,
+                                  "fix the problem rank 0 reported and rerun")
+        return work()
 
     def gather(self, obj: Any) -> list[Any]:
         """``obj`` of every rank, in rank order (every rank must call it)."""

@@ -594,3 +594,58 @@ def test_ranks_draw_their_own_randomness_and_resume_exactly(tmp_path):
     for rank in (0, 1):                                      # resume == uninterrupted
         for key in ("end", "rng", "pool"):
             assert resumed[rank][key] == full[rank][key], (rank, key)
+
+
+def test_process_group_gets_an_explicit_timeout(monkeypatch):
+    import torch.distributed as tdist
+
+    from pseudopet_bids.train import trainer as trainer_mod
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(tdist, "is_initialized", lambda: False)
+    monkeypatch.setattr(tdist, "init_process_group",
+                        lambda backend, **kw: seen.update(backend=backend, **kw))
+    d = trainer_mod._Distributed("cpu")
+    assert seen == {"backend": "gloo", "timeout": trainer_mod.PROCESS_GROUP_TIMEOUT}
+    assert d.rank == 1 and d.owned
+    assert trainer_mod.PROCESS_GROUP_TIMEOUT.total_seconds() > 600   # NCCL's default: 10 min
+
+
+_MAIN_FIRST_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    from datetime import timedelta
+    from pathlib import Path
+    from pseudopet_bids.train.trainer import _Distributed
+
+    out = Path(sys.argv[1])
+    # collectives time out after 2 s here; rank 0's work takes 6 s
+    dist = _Distributed("cpu", timeout=timedelta(seconds=2))
+    order = []
+
+    def work():
+        if dist.main:
+            time.sleep(6)
+        order.append(time.time())
+        return dist.rank
+
+    got = dist.main_first("slow preparation", work)
+    ranks = dist.gather(got)                  # both ranks are still in the process group
+    (out / f"rank{dist.rank}.json").write_text(json.dumps({"ranks": ranks, "t": order[0]}))
+    dist.close()
+""")
+
+
+@pytest.mark.slow  # two processes importing torch: about 20 s on a busy 2-core VM
+def test_other_ranks_wait_for_rank_0_beyond_the_collective_timeout(tmp_path):
+    """Rank 0 preprocesses longer than the process group's timeout while the others wait on
+    the store (a barrier there aborted the job after NCCL's 10 minutes)."""
+    script = tmp_path / "main_first.py"
+    script.write_text(_MAIN_FIRST_SCRIPT)
+    results = _run_ranks(script, tmp_path, "")
+    for rank, (code, log) in enumerate(results):
+        assert code == 0, f"rank {rank} failed:\n{log[-3000:]}"
+    res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert res[0]["ranks"] == res[1]["ranks"] == [0, 1]
+    assert res[1]["t"] >= res[0]["t"]          # rank 1 ran its part after rank 0's
