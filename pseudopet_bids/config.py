@@ -134,6 +134,7 @@ class ExecutionConfig:
     omp_nthreads: int = field(default_factory=default_threads)
     mem_gb: float = 0.0
     device: str = "auto"
+    deterministic: bool = False  # CUDA: deterministic cuDNN and kernels (slower)
     seed: int = 42
     force: bool = False
     verbosity: int = 0

@@ -112,3 +112,29 @@ def _log_to_queue(queue: Any) -> None:
         root.removeHandler(handler)
     root.addHandler(logging.handlers.QueueHandler(queue))
     root.setLevel(logging.DEBUG)
+
+
+#: cuBLAS needs a fixed workspace for deterministic results (read when cuBLAS starts).
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+def configure_determinism(device: torch.device, deterministic: bool) -> None:
+    """Kernel choices on CUDA (``--deterministic``); nothing changes on the CPU.
+
+    Deterministic: cuDNN's deterministic algorithms, no autotuning, and
+    ``torch.use_deterministic_algorithms`` (operations without a deterministic CUDA kernel
+    warn rather than fail, so a run never stops for it; the warning names them). Otherwise
+    cuDNN autotunes its kernels for the fixed slice shapes (``cudnn.benchmark``), the fastest
+    choice, whose results may differ in the last bits between runs. On the CPU, results are
+    bit-identical between runs with one thread (:func:`set_threads`).
+    """
+    if device.type != "cuda":
+        return
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True

@@ -34,3 +34,26 @@ def test_spawned_pool_runs_and_forwards_its_log_records(caplog):
     with worker_pool(2, spawn=False) as pool:
         assert pool._mp_context.get_start_method() == "fork"  # type: ignore[attr-defined]
         assert list(pool.map(_work, [4]))[0][0] == 16
+
+
+def test_deterministic_switch_sets_the_cuda_kernel_choices(monkeypatch):
+    import torch
+
+    from pseudopet_bids.device import CUBLAS_DETERMINISTIC, configure_determinism
+
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms",
+                        lambda mode, warn_only=False: calls.append((mode, warn_only)))
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    configure_determinism(torch.device("cpu"), True)          # the CPU: nothing to change
+    assert not calls and not torch.backends.cudnn.benchmark
+    configure_determinism(torch.device("cuda:0"), False)      # fastest kernels, autotuned
+    assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+    assert not calls
+    configure_determinism(torch.device("cuda:0"), True)
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert calls == [(True, True)]
+    import os
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_DETERMINISTIC

@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", type=_device, default=default("device"),
                    metavar="{auto,cpu,cuda,cuda:N}",
                    help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="CUDA: deterministic cuDNN and kernels, so that reruns and resumed "
+                        "trainings repeat bit for bit (slower; the CPU is deterministic with "
+                        "one thread already); without it cuDNN picks the fastest kernels")
 
     g = parser.add_argument_group("method")
     g.add_argument("--model", type=_model, default=default("model"),

@@ -32,7 +32,7 @@ import torch
 
 from pseudopet_bids import provenance
 from pseudopet_bids.config import RunConfig, default
-from pseudopet_bids.device import flush_denormals, resolve_device
+from pseudopet_bids.device import configure_determinism, flush_denormals, resolve_device
 from pseudopet_bids.errors import ProcessingError, UsageError
 from pseudopet_bids.io.files import atomic_write_text
 from pseudopet_bids.models import checkpoint as ckpt
@@ -73,6 +73,8 @@ class TrainSettings:
         Seeds torch (all devices) before the first step.
     resume
         Continue from ``state/`` when present.
+    deterministic
+        CUDA: deterministic kernels (``--deterministic``, :func:`configure_determinism`).
     """
 
     # the defaults shared with the command line are those of the run config (defined once)
@@ -88,6 +90,7 @@ class TrainSettings:
     log_every: int = 10
     seed: int = default("seed")
     resume: bool = default("resume")
+    deterministic: bool = default("deterministic")
 
     @classmethod
     def from_config(cls, cfg: RunConfig, steps: int, batch_size: int) -> "TrainSettings":
@@ -97,7 +100,7 @@ class TrainSettings:
         return cls(steps=steps, batch_size=batch_size, accumulate=tr.accumulate,
                    device=ex.device, checkpoint_every=tr.checkpoint_every,
                    checkpoint_minutes=tr.checkpoint_minutes, val_every=tr.val_every,
-                   seed=ex.seed, resume=tr.resume)
+                   seed=ex.seed, resume=tr.resume, deterministic=ex.deterministic)
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
@@ -304,6 +307,7 @@ class Trainer:
                  dist: _Distributed | None = None):
         self.dist = dist or _Distributed(settings.device)
         self.device = self.dist.device
+        configure_determinism(self.device, settings.deterministic)
         flush_denormals()
         self.model = model.to(self.device)
         if settings.channels_last:

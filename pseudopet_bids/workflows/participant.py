@@ -46,7 +46,8 @@ from pseudopet_bids.detect.rules import (DetectionRule, RuleInputs, RuleReferenc
                                          analysis_label, get_rule)
 from pseudopet_bids.detect.search import detection_mask
 from pseudopet_bids.detect.zmap import difference_map
-from pseudopet_bids.device import needs_spawn, resolve_device, set_threads, worker_pool
+from pseudopet_bids.device import (configure_determinism, needs_spawn, resolve_device,
+                                   set_threads, worker_pool)
 from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, InputError,
                                    PseudopetError, UsageError, naming_inputs)
 from pseudopet_bids.io.files import atomic_write_text
@@ -278,6 +279,7 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
         else:
             assert model.folder is not None
             device = resolve_device(ex.device)
+            configure_determinism(device, ex.deterministic)
             trained = load_trained(model.folder, device)
             LOGGER.info("%s: model %s (%s, %s preset) on %s", unit.key, model.folder,
                         trained.name, trained.card.get("preset"), device)
