@@ -24,6 +24,7 @@ denoising diffusion GAN of Xiao, Kreis, Vahdat (ICLR 2022).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -84,12 +85,16 @@ class Diffusion(nn.Module):
                                  persistent=False)
         self.num_timesteps = num_timesteps
 
+    # The schedule is applied in fp32 whatever the generator's precision: under bf16 autocast
+    # the generator's x̂₀ is bf16, and coefficients such as 1 − ᾱ near 0 lose their digits in
+    # bf16 (8 bits of mantissa).
     @staticmethod
     def _at(coef: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return coef[t].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+        return coef[t].float().view(-1, *([1] * (x.dim() - 1)))
 
     def q_pairs(self, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_t, x_{t+1}) drawn from the forward process for clean images ``x0``."""
+        """(x_t, x_{t+1}) drawn from the forward process for clean images ``x0`` (fp32)."""
+        x0 = x0.float()
         x_t = self._at(self.a_cum, t, x0) * x0 + self._at(self.sig_cum, t, x0) * \
             torch.randn_like(x0)
         x_tp1 = self._at(self.a_s, t + 1, x0) * x_t + self._at(self.sigmas, t + 1, x0) * \
@@ -98,7 +103,8 @@ class Diffusion(nn.Module):
 
     def posterior_sample(self, x0: torch.Tensor, x_tp1: torch.Tensor, t: torch.Tensor,
                          generator: torch.Generator | None = None) -> torch.Tensor:
-        """x_t ~ q(x_t | x_{t+1}, x0); deterministic (the mean) at t = 0."""
+        """x_t ~ q(x_t | x_{t+1}, x0) in fp32; deterministic (the mean) at t = 0."""
+        x0, x_tp1 = x0.float(), x_tp1.float()
         mean = self._at(self.post_c1, t, x0) * x0 + self._at(self.post_c2, t, x0) * x_tp1
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         nonzero = (t != 0).to(x0.dtype).view(-1, *([1] * (x0.dim() - 1)))
@@ -209,7 +215,10 @@ class SynDiff(TranslationModel):
                 t = self._timesteps(len(real), real.device)
                 x_t, x_tp1 = self.diffusion.q_pairs(real, t)
                 x_t = x_t.detach().requires_grad_(lazy)
-                d_real = disc(x_t, t.float(), x_tp1)
+                # on the lazy R1 steps the real pairs go through the discriminator in fp32: the
+                # penalty's double backward in bf16 loses the small gradients it measures
+                with torch.autocast(real.device.type, enabled=False) if lazy else nullcontext():
+                    d_real = disc(x_t, t.float(), x_tp1)
                 err = adversarial_loss(d_real, True, "logistic")
                 if lazy:
                     grad, = torch.autograd.grad(d_real.float().sum(), x_t, create_graph=True)
