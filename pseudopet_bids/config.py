@@ -115,6 +115,7 @@ class TrainingConfig:
     checkpoint_every: int = 500
     checkpoint_minutes: float = 10.0
     resume: bool = False
+    compile: bool = False  # torch.compile the networks (worth it on CUDA, long trainings)
 
 
 @dataclass

@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="... or every MIN minutes, whichever comes first (default: %(default)s)")
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted training from its last checkpoint")
+    g.add_argument("--compile", action="store_true",
+                   help="compile the networks with torch.compile: minutes of compilation "
+                        "first, then faster steps (CUDA; docs/performance.md)")
 
     g = parser.add_argument_group("detection")
     g.add_argument("--z-threshold", dest="z_threshold", type=_positive_float,

@@ -199,7 +199,7 @@ class SynDiff(TranslationModel):
         return x0, self.diffusion.posterior_sample(x0, x_tp1, t)
 
     def phase_loss(self, phase: str, batch: dict[str, torch.Tensor], ctx: dict[str, Any],
-                   step: int) -> tuple[torch.Tensor, dict[str, float]]:
+                   step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         hp = self.hparams
         mri, pet = batch["mri"], batch["pet"]
         domains = (("mri", mri, self.gen_diff_mri, self.disc_diff_mri, self.disc_nd_mri),
@@ -208,7 +208,7 @@ class SynDiff(TranslationModel):
             with torch.no_grad():  # paired estimates: source for each real image
                 est = {"pet": self.gen_nd_mri2pet(mri), "mri": self.gen_nd_pet2mri(pet)}
             loss = torch.zeros((), device=mri.device)
-            logs: dict[str, float] = {}
+            logs: dict[str, torch.Tensor] = {}
             lazy = hp["r1_gamma"] > 0 and step % hp["lazy_reg"] == 0
             for name, real, gen, disc, disc_nd in domains:
                 other = "pet" if name == "mri" else "mri"
@@ -218,19 +218,20 @@ class SynDiff(TranslationModel):
                 # on the lazy R1 steps the real pairs go through the discriminator in fp32: the
                 # penalty's double backward in bf16 loses the small gradients it measures
                 with torch.autocast(real.device.type, enabled=False) if lazy else nullcontext():
-                    d_real = disc(x_t, t.float(), x_tp1)
+                    # and eagerly (``_call_impl``): a compiled network has no double backward
+                    d_real = (disc._call_impl if lazy else disc)(x_t, t.float(), x_tp1)
                 err = adversarial_loss(d_real, True, "logistic")
                 if lazy:
                     grad, = torch.autograd.grad(d_real.float().sum(), x_t, create_graph=True)
                     r1 = grad.flatten(1).norm(2, dim=1).pow(2).mean()
                     err = err + hp["r1_gamma"] / 2 * r1
-                    logs[f"R1_{name}"] = r1.item()
+                    logs[f"R1_{name}"] = r1.detach()
                 with torch.no_grad():
                     _, x_pos = self._diffusive_fake(gen, x_tp1, est[other], t)
                 err = err + adversarial_loss(disc(x_pos, t.float(), x_tp1), False, "logistic")
                 err_nd = (adversarial_loss(disc_nd(real), True, "logistic")
                           + adversarial_loss(disc_nd(est[name]), False, "logistic"))
-                logs[f"D_diff_{name}"], logs[f"D_nd_{name}"] = err.item(), err_nd.item()
+                logs[f"D_diff_{name}"], logs[f"D_nd_{name}"] = err.detach(), err_nd.detach()
                 loss = loss + err + err_nd
             return loss, logs
         if phase == "G":
@@ -250,8 +251,8 @@ class SynDiff(TranslationModel):
                 l1_cycle = l1_cycle + nn.functional.l1_loss(cyc[name], real)
                 l1_rec = l1_rec + nn.functional.l1_loss(x0, real)
             loss = adv + adv_nd + hp["lambda_l1"] * (l1_cycle + l1_rec)
-            return loss, {"G_adv": adv.item(), "G_adv_nd": adv_nd.item(),
-                          "G_cycle": l1_cycle.item(), "G_rec": l1_rec.item()}
+            return loss, {"G_adv": adv.detach(), "G_adv_nd": adv_nd.detach(),
+                          "G_cycle": l1_cycle.detach(), "G_rec": l1_rec.detach()}
         raise ValueError(f"unknown phase {phase!r}")
 
     @torch.no_grad()

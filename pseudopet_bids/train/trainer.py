@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -45,6 +46,8 @@ T = TypeVar("T")
 PROGRESS_MAX_INTERVAL_S = 120.0
 #: Steps after which the first progress line gives the rate and the ETA.
 EARLY_ETA_STEPS = 5
+#: ``torch.compile`` backend of ``--compile``.
+COMPILE_BACKEND = "inductor"
 
 
 @dataclass
@@ -75,6 +78,11 @@ class TrainSettings:
         Continue from ``state/`` when present.
     deterministic
         CUDA: deterministic kernels (``--deterministic``, :func:`configure_determinism`).
+    compile
+        ``torch.compile`` the networks of the phases (``--compile``; the discriminator's R1
+        pass stays eager: compiled double backward is not supported).
+    channels_last
+        Channels-last weights for the networks without instance norm (:func:`_pays_channels_last`).
     """
 
     # the defaults shared with the command line are those of the run config (defined once)
@@ -91,6 +99,7 @@ class TrainSettings:
     seed: int = default("seed")
     resume: bool = default("resume")
     deterministic: bool = default("deterministic")
+    compile: bool = default("compile")
 
     @classmethod
     def from_config(cls, cfg: RunConfig, steps: int, batch_size: int) -> "TrainSettings":
@@ -100,7 +109,32 @@ class TrainSettings:
         return cls(steps=steps, batch_size=batch_size, accumulate=tr.accumulate,
                    device=ex.device, checkpoint_every=tr.checkpoint_every,
                    checkpoint_minutes=tr.checkpoint_minutes, val_every=tr.val_every,
-                   seed=ex.seed, resume=tr.resume, deterministic=ex.deterministic)
+                   seed=ex.seed, resume=tr.resume, deterministic=ex.deterministic,
+                   compile=tr.compile)
+
+
+def _pays_channels_last(module: torch.nn.Module) -> bool:
+    """Whether a network gains from channels-last weights: not when it holds instance norm,
+    whose output is NCHW whatever its input (so every convolution would convert layouts);
+    the SynDiff generators and time-conditioned discriminators (group norm, no instance norm)
+    gain on tensor cores."""
+    has_params = any(True for _ in module.parameters())
+    return has_params and not any(isinstance(m, torch.nn.InstanceNorm2d)
+                                  for m in module.modules())
+
+
+def _host_copy(obj: Any) -> Any:
+    """A copy of a nested state whose tensors are fresh host tensors (a consistent snapshot,
+    written while training goes on)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_host_copy(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_host_copy(v) for v in obj)
+    return obj
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
@@ -310,8 +344,12 @@ class Trainer:
         configure_determinism(self.device, settings.deterministic)
         flush_denormals()
         self.model = model.to(self.device)
-        if settings.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        #: networks in channels-last layout: not those with instance norm, which returns NCHW
+        #: for NHWC input, so that every convolution around it would convert the layout
+        self.channels_last = [name for name, child in model.named_children()
+                              if settings.channels_last and _pays_channels_last(child)]
+        for name in self.channels_last:
+            getattr(model, name).to(memory_format=torch.channels_last)
         self.sampler = sampler
         self.s = settings
         self.model_dir = Path(model_dir)
@@ -321,8 +359,12 @@ class Trainer:
         self.params = {ph.name: [p for m in ph.modules
                                  for p in getattr(model, m).parameters()]
                        for ph in self.phases}
+        cuda = self.device.type == "cuda"
+        # one fused kernel on CUDA; elsewhere the foreach (multi-tensor) implementation
         self.optimizers = {ph.name: torch.optim.Adam(self.params[ph.name], lr=ph.lr,
-                                                     betas=ph.betas) for ph in self.phases}
+                                                     betas=ph.betas, fused=True if cuda else None,
+                                                     foreach=None if cuda else True)
+                           for ph in self.phases}
         self.schedulers = {ph.name: torch.optim.lr_scheduler.LambdaLR(
             self.optimizers[ph.name], lr_lambda(ph.schedule, settings.steps, ph.lr, ph.lr_min))
             for ph in self.phases}
@@ -330,6 +372,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no scaling
         self.ema = {name: p.detach().clone() for name, p in model.named_parameters()
                     if model.ema_decay and name.split(".")[0] in model.ema_modules}
+        if settings.compile:
+            for name in dict.fromkeys(m for ph in self.phases for m in ph.modules):
+                getattr(model, name).compile(backend=COMPILE_BACKEND)
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._writing: Future[None] | None = None
         self.step = 0
         self.accumulate = settings.accumulate
         self.log_rows: list[dict[str, float]] = []
@@ -340,11 +387,10 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly (see module docstring)."""
         return {"step": self.step, "config_hash": self.card["config_hash"],
-                "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "model": {k: v.detach() for k, v in self.model.state_dict().items()},
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                "scaler": self.scaler.state_dict(), "ema": {k: v.cpu() for k, v in
-                                                            self.ema.items()},
+                "scaler": self.scaler.state_dict(), "ema": dict(self.ema),
                 "extra": self.model.extra_state(), "accumulate": self.accumulate,
                 "rng": self._rng_state(),
                 "log_rows": self.log_rows, "val_rows": self.val_rows, "elapsed": self.elapsed,
@@ -418,9 +464,16 @@ class Trainer:
                     params[k].copy_(v)
 
     # -- one step ----------------------------------------------------------------------------
-    def _to_device(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        fmt = torch.channels_last if self.s.channels_last else torch.contiguous_format
-        return {k: torch.from_numpy(v).to(self.device).contiguous(memory_format=fmt)
+    def _host_batch(self, step: int) -> dict[str, torch.Tensor]:
+        """The batch of ``step`` on the host, in pinned memory on CUDA (prepared by a thread
+        while the device runs the step before; the sampler is a function of the step)."""
+        pin = self.device.type == "cuda"
+        return {k: torch.from_numpy(v).pin_memory() if pin else torch.from_numpy(v)
+                for k, v in self.sampler.batch(step).items()}
+
+    def _to_device(self, arrays: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Host batch → device: asynchronous copies from pinned memory on CUDA."""
+        return {k: torch.as_tensor(v).to(self.device, non_blocking=self.device.type == "cuda")
                 for k, v in arrays.items()}
 
     def _split(self, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -429,8 +482,14 @@ class Trainer:
         bounds = np.linspace(0, n, max(1, min(self.accumulate, n)) + 1).astype(int)
         return [{k: v[a:b] for k, v in batch.items()} for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One optimisation step: each phase's micro-batches, all-reduce, optimizer step.
+
+        Returns the logged values as scalar tensors on the device: reading them here would
+        wait for the device every step; :meth:`fit` reads them once per logging interval.
+        Each phase back-propagates into its own parameters only (``backward(inputs=...)``:
+        the other networks' weight gradients are not computed, without switching
+        ``requires_grad`` of every tensor twice per step).
 
         CUDA out of memory in a phase's forward or backward pass retries *that phase* with
         twice the micro-batches: the phases already done are not run again (their optimizers
@@ -440,12 +499,8 @@ class Trainer:
         """
         n = len(batch["mri"])
         ctxs: list[dict[str, Any]] = [{}]
-        logs: dict[str, float] = {}
-        all_params = list(self.model.parameters())
+        logs: dict[str, torch.Tensor] = {}
         for phase in self.phases:
-            mine = {id(p) for p in self.params[phase.name]}
-            for p in all_params:
-                p.requires_grad_(id(p) in mine)
             opt = self.optimizers[phase.name]
             rng = self._rng_state()
             while True:
@@ -467,36 +522,33 @@ class Trainer:
             opt.step()
             self.schedulers[phase.name].step()
             logs.update(phase_logs)
-        for p in all_params:
-            p.requires_grad_(True)
         if self.ema:
             # warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): a plain 0.999
             # average still holds 37 % of the random initial weights after 1000 steps, which
             # ruins short (CPU-preset) trainings; long trainings reach the nominal decay
             decay = min(self.model.ema_decay, (1.0 + self.step) / (10.0 + self.step))
             params = dict(self.model.named_parameters())
-            with torch.no_grad():
-                for k, v in self.ema.items():
-                    v.mul_(decay).add_(params[k].detach(), alpha=1 - decay)
+            averages = list(self.ema.values())
+            with torch.no_grad():  # one multi-tensor kernel each, the same arithmetic
+                torch._foreach_mul_(averages, decay)
+                torch._foreach_add_(averages, [params[k] for k in self.ema], alpha=1 - decay)
         return logs
 
     def _run_phase(self, name: str, micro: list[dict[str, torch.Tensor]],
-                   ctxs: list[dict[str, Any]], n: int) -> dict[str, float]:
+                   ctxs: list[dict[str, Any]], n: int) -> dict[str, torch.Tensor]:
         """Forward and backward passes of phase ``name`` over the micro-batches (gradients
-        accumulated, weighted by micro-batch size); returns the phase's logs."""
-        total = 0.0
-        logs: dict[str, float] = {}
+        accumulated, weighted by micro-batch size); returns the phase's logs (on the device)."""
+        total: torch.Tensor | float = 0.0
+        logs: dict[str, Any] = {}
+        params = self.params[name]
         for mb, ctx in zip(micro, ctxs):
+            w = len(mb["mri"]) / n
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
                 loss, parts_log = self.model.phase_loss(name, mb, ctx, self.step)
-            if not torch.isfinite(loss):
-                raise ProcessingError(f"the {name} loss became {loss.item()} at step "
-                                      f"{self.step}", None, "lower the learning rate or "
-                                      "check the training data")
-            (loss * (len(mb["mri"]) / n)).backward()
-            total += loss.item() * len(mb["mri"]) / n
+            (loss * w).backward(inputs=params)
+            total = total + loss.detach().float() * w
             for k, v in parts_log.items():
-                logs[k] = logs.get(k, 0.0) + v * len(mb["mri"]) / n
+                logs[k] = logs.get(k, 0.0) + torch.as_tensor(v).float() * w
         logs[name] = total
         return logs
 
@@ -512,9 +564,9 @@ class Trainer:
         LOGGER.warning("CUDA out of memory: gradient accumulation raised to %d micro-batches "
                        "per step", self.accumulate)
 
-    def _step_with_backoff(self, batch_np: dict[str, np.ndarray]) -> dict[str, float]:
+    def _step_with_backoff(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         try:
-            return self._train_step(self._to_device(batch_np))
+            return self._train_step(self._to_device(batch))
         except torch.cuda.OutOfMemoryError:
             raise ProcessingError("CUDA ran out of memory outside the forward and backward "
                                   "passes (the all-reduce or the optimizer step)", None,
@@ -522,9 +574,11 @@ class Trainer:
                                   ) from None
 
     # -- outputs -----------------------------------------------------------------------------
-    def _write_logs(self) -> None:
-        for name, rows in (("train_log.csv", self.log_rows), ("validation_log.csv",
-                                                              self.val_rows)):
+    def _write_logs(self, log_rows: list[dict[str, float]] | None = None,
+                    val_rows: list[dict[str, float]] | None = None) -> None:
+        for name, rows in (("train_log.csv", self.log_rows if log_rows is None else log_rows),
+                           ("validation_log.csv", self.val_rows if val_rows is None
+                            else val_rows)):
             if not rows:
                 continue
             keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -535,7 +589,13 @@ class Trainer:
             atomic_write_text(self.model_dir / name, buf.getvalue())
 
     def save_checkpoint(self) -> None:
-        """Write the resumable state and the logs (every rank calls it; rank 0 writes)."""
+        """Save the resumable state and the logs (every rank calls it; rank 0 writes).
+
+        The state is copied to the host here (a consistent snapshot: training goes on
+        changing the tensors) and written to disk by a background thread while training
+        continues (the ``paper`` SynDiff state is about 2 GB); the previous write is finished
+        first, and :meth:`fit` waits for the last one.
+        """
         # what differs between the ranks: their random streams and image pools
         ranks = self.dist.gather({"rng": self._rng_state(), "extra": self.model.extra_state()})
         if not self.dist.main:
@@ -543,10 +603,21 @@ class Trainer:
         state = self.state()
         if self.dist.world_size > 1:
             state["ranks"] = ranks
-        ckpt.save_training_state(self.model_dir, state)
-        self._write_logs()
-        LOGGER.info("checkpoint at step %d written to %s", self.step,
+        snapshot = _host_copy(state)
+        self.wait_for_checkpoint()
+        self._writing = self._io.submit(self._write_checkpoint, snapshot)
+
+    def _write_checkpoint(self, snapshot: dict[str, Any]) -> None:
+        ckpt.save_training_state(self.model_dir, snapshot)
+        self._write_logs(snapshot["log_rows"], snapshot["val_rows"])
+        LOGGER.info("checkpoint at step %d written to %s", snapshot["step"],
                     self.model_dir / ckpt.STATE_DIR)
+
+    def wait_for_checkpoint(self) -> None:
+        """Finish the checkpoint being written (its error, if any, is raised here)."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
 
     def export(self) -> dict[str, Any]:
         """Write the inference weights (EMA applied) and the model card; returns the card."""
@@ -578,6 +649,23 @@ class Trainer:
         LOGGER.info("validation at step %d: %s", self.step,
                     ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
+    def _check_finite(self, window: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+        """Means of the logged values since the last logging step, read from the device at
+        once; a phase loss that was not finite stops the training."""
+        if not window:
+            return {}
+        keys = list(window)
+        means = torch.stack([torch.stack([v.to(self.device) for v in window[k]]).double().mean()
+                             for k in keys]).tolist()
+        out = dict(zip(keys, means))
+        bad = [ph.name for ph in self.phases if not math.isfinite(out.get(ph.name, 0.0))]
+        if bad:
+            first = self.step - len(window[bad[0]]) + 1
+            raise ProcessingError(f"the {bad[0]} loss became {out[bad[0]]} between steps "
+                                  f"{first} and {self.step}", None, "lower the learning rate "
+                                  "or check the training data")
+        return out
+
     # -- loop --------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train to ``settings.steps`` (resuming when asked) and export; returns the card."""
@@ -602,34 +690,48 @@ class Trainer:
         postfix: dict[str, float] = {}
         t_last_ckpt = time.monotonic()
         t0 = time.monotonic() - self.elapsed
-        window: dict[str, list[float]] = {}
-        while self.step < self.s.steps:
-            logs = self._step_with_backoff(self.sampler.batch(self.step))
-            self.step += 1
+        window: dict[str, list[torch.Tensor]] = {}
+        prefetch = ThreadPoolExecutor(1, thread_name_prefix="batches")
+        try:
+            upcoming = prefetch.submit(self._host_batch, self.step)
+            while self.step < self.s.steps:
+                batch = upcoming.result()
+                if self.step + 1 < self.s.steps:
+                    upcoming = prefetch.submit(self._host_batch, self.step + 1)
+                logs = self._step_with_backoff(batch)
+                self.step += 1
+                for k, v in logs.items():
+                    window.setdefault(k, []).append(v)
+                if self.step % self.s.log_every == 0 or self.step == self.s.steps:
+                    # the only wait for the device in the loop: one per logging interval
+                    means = self._check_finite(window)
+                    self.elapsed = time.monotonic() - t0
+                    row = {"step": self.step, "seconds": round(self.elapsed, 2),
+                           **{f"lr_{k}": s.get_last_lr()[0] for k, s in self.schedulers.items()},
+                           **means}
+                    self.log_rows.append(row)
+                    window = {}
+                    postfix = {k: v for k, v in row.items() if k in ("G", "D")}
+                bar.update_to(self.step, postfix)
+                if self.s.val_every and self.step % self.s.val_every == 0 \
+                        and self.step < self.s.steps:
+                    self._validate()
+                due = self.step % self.s.checkpoint_every == 0
+                if not due and self.step % self.s.log_every == 0:  # by time: rank 0's clock
+                    due = self.dist.agree(
+                        time.monotonic() - t_last_ckpt > 60 * self.s.checkpoint_minutes)
+                if due and self.step < self.s.steps:
+                    self._check_finite(window)  # never save weights after a non-finite loss
+                    self.elapsed = time.monotonic() - t0
+                    self.save_checkpoint()
+                    t_last_ckpt = time.monotonic()
+            bar.close()
             self.elapsed = time.monotonic() - t0
-            for k, v in logs.items():
-                window.setdefault(k, []).append(v)
-            if self.step % self.s.log_every == 0 or self.step == self.s.steps:
-                row = {"step": self.step, "seconds": round(self.elapsed, 2),
-                       **{f"lr_{k}": s.get_last_lr()[0] for k, s in self.schedulers.items()},
-                       **{k: float(np.mean(v)) for k, v in window.items()}}
-                self.log_rows.append(row)
-                window = {}
-                postfix = {k: v for k, v in row.items() if k in ("G", "D")}
-            bar.update_to(self.step, postfix)
-            if self.s.val_every and self.step % self.s.val_every == 0 \
-                    and self.step < self.s.steps:
-                self._validate()
-            due = self.step % self.s.checkpoint_every == 0
-            if not due and self.step % self.s.log_every == 0:  # by time: rank 0's clock
-                due = self.dist.agree(
-                    time.monotonic() - t_last_ckpt > 60 * self.s.checkpoint_minutes)
-            if due and self.step < self.s.steps:
-                self.save_checkpoint()
-                t_last_ckpt = time.monotonic()
-        bar.close()
-        self._validate()
-        card = self.export() if self.dist.main else dict(self.card)
-        self.save_checkpoint()
+            self._validate()
+            card = self.export() if self.dist.main else dict(self.card)
+            self.save_checkpoint()
+        finally:
+            prefetch.shutdown(wait=True, cancel_futures=True)
+            self.wait_for_checkpoint()
         self.dist.close()
         return card

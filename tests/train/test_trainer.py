@@ -498,7 +498,8 @@ def test_resume_keeps_the_channels_last_layout_of_optimizer_and_ema(tmp_path):
                 _card("syndiff"))
     t.load_state(ckpt.load_training_state(tmp_path))
     params = dict(t.model.named_parameters())
-    four_d = [k for k, p in params.items() if p.dim() == 4 and min(p.shape[2:]) > 1]
+    four_d = [k for k, p in params.items() if p.dim() == 4 and min(p.shape[2:]) > 1
+              and k.split(".")[0] in t.channels_last]
     assert four_d and all(params[k].is_contiguous(memory_format=torch.channels_last)
                           for k in four_d)
     checked = 0
@@ -508,7 +509,8 @@ def test_resume_keeps_the_channels_last_layout_of_optimizer_and_ema(tmp_path):
                 for key in ("exp_avg", "exp_avg_sq"):
                     value = opt.state[p][key]
                     assert value.stride() == p.stride(), key
-                    checked += p.dim() == 4 and min(p.shape[2:]) > 1
+                    checked += p.is_contiguous(memory_format=torch.channels_last) \
+                        and not p.is_contiguous()
     assert checked
     for k in four_d:
         if k in t.ema:
@@ -649,3 +651,119 @@ def test_other_ranks_wait_for_rank_0_beyond_the_collective_timeout(tmp_path):
     res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert res[0]["ranks"] == res[1]["ranks"] == [0, 1]
     assert res[1]["t"] >= res[0]["t"]          # rank 1 ran its part after rank 0's
+
+
+
+# --------------------------------------------------------------------------- speed
+
+
+def test_channels_last_only_for_networks_without_instance_norm(tmp_path):
+    """Instance norm returns NCHW for NHWC input (so every convolution around it converted
+    layouts): the ResNet generators and PatchGANs stay NCHW, SynDiff's diffusive networks
+    (group norm) go channels-last."""
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    assert not torch.nn.InstanceNorm2d(8)(x).is_contiguous(memory_format=torch.channels_last)
+    t = Trainer(_model("syndiff"), _sampler(), _settings(steps=1), tmp_path, _card("syndiff"))
+    assert set(t.channels_last) == {"gen_diff_pet", "gen_diff_mri", "disc_diff_pet",
+                                    "disc_diff_mri"}
+    c = Trainer(_model("cyclegan"), _sampler(), _settings(steps=1), tmp_path / "c",
+                _card("cyclegan"))
+    assert c.channels_last == []
+    conv = t.model.gen_diff_pet.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+
+@pytest.mark.parametrize("kind", ["cyclegan", "syndiff"])
+def test_losses_do_not_read_values_from_the_device(kind, monkeypatch):
+    """Every ``.item()`` (or bool/float of a tensor) waits for the GPU: the losses keep their
+    logged values on the device."""
+    model = _model(kind)
+    batch = {k: torch.from_numpy(v) for k, v in _sampler().batch(0).items()}
+
+    def sync(self, *args):
+        raise AssertionError("a value was read from the device")
+
+    for name in ("item", "__bool__", "__float__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, sync)
+    ctx: dict = {}
+    for phase in model.phases():
+        loss, logs = model.phase_loss(phase.name, batch, ctx, 1)
+        assert all(isinstance(v, torch.Tensor) for v in logs.values())
+    monkeypatch.undo()
+
+
+def test_losses_are_read_once_per_logging_interval_and_non_finite_stops(tmp_path):
+    t = Trainer(_model("syndiff"), _sampler(), _settings(steps=4, log_every=2), tmp_path,
+                _card("syndiff"))
+    reads = []
+    inner = t._check_finite
+    t._check_finite = lambda window: reads.append(len(window.get("G", []))) \
+        or inner(window)
+    t.fit()
+    assert reads == [2, 2]                                   # steps 2 and 4, two steps each
+    model = _model("syndiff")
+    inner_loss = model.phase_loss
+
+    def nan_loss(phase, batch, ctx, step):
+        loss, logs = inner_loss(phase, batch, ctx, step)
+        return (loss * float("nan") if step == 2 else loss), logs
+
+    model.phase_loss = nan_loss
+    bad = Trainer(model, _sampler(), _settings(steps=6, log_every=2, checkpoint_every=3),
+                  tmp_path / "nan", _card("syndiff"))
+    with pytest.raises(ProcessingError, match="loss became nan between steps 3 and 3"):
+        bad.fit()
+    # the checkpoint at step 3 was refused: the last one on disk is none
+    assert not (tmp_path / "nan" / ckpt.STATE_DIR / "training_state.json").exists()
+
+
+def test_checkpoint_is_a_snapshot_written_in_the_background(tmp_path, monkeypatch):
+    """Training goes on while the checkpoint is written: what is written is the state at the
+    checkpoint's step, not weights changed since."""
+    t = Trainer(_model("cyclegan"), _sampler(), _settings(steps=4, checkpoint_every=2),
+                tmp_path, _card("cyclegan"))
+    import threading
+
+    release, written, at_step2 = threading.Event(), [], {}
+    save = ckpt.save_training_state
+
+    def slow_save(model_dir, state):
+        if not written:
+            assert release.wait(60)              # held until training went on
+        written.append(state["step"])
+        save(model_dir, state)
+
+    monkeypatch.setattr(ckpt, "save_training_state", slow_save)
+    inner = t._train_step
+
+    def step(batch):
+        if t.step == 2:
+            at_step2.update({k: v.clone() for k, v in t.model.state_dict().items()})
+        out = inner(batch)
+        if t.step == 3:
+            release.set()                        # step 3 ran while the write was pending
+        return out
+
+    t._train_step = step
+    t.fit()
+    assert written == [2, 4]
+    first = json.loads((tmp_path / ckpt.STATE_DIR / "training_state.json").read_text())
+    assert first["skeleton"]["step"] == 4
+    # the first write held the weights of step 2 although the model changed meanwhile
+    moved = [k for k, v in at_step2.items() if not torch.equal(v, t.model.state_dict()[k])]
+    assert moved
+
+
+def test_compile_switch_compiles_the_phase_networks(tmp_path, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile",
+                        lambda self, **kw: compiled.append((type(self).__name__, kw)))
+    t = Trainer(_model("syndiff"), _sampler(), _settings(steps=1, compile=True), tmp_path,
+                _card("syndiff"))
+    names = [m for ph in t.phases for m in ph.modules]
+    assert len(compiled) == len(names) == 8
+    assert all(kw == {"backend": "inductor"} for _, kw in compiled)
+    monkeypatch.undo()
+    compiled.clear()
+    Trainer(_model("syndiff"), _sampler(), _settings(steps=1), tmp_path / "b", _card("syndiff"))
+    assert not compiled                                      # off by default
