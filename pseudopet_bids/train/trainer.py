@@ -214,12 +214,20 @@ class _Distributed:
             import torch.distributed as dist
 
             use_cuda = device_name != "cpu" and torch.cuda.is_available()
-            self.device = torch.device(f"cuda:{self.local_rank}") if use_cuda \
+            # NCCL needs a GPU per process; more processes than GPUs (e.g. checking 2 ranks
+            # on one GPU) share them through gloo, which also reduces CUDA tensors
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world_size)))
+            own_gpu = use_cuda and local_world <= torch.cuda.device_count()
+            self.device = torch.device(
+                f"cuda:{self.local_rank % torch.cuda.device_count()}") if use_cuda \
                 else torch.device("cpu")
             if use_cuda:
                 torch.cuda.set_device(self.device)
+            if use_cuda and not own_gpu:
+                LOGGER.warning("more processes than GPUs: rank %d shares %s (gloo backend)",
+                               self.rank, self.device)
             if not dist.is_initialized():
-                dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
+                dist.init_process_group("nccl" if own_gpu else "gloo", timeout=timeout)
                 self.owned = True
         else:
             self.device = resolve_device(device_name)
