@@ -1,16 +1,19 @@
 """One generic trainer for every :class:`~pseudopet_bids.models.base.TranslationModel`.
 
 The model describes its optimisation phases and losses; this module owns everything else:
-device choice, bf16 autocast on CUDA, channels-last tensors, gradient accumulation (doubled
-automatically when CUDA runs out of memory), data parallelism across processes started by
-``torchrun`` (gradients averaged with an all-reduce after each backward pass: NCCL on GPUs,
-gloo on CPU), EMA of the weights the model names, LR schedules, seeding, progress output,
-loss/validation logs, and atomic resumable checkpoints (``models/checkpoint.py``).
+device choice, bf16 autocast on CUDA, channels-last weights where they pay, gradient
+accumulation (doubled for the failing phase when CUDA runs out of memory), data parallelism
+across processes started by ``torchrun`` (gradients averaged with an all-reduce after each
+phase's backward pass: NCCL on GPUs, gloo on CPU or with more processes than GPUs; each rank
+seeded with seed + rank), EMA of the weights the model names, LR schedules, seeding, progress
+output, loss/validation logs (read from the device once per logging interval), and atomic
+resumable checkpoints (``models/checkpoint.py``; snapshotted to the host, written by a
+background thread).
 
-Resuming is exact on CPU: the data sampler is a function of the step, and the checkpoint
-holds the optimizers, schedulers, EMA, AMP scaler, the model's extra state (image pools), the
-torch/CUDA RNG states, the step and the logs. A checkpoint made with another configuration
-(``config_hash``) is refused.
+Resuming is exact on CPU (and on CUDA with ``--deterministic``): the data sampler is a function
+of the step, and the checkpoint holds the optimizers, schedulers, EMA, AMP scaler, every rank's
+extra state (image pools) and RNG states (CPU and the rank's own GPU), the step and the logs. A
+checkpoint made with another configuration (``config_hash``) is refused.
 """
 
 from __future__ import annotations
