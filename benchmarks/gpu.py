@@ -235,7 +235,8 @@ _RANKS = textwrap.dedent("""
     model, hp = _model(kind, preset_name, seed=dist.rank)
     settings = TrainSettings(steps=4, batch_size=1, device=device, checkpoint_every=10 ** 9)
     sampler = RandomSlices(tuple(hp["grid"].shape[:2]), 1, seed=dist.rank)
-    Trainer(model, sampler, settings, out / "model", {{"config_hash": "x"}}, dist=dist).fit()
+    card = {{"model": kind, "preset": preset_name, "config_hash": "benchmark"}}
+    Trainer(model, sampler, settings, out / "model", card, dist=dist).fit()
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(v.detach().cpu().contiguous().numpy().tobytes())

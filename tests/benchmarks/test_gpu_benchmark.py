@@ -43,3 +43,14 @@ def test_gpu_benchmark_runs_on_the_cpu_with_the_tiny_preset(tmp_path):
     assert all(float(c[4]) > 0 for c in inference)
     # the GPU-only sections are left out on the CPU, not faked
     assert "agreement" not in text and "drift" not in text and "ranks identical" not in text
+
+
+@pytest.mark.slow  # two processes importing torch: about 30 s on a busy 2-core VM
+def test_gpu_benchmark_two_process_section_runs_on_the_cpu(tmp_path):
+    out = tmp_path / "ranks.md"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--device", "cpu",
+                          "--preset", "tiny", "--sections", "ranks", "--out", str(out)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "ranks identical: **True** (exit codes [0, 0])" in out.read_text(), run.stdout[-3000:]

@@ -767,3 +767,17 @@ def test_compile_switch_compiles_the_phase_networks(tmp_path, monkeypatch):
     compiled.clear()
     Trainer(_model("syndiff"), _sampler(), _settings(steps=1), tmp_path / "b", _card("syndiff"))
     assert not compiled                                      # off by default
+
+
+@pytest.mark.slow  # compiling the tiny SynDiff: about 2 minutes on a busy 2-core VM
+def test_compiled_training_keeps_the_r1_pass_eager(tmp_path, monkeypatch):
+    """AOTAutograd (what ``torch.compile`` uses) has no double backward: the discriminator's
+    R1 pass on the lazy steps runs eagerly, the rest compiled; step 0 is a lazy step."""
+    from pseudopet_bids.train import trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "COMPILE_BACKEND", "aot_eager")  # no C++ compiler needed
+    t = Trainer(_model("syndiff"), _sampler(), _settings(steps=2, compile=True), tmp_path,
+                _card("syndiff"))
+    t.fit()
+    row = t.log_rows[-1]
+    assert row["step"] == 2 and "R1_pet" in row and math.isfinite(row["G"])
