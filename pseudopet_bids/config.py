@@ -118,6 +118,7 @@ class TrainingConfig:
     checkpoint_every: int = 500
     checkpoint_minutes: float = 10.0
     resume: bool = False
+    compile: bool = False  # torch.compile the networks (worth it on CUDA, long trainings)
 
 
 @dataclass
@@ -151,6 +152,7 @@ class ExecutionConfig:
     omp_nthreads: int = field(default_factory=default_threads)
     mem_gb: float = 0.0
     device: str = "auto"
+    deterministic: bool = False  # CUDA: deterministic cuDNN and kernels (slower)
     seed: int = 42
     force: bool = False
     verbosity: int = 0

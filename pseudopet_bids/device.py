@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import logging.handlers
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -51,3 +57,84 @@ def set_threads(n: int) -> None:
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
     torch.set_num_threads(n)
     threadpool_limits(n)
+
+
+def needs_spawn(device: str, learned: bool) -> bool:
+    """Whether worker processes must be started with ``spawn`` rather than ``fork``.
+
+    A forked child cannot use CUDA once its parent touched it (``torch.cuda.is_available()``
+    already does: "Cannot re-initialize CUDA in forked subprocess"); the parent checks the
+    device before the run, so every worker that may put a learned model on a GPU is spawned.
+    Workers that never use CUDA (the tissue model, ``--device cpu``) keep ``fork``, which
+    starts in milliseconds instead of re-importing torch.
+    """
+    return learned and device != "cpu"
+
+
+@contextmanager
+def worker_pool(nprocs: int, spawn: bool) -> Iterator[ProcessPoolExecutor]:
+    """A process pool of ``nprocs`` workers, spawned when ``spawn`` (:func:`needs_spawn`).
+
+    Spawned workers do not inherit this process's logging set-up (console, log file): their
+    records are sent back through a queue and handled here by the logger of the same name,
+    so they reach the same handlers as those of forked workers.
+    """
+    if not spawn:
+        with ProcessPoolExecutor(max_workers=nprocs) as pool:
+            yield pool
+        return
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    listener = logging.handlers.QueueListener(queue, _Forward())
+    listener.start()
+    try:
+        with ProcessPoolExecutor(max_workers=nprocs, mp_context=ctx,
+                                 initializer=_log_to_queue, initargs=(queue,)) as pool:
+            yield pool
+    finally:
+        listener.stop()
+        queue.close()
+
+
+class _Forward(logging.Handler):
+    """Hands a record from a worker to this process's logger of the same name."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+def _log_to_queue(queue: Any) -> None:
+    """Initializer of spawned workers: every record goes to the parent (:func:`worker_pool`)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(logging.handlers.QueueHandler(queue))
+    root.setLevel(logging.DEBUG)
+
+
+#: cuBLAS needs a fixed workspace for deterministic results (read when cuBLAS starts).
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+def configure_determinism(device: torch.device, deterministic: bool) -> None:
+    """Kernel choices on CUDA (``--deterministic``); nothing changes on the CPU.
+
+    Deterministic: cuDNN's deterministic algorithms, no autotuning, and
+    ``torch.use_deterministic_algorithms`` (operations without a deterministic CUDA kernel
+    warn rather than fail, so a run never stops for it; the warning names them). Otherwise
+    cuDNN autotunes its kernels for the fixed slice shapes (``cudnn.benchmark``), the fastest
+    choice, whose results may differ in the last bits between runs. On the CPU, results are
+    bit-identical between runs with one thread (:func:`set_threads`).
+    """
+    if device.type != "cuda":
+        return
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True

@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", type=_device, default=default("device"),
                    metavar="{auto,cpu,cuda,cuda:N}",
                    help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="CUDA: deterministic cuDNN and kernels, so that reruns and resumed "
+                        "trainings repeat bit for bit (slower; the CPU is deterministic with "
+                        "one thread already); without it cuDNN picks the fastest kernels")
 
     g = parser.add_argument_group("method")
     g.add_argument("--model", type=_model, default=default("model"),
@@ -265,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="... or every MIN minutes, whichever comes first (default: %(default)s)")
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted training from its last checkpoint")
+    g.add_argument("--compile", action="store_true",
+                   help="compile the networks with torch.compile: minutes of compilation "
+                        "first, then faster steps (CUDA; docs/performance.md)")
 
     g = parser.add_argument_group("detection")
     g.add_argument("--z-threshold", dest="z_threshold", type=_positive_float,

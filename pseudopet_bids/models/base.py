@@ -65,7 +65,7 @@ class TranslationModel(nn.Module):
         raise NotImplementedError
 
     def phase_loss(self, phase: str, batch: dict[str, torch.Tensor], ctx: dict[str, Any],
-                   step: int) -> tuple[torch.Tensor, dict[str, float]]:
+                   step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss of ``phase`` on one (micro-)batch.
 
         Parameters
@@ -83,7 +83,8 @@ class TranslationModel(nn.Module):
         Returns
         -------
         loss, logs
-            The scalar to back-propagate and named float values for the log.
+            The scalar to back-propagate and named detached scalar tensors for the log (kept
+            on the device: the trainer reads them once per logging interval, not per step).
         """
         raise NotImplementedError
 

@@ -90,7 +90,7 @@ class CycleGAN(TranslationModel):
         return ("g_mri2pet",)
 
     def phase_loss(self, phase: str, batch: dict[str, torch.Tensor], ctx: dict[str, Any],
-                   step: int) -> tuple[torch.Tensor, dict[str, float]]:
+                   step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         hp = self.hparams
         gan = hp["gan_loss"]
         mri, pet = batch["mri"], batch["pet"]
@@ -104,11 +104,11 @@ class CycleGAN(TranslationModel):
                    + adversarial_loss(self.d_mri(fake_mri), True, gan))
             cycle = l1(rec_mri, mri) + l1(rec_pet, pet)
             loss = adv + hp["lambda_cycle"] * cycle
-            logs = {"G_adv": adv.item(), "G_cycle": cycle.item()}
+            logs = {"G_adv": adv.detach(), "G_cycle": cycle.detach()}
             if hp["lambda_identity"] > 0:
                 idt = l1(self.g_mri2pet(pet), pet) + l1(self.g_pet2mri(mri), mri)
                 loss = loss + hp["lambda_cycle"] * hp["lambda_identity"] * idt
-                logs["G_idt"] = idt.item()
+                logs["G_idt"] = idt.detach()
             ctx["fake_pet"], ctx["fake_mri"] = fake_pet.detach(), fake_mri.detach()
             return loss, logs
         if phase == "D":
@@ -118,7 +118,7 @@ class CycleGAN(TranslationModel):
                            + adversarial_loss(self.d_pet(fake_pet), False, gan))
             d_mri = 0.5 * (adversarial_loss(self.d_mri(mri), True, gan)
                            + adversarial_loss(self.d_mri(fake_mri), False, gan))
-            return d_pet + d_mri, {"D_pet": d_pet.item(), "D_mri": d_mri.item()}
+            return d_pet + d_mri, {"D_pet": d_pet.detach(), "D_mri": d_mri.detach()}
         raise ValueError(f"unknown phase {phase!r}")
 
     @torch.no_grad()

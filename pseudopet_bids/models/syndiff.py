@@ -24,6 +24,7 @@ denoising diffusion GAN of Xiao, Kreis, Vahdat (ICLR 2022).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -84,12 +85,16 @@ class Diffusion(nn.Module):
                                  persistent=False)
         self.num_timesteps = num_timesteps
 
+    # The schedule is applied in fp32 whatever the generator's precision: under bf16 autocast
+    # the generator's x̂₀ is bf16, and coefficients such as 1 − ᾱ near 0 lose their digits in
+    # bf16 (8 bits of mantissa).
     @staticmethod
     def _at(coef: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return coef[t].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+        return coef[t].float().view(-1, *([1] * (x.dim() - 1)))
 
     def q_pairs(self, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_t, x_{t+1}) drawn from the forward process for clean images ``x0``."""
+        """(x_t, x_{t+1}) drawn from the forward process for clean images ``x0`` (fp32)."""
+        x0 = x0.float()
         x_t = self._at(self.a_cum, t, x0) * x0 + self._at(self.sig_cum, t, x0) * \
             torch.randn_like(x0)
         x_tp1 = self._at(self.a_s, t + 1, x0) * x_t + self._at(self.sigmas, t + 1, x0) * \
@@ -98,7 +103,8 @@ class Diffusion(nn.Module):
 
     def posterior_sample(self, x0: torch.Tensor, x_tp1: torch.Tensor, t: torch.Tensor,
                          generator: torch.Generator | None = None) -> torch.Tensor:
-        """x_t ~ q(x_t | x_{t+1}, x0); deterministic (the mean) at t = 0."""
+        """x_t ~ q(x_t | x_{t+1}, x0) in fp32; deterministic (the mean) at t = 0."""
+        x0, x_tp1 = x0.float(), x_tp1.float()
         mean = self._at(self.post_c1, t, x0) * x0 + self._at(self.post_c2, t, x0) * x_tp1
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         nonzero = (t != 0).to(x0.dtype).view(-1, *([1] * (x0.dim() - 1)))
@@ -193,7 +199,7 @@ class SynDiff(TranslationModel):
         return x0, self.diffusion.posterior_sample(x0, x_tp1, t)
 
     def phase_loss(self, phase: str, batch: dict[str, torch.Tensor], ctx: dict[str, Any],
-                   step: int) -> tuple[torch.Tensor, dict[str, float]]:
+                   step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         hp = self.hparams
         mri, pet = batch["mri"], batch["pet"]
         domains = (("mri", mri, self.gen_diff_mri, self.disc_diff_mri, self.disc_nd_mri),
@@ -202,26 +208,30 @@ class SynDiff(TranslationModel):
             with torch.no_grad():  # paired estimates: source for each real image
                 est = {"pet": self.gen_nd_mri2pet(mri), "mri": self.gen_nd_pet2mri(pet)}
             loss = torch.zeros((), device=mri.device)
-            logs: dict[str, float] = {}
+            logs: dict[str, torch.Tensor] = {}
             lazy = hp["r1_gamma"] > 0 and step % hp["lazy_reg"] == 0
             for name, real, gen, disc, disc_nd in domains:
                 other = "pet" if name == "mri" else "mri"
                 t = self._timesteps(len(real), real.device)
                 x_t, x_tp1 = self.diffusion.q_pairs(real, t)
                 x_t = x_t.detach().requires_grad_(lazy)
-                d_real = disc(x_t, t.float(), x_tp1)
+                # on the lazy R1 steps the real pairs go through the discriminator in fp32: the
+                # penalty's double backward in bf16 loses the small gradients it measures
+                with torch.autocast(real.device.type, enabled=False) if lazy else nullcontext():
+                    # and eagerly (``_call_impl``): a compiled network has no double backward
+                    d_real = (disc._call_impl if lazy else disc)(x_t, t.float(), x_tp1)
                 err = adversarial_loss(d_real, True, "logistic")
                 if lazy:
                     grad, = torch.autograd.grad(d_real.float().sum(), x_t, create_graph=True)
                     r1 = grad.flatten(1).norm(2, dim=1).pow(2).mean()
                     err = err + hp["r1_gamma"] / 2 * r1
-                    logs[f"R1_{name}"] = r1.item()
+                    logs[f"R1_{name}"] = r1.detach()
                 with torch.no_grad():
                     _, x_pos = self._diffusive_fake(gen, x_tp1, est[other], t)
                 err = err + adversarial_loss(disc(x_pos, t.float(), x_tp1), False, "logistic")
                 err_nd = (adversarial_loss(disc_nd(real), True, "logistic")
                           + adversarial_loss(disc_nd(est[name]), False, "logistic"))
-                logs[f"D_diff_{name}"], logs[f"D_nd_{name}"] = err.item(), err_nd.item()
+                logs[f"D_diff_{name}"], logs[f"D_nd_{name}"] = err.detach(), err_nd.detach()
                 loss = loss + err + err_nd
             return loss, logs
         if phase == "G":
@@ -241,8 +251,8 @@ class SynDiff(TranslationModel):
                 l1_cycle = l1_cycle + nn.functional.l1_loss(cyc[name], real)
                 l1_rec = l1_rec + nn.functional.l1_loss(x0, real)
             loss = adv + adv_nd + hp["lambda_l1"] * (l1_cycle + l1_rec)
-            return loss, {"G_adv": adv.item(), "G_adv_nd": adv_nd.item(),
-                          "G_cycle": l1_cycle.item(), "G_rec": l1_rec.item()}
+            return loss, {"G_adv": adv.detach(), "G_adv_nd": adv_nd.detach(),
+                          "G_cycle": l1_cycle.detach(), "G_rec": l1_rec.detach()}
         raise ValueError(f"unknown phase {phase!r}")
 
     @torch.no_grad()

@@ -99,7 +99,8 @@ def _default_batch(device: torch.device) -> int:
 def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
                      device: torch.device, n_samples: int = 1, seed: int = 0,
                      batch_size: int | None = None, status: SubjectStatus | None = None,
-                     key: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+                     key: str = "", bf16: bool | None = None
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
     """Translate every brain slice of a model-grid T1w volume.
 
     Parameters
@@ -120,6 +121,9 @@ def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
     status, key
         Progress record (:class:`pseudopet_bids.progress.SubjectStatus`) and log name: slices
         done are shown as a bar on a terminal, as log lines otherwise, and in ``status.json``.
+    bf16
+        Run the networks under bf16 autocast (SynDiff's schedule stays fp32); None: on CUDA
+        only (the CPU runs fp32, unchanged). ``benchmarks/gpu.py`` measures the drift.
 
     Returns
     -------
@@ -132,6 +136,7 @@ def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
     zs = np.flatnonzero(mask.any(axis=(0, 1)))
     batch = batch_size or _default_batch(device)
     gen = torch.Generator(device=device).manual_seed(int(seed))
+    use_bf16 = device.type == "cuda" if bf16 is None else bf16 and device.type == "cuda"
     total = np.zeros(mri.shape, np.float64)
     total2 = np.zeros(mri.shape, np.float64)
     bar = ProgressReporter(n_samples * len(zs), f"{key}: synthesis".lstrip(": "), unit="slices",
@@ -143,10 +148,21 @@ def translate_volume(trained: TrainedModel, mri: np.ndarray, mask: np.ndarray,
         chunk = zs[start:start + max(1, batch // n_samples)]
         x = torch.from_numpy(np.stack([context_slices(mri, int(z), trained.context)
                                        for z in chunk])).to(device)
+        noise_state = gen.get_state()
+        y: torch.Tensor | None = None
         try:
-            y = model.translate(x.repeat_interleave(n_samples, dim=0), gen)
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16,
+                                                        enabled=use_bf16):
+                y = model.translate(x.repeat_interleave(n_samples, dim=0), gen).float()
         except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
+            pass  # handled below, once the exception and the frames it holds are freed
+        if y is None:
+            # the failed attempt's tensors are released before the cache is emptied, and its
+            # noise draws are undone: the retry continues the same noise sequence
+            del x
+            gen.set_state(noise_state)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             if batch == 1:
                 raise ProcessingError("CUDA ran out of memory with one slice per batch",
                                       None, "free the GPU or use --device cpu") from None

@@ -24,7 +24,6 @@ import signal
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -47,7 +46,8 @@ from pseudopet_bids.detect.rules import (DetectionRule, RuleInputs, RuleReferenc
                                          analysis_label, get_rule)
 from pseudopet_bids.detect.search import detection_mask
 from pseudopet_bids.detect.zmap import difference_map
-from pseudopet_bids.device import resolve_device, set_threads
+from pseudopet_bids.device import (configure_determinism, needs_spawn, resolve_device,
+                                   set_threads, worker_pool)
 from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, InputError,
                                    PseudopetError, UsageError, naming_inputs)
 from pseudopet_bids.io.files import atomic_write_text
@@ -161,7 +161,9 @@ def run_participant_level(cfg: RunConfig, prepare_output: Callable[[RunConfig], 
                            "using --nprocs %d", mem_gb, fit, GB_PER_PARTICIPANT, fit)
             nprocs = fit
     if nprocs > 1 and len(runnable) > 1:
-        with ProcessPoolExecutor(max_workers=nprocs) as pool:
+        # spawned when a learned model may go to a GPU: CUDA is already initialised here
+        spawn = needs_spawn(cfg.execution.device, analysis.model.trained)
+        with worker_pool(nprocs, spawn) as pool:
             results = list(pool.map(run_unit, runnable, [cfg] * len(runnable),
                                     [participants] * len(runnable)))
     else:
@@ -278,6 +280,7 @@ def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | Non
         else:
             assert model.folder is not None
             device = resolve_device(ex.device)
+            configure_determinism(device, ex.deterministic)
             trained = load_trained(model.folder, device)
             LOGGER.info("%s: model %s (%s, %s preset) on %s", unit.key, model.folder,
                         trained.name, trained.card.get("preset"), device)

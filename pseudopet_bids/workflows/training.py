@@ -22,7 +22,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.distributed as tdist
 
 from pseudopet_bids import __version__
 from pseudopet_bids.bids.discovery import SubjectInputs, discover, load_filters, preflight_table
@@ -264,16 +263,16 @@ def run_training(cfg: RunConfig) -> dict[str, Any]:
         clean_folders(((model_dir, True), (Path(ex.work_dir) / "tmp", False)), name)
     units = training_units(cfg)
     t0 = time.monotonic()
-    if dist.world_size > 1 and not dist.main:
-        tdist.barrier()  # rank 0 fills the preprocessing cache first
     jobs = [(u, cfg, grid) for u in units]
-    if ex.nprocs > 1 and len(jobs) > 1 and dist.world_size == 1:
-        with ProcessPoolExecutor(max_workers=ex.nprocs) as pool:
-            results = list(pool.map(_prepare_job, jobs))
-    else:
-        results = [_prepare_job(j) for j in jobs]
-    if dist.world_size > 1 and dist.main:
-        tdist.barrier()
+
+    def prepare() -> list[ControlVolumes | str]:
+        if ex.nprocs > 1 and len(jobs) > 1 and dist.world_size == 1:
+            with ProcessPoolExecutor(max_workers=ex.nprocs) as pool:
+                return list(pool.map(_prepare_job, jobs))
+        return [_prepare_job(j) for j in jobs]
+
+    # rank 0 fills the preprocessing cache; the other ranks then read it
+    results = dist.main_first("training data", prepare)
     for failure in (r for r in results if isinstance(r, str)):
         LOGGER.error("not used for training: %s", failure)
     volumes = [r for r in results if isinstance(r, ControlVolumes)]

@@ -56,7 +56,7 @@ def test_phases_losses_and_translation(kind, channels):
             loss, logs = model.phase_loss(phase.name, batch, ctx, step)
             assert loss.dim() == 0 and torch.isfinite(loss)
             assert loss.requires_grad
-            assert logs and all(np.isfinite(v) for v in logs.values())
+            assert logs and all(bool(torch.isfinite(torch.as_tensor(v))) for v in logs.values())
             if kind == "syndiff" and phase.name == "D":
                 assert ("R1_pet" in logs) == (step == 0)
     with pytest.raises(ValueError):
@@ -253,3 +253,39 @@ def test_posterior_sample_is_deterministic_at_t0_only():
     b = d.posterior_sample(x0, x_tp1, t, torch.Generator().manual_seed(2))
     assert torch.equal(a[0], b[0])
     assert not torch.equal(a[1], b[1]) and not torch.equal(a[2], b[2])
+
+
+# --------------------------------------------------------------------------- bf16 autocast
+
+
+def test_posterior_stays_fp32_under_bf16_autocast():
+    """The generator's x̂₀ is bf16 under autocast; the schedule is applied in fp32."""
+    diff = Diffusion(4, 0.1, 20.0)
+    torch.manual_seed(0)
+    x0 = torch.rand(3, 1, 8, 8) * 2 - 1
+    x_tp1 = torch.randn(3, 1, 8, 8)
+    t = torch.tensor([0, 1, 3])
+    want = diff.posterior_sample(x0.bfloat16().float(), x_tp1, t,
+                                 torch.Generator().manual_seed(5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = diff.posterior_sample(x0.bfloat16(), x_tp1, t, torch.Generator().manual_seed(5))
+        x_t, x_tp1_q = diff.q_pairs(x0.bfloat16(), t)
+    assert got.dtype == torch.float32 and x_t.dtype == x_tp1_q.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_r1_penalty_runs_in_fp32_under_bf16_autocast():
+    """On lazy steps the real pairs go through the diffusive discriminators in fp32 (the R1
+    double backward), the fake pairs and the other steps in the autocast precision."""
+    model = build_model("syndiff", preset("syndiff", "tiny"), 1)
+    dtypes: list[torch.dtype] = []
+    model.disc_diff_pet.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    batch = {"mri": torch.rand(2, 1, 32, 32) * 2 - 1, "pet": torch.rand(2, 1, 32, 32) * 2 - 1}
+    assert preset("syndiff", "tiny")["lazy_reg"] > 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logs = model.phase_loss("D", batch, {}, step=0)          # a lazy R1 step
+        assert dtypes == [torch.float32, torch.bfloat16] and "R1_pet" in logs
+        dtypes.clear()
+        model.phase_loss("D", batch, {}, step=1)                       # no R1
+    assert dtypes == [torch.bfloat16, torch.bfloat16]
+    assert torch.isfinite(loss)

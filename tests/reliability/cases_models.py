@@ -9,6 +9,7 @@ trainer's step) raise ``torch.cuda.OutOfMemoryError`` above a batch size, as a G
 from __future__ import annotations
 
 import pickle
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -229,23 +230,30 @@ def cuda_oom_synthesis_one_slice(tmp: Path) -> Scenario:
 def _train_step(limit: int):
     import torch
 
-    from pseudopet_bids.train.trainer import Trainer
+    from pseudopet_bids.models.presets import preset
+    from pseudopet_bids.models.registry import build_model
+    from pseudopet_bids.train.trainer import Trainer, TrainSettings
 
-    trainer = Trainer.__new__(Trainer)  # only the back-off logic, no networks
-    trainer.accumulate = 1
+    model = build_model("cyclegan", preset("cyclegan", "tiny"), 1)
+    inner = model.phase_loss
     seen: list[int] = []
 
-    def step(batch):
-        micro = -(-len(batch["mri"]) // trainer.accumulate)
-        seen.append(micro)
-        if micro > limit:
+    def phase_loss(phase, batch, ctx, step):
+        if phase == "G":
+            seen.append(len(batch["mri"]))
+        if len(batch["mri"]) > limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return {"loss": 0.0}
+        return inner(phase, batch, ctx, step)
 
-    trainer._to_device = lambda arrays: arrays
-    trainer._train_step = step
-    trainer._step_with_backoff({"mri": np.zeros((8, 1, 4, 4), np.float32)})
-    return trainer.accumulate, seen
+    model.phase_loss = phase_loss  # type: ignore[method-assign]
+    sampler = type("Sampler", (), {"batch": staticmethod(lambda step: {
+        "mri": np.zeros((8, 1, 16, 16), np.float32),
+        "pet": np.zeros((8, 1, 16, 16), np.float32)})})()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(model, sampler, TrainSettings(steps=1, batch_size=8, device="cpu"),
+                          Path(tmp), {"config_hash": "x"})
+        trainer._step_with_backoff(sampler.batch(0))
+    return trainer.accumulate, sorted(set(seen), reverse=True)
 
 
 @case("models", "CUDA out of memory in training above 2 slices per micro-batch", 0,

@@ -234,3 +234,27 @@ def test_tampered_weights_are_refused(tmp_path):
     ckpt.save_weights(path, tensors)                            # card not updated
     with pytest.raises(InputError, match="do not match"):
         load_trained(tmp_path, CPU)
+
+
+def test_out_of_memory_retry_keeps_the_noise_sequence(rng):
+    """A batch that runs out of CUDA memory has drawn noise before it failed: the retry with
+    half the batch continues from the noise state before it, as a run that used the smaller
+    batch from the start."""
+    model = build_model("syndiff", preset("syndiff", "tiny"), 1).eval()
+    mri, mask = _volume(rng)
+    inner = model.translate
+    failed = []
+
+    def translate(x, gen=None):
+        if len(x) > 2 and not failed:
+            failed.append(len(x))
+            inner(x[:1], gen)                  # draws noise, then fails
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return inner(x, gen)
+
+    model.translate = translate
+    got, _ = translate_volume(_in_memory(model, 0), mri, mask, CPU, 1, seed=3, batch_size=4)
+    assert failed == [4]
+    model.translate = inner
+    want, _ = translate_volume(_in_memory(model, 0), mri, mask, CPU, 1, seed=3, batch_size=2)
+    np.testing.assert_array_equal(got, want)

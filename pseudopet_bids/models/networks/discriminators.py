@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .layers import conv2d, dense, downsample_fir, pad_to_multiple, timestep_embedding
+from .layers import (conv2d, dense, downsample_fir, fir_weight, pad_to_multiple,
+                     timestep_embedding)
 from .layers import fir_kernel as make_fir_kernel
 
 __all__ = ["TimeConditionedDiscriminator", "DownConvBlock"]
@@ -49,13 +51,16 @@ class DownConvBlock(nn.Module):
         self.dense_t = dense(t_emb_dim, out_ch)
         self.skip = conv2d(in_ch, out_ch, 1, bias=False)
         self.register_buffer("kernel", make_fir_kernel(fir_kernel), persistent=False)
+        self._fir: dict[tuple[Any, ...], Tensor] = {}  # depthwise FIR weights (fir_weight)
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
         h = self.conv1(self.act(x)) + self.dense_t(temb)[:, :, None, None]
         h = self.act(h)
         if self.downsample:
-            h = downsample_fir(h, self.kernel)
-            x = downsample_fir(x, self.kernel)
+            h = downsample_fir(h, self.kernel,
+                               weight=fir_weight(self._fir, self.kernel, h.shape[1], h))
+            x = downsample_fir(x, self.kernel,
+                               weight=fir_weight(self._fir, self.kernel, x.shape[1], x))
         h = self.conv2(h)
         return (h + self.skip(x)) / math.sqrt(2.0)
 

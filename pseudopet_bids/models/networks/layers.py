@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +46,27 @@ def fir_kernel(taps: Sequence[float] = (1, 3, 3, 1)) -> Tensor:
     return k2 / k2.sum()
 
 
+def _depthwise(kernel: Tensor, channels: int, like: Tensor) -> Tensor:
+    """The flipped kernel as a depthwise convolution weight for ``channels`` channels (upfirdn2d
+    is a true convolution; conv2d correlates, hence the flip)."""
+    weight = kernel.flip((0, 1)).to(dtype=like.dtype, device=like.device)
+    return weight[None, None].expand(channels, 1, *weight.shape).contiguous()
+
+
+def fir_weight(cache: dict[tuple[Any, ...], Tensor], kernel: Tensor, channels: int,
+               like: Tensor, gain: float = 1.0) -> Tensor:
+    """The depthwise weight of ``kernel * gain`` for ``channels`` channels on ``like``'s device,
+    built once per (channels, device, gain) in ``cache`` (a module's dict) instead of per call."""
+    key = (channels, like.device, gain)
+    if key not in cache:
+        cache[key] = _depthwise(kernel * gain, channels, kernel.to(like.device))
+    return cache[key]
+
+
 def _upfirdn2d(x: Tensor, kernel: Tensor, up: int = 1, down: int = 1,
-               pad: tuple[int, int] = (0, 0)) -> Tensor:
-    """Upsample by zero insertion, pad with zeros, convolve with ``kernel``, subsample."""
+               pad: tuple[int, int] = (0, 0), weight: Tensor | None = None) -> Tensor:
+    """Upsample by zero insertion, pad with zeros, convolve with ``kernel``, subsample
+    (``weight``: its :func:`_depthwise` form when the caller keeps one)."""
     b, c, h, w = x.shape
     if up > 1:
         # Zero insertion: each sample followed by (up - 1) zeros along H and W.
@@ -56,14 +75,16 @@ def _upfirdn2d(x: Tensor, kernel: Tensor, up: int = 1, down: int = 1,
         x = x.reshape(b, c, h * up, w * up)
     p0, p1 = pad
     x = F.pad(x, (p0, p1, p0, p1))
-    # upfirdn2d is a true convolution; conv2d correlates, hence the flip.
-    weight = kernel.flip((0, 1)).to(dtype=x.dtype, device=x.device)
-    weight = weight[None, None].expand(c, 1, *weight.shape)
+    if weight is None or weight.shape[0] != c or weight.device != x.device:
+        weight = _depthwise(kernel, c, x)
+    elif weight.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+        weight = weight.to(x.dtype)
     # A strided depthwise conv equals full filtering followed by [::down] subsampling.
     return F.conv2d(x, weight, stride=down, groups=c)
 
 
-def upsample_fir(x: Tensor, kernel: Tensor, factor: int = 2) -> Tensor:
+def upsample_fir(x: Tensor, kernel: Tensor, factor: int = 2, weight: Tensor | None = None
+                 ) -> Tensor:
     """FIR upsampling ``(B, C, H, W) -> (B, C, factor*H, factor*W)`` (``upsample_2d``).
 
     The kernel is scaled by ``factor**2`` so a constant image keeps its value away from the
@@ -71,13 +92,14 @@ def upsample_fir(x: Tensor, kernel: Tensor, factor: int = 2) -> Tensor:
     """
     k = kernel * (factor ** 2)
     p = k.shape[0] - factor
-    return _upfirdn2d(x, k, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2))
+    return _upfirdn2d(x, k, up=factor, pad=((p + 1) // 2 + factor - 1, p // 2), weight=weight)
 
 
-def downsample_fir(x: Tensor, kernel: Tensor, factor: int = 2) -> Tensor:
+def downsample_fir(x: Tensor, kernel: Tensor, factor: int = 2, weight: Tensor | None = None
+                   ) -> Tensor:
     """FIR anti-aliased downsampling ``(B, C, H, W) -> (B, C, H//factor, W//factor)``."""
     p = kernel.shape[0] - factor
-    return _upfirdn2d(x, kernel, down=factor, pad=((p + 1) // 2, p // 2))
+    return _upfirdn2d(x, kernel, down=factor, pad=((p + 1) // 2, p // 2), weight=weight)
 
 
 class FirUpsample(nn.Module):
@@ -96,6 +118,7 @@ class FirUpsample(nn.Module):
     """
 
     kernel: Tensor  #: FIR kernel (a non-persistent buffer)
+    weight: Tensor  #: its depthwise convolution weight (a non-persistent buffer)
 
     def __init__(self, channels: int, with_conv: bool, out_channels: int | None = None,
                  taps: Sequence[float] = (1, 3, 3, 1)) -> None:
@@ -103,10 +126,13 @@ class FirUpsample(nn.Module):
         out_channels = out_channels or channels
         # Non-persistent: a fixed filter must not end up in checkpoints.
         self.register_buffer("kernel", fir_kernel(taps), persistent=False)
+        # the depthwise weight, built once (not per call); moves with the module
+        self.register_buffer("weight", _depthwise(self.kernel * 4, channels, self.kernel),
+                             persistent=False)
         self.conv = conv2d(channels, out_channels, 3, padding=1) if with_conv else None
 
     def forward(self, x: Tensor) -> Tensor:
-        h = upsample_fir(x, self.kernel)
+        h = upsample_fir(x, self.kernel, weight=self.weight)
         return self.conv(h) if self.conv is not None else h
 
 
@@ -129,19 +155,23 @@ class FirDownsample(nn.Module):
     """
 
     kernel: Tensor  #: FIR kernel (a non-persistent buffer)
+    weight: Tensor  #: its depthwise convolution weight (a non-persistent buffer)
 
     def __init__(self, channels: int, with_conv: bool, out_channels: int | None = None,
                  taps: Sequence[float] = (1, 3, 3, 1)) -> None:
         super().__init__()
         out_channels = out_channels or channels
         self.register_buffer("kernel", fir_kernel(taps), persistent=False)
+        self.register_buffer("weight", _depthwise(self.kernel, channels, self.kernel),
+                             persistent=False)
         self.conv = conv2d(channels, out_channels, 3, stride=2, padding=0) if with_conv else None
 
     def forward(self, x: Tensor) -> Tensor:
         if self.conv is None:
-            return downsample_fir(x, self.kernel)
+            return downsample_fir(x, self.kernel, weight=self.weight)
         p = (self.kernel.shape[0] - 2) + (self.conv.kernel_size[0] - 1)
-        return self.conv(_upfirdn2d(x, self.kernel, pad=((p + 1) // 2, p // 2)))
+        return self.conv(_upfirdn2d(x, self.kernel, pad=((p + 1) // 2, p // 2),
+                                    weight=self.weight))
 
 
 # --------------------------------------------------------------------------------------------

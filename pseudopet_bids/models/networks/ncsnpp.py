@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from .layers import (AdaptiveGroupNorm, FirDownsample, conv2d, crop_to, dense, downsample_fir,
+                     fir_weight,
                      group_count, pad_to_multiple, timestep_embedding, upsample_fir)
 from .layers import fir_kernel as make_fir_kernel
 
@@ -78,12 +79,15 @@ class ResnetBlockBigGANAdaGN(nn.Module):
         self.skip = conv2d(in_ch, out_ch, 1) if (in_ch != out_ch or up or down) else None
         if up or down:
             self.register_buffer("kernel", make_fir_kernel(fir_kernel), persistent=False)
+        self._fir: dict[tuple[Any, ...], Tensor] = {}  # depthwise FIR weights (fir_weight)
 
     def _resample(self, x: Tensor) -> Tensor:
         if self.up:
-            return upsample_fir(x, self.kernel)
+            return upsample_fir(x, self.kernel,
+                                weight=fir_weight(self._fir, self.kernel, x.shape[1], x, 4.0))
         if self.down:
-            return downsample_fir(x, self.kernel)
+            return downsample_fir(x, self.kernel,
+                                  weight=fir_weight(self._fir, self.kernel, x.shape[1], x))
         return x
 
     def forward(self, x: Tensor, temb: Tensor, zemb: Tensor) -> Tensor:
