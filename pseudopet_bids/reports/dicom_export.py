@@ -5,8 +5,8 @@ Per (subject, session, PET, analysis), into ``sub-<L>/[ses-<S>/]dicom/<PET prefi
 
 ``SC_<nnnn>.dcm``  Secondary Capture series of RGB fused axial images: the T1w (window from
                    its 1st to 99.5th brain percentile, burned into grey levels) with the Z-map
-                   below ``-threshold`` in a cold colour scale and the clusters' outlines in
-                   yellow, the patient directions burned in at the edges, one image every
+                   below ``-threshold`` on the report's deficit scale (dark red to yellow) and
+                   the clusters' outlines in cyan, the patient directions burned in at the edges, one image every
                    :data:`SC_SPACING_MM` through the searched grey matter (and every cluster's
                    peak slice). The window is burned in because the VOI LUT (Window
                    Center/Width) of DICOM applies to monochrome images only.
@@ -56,7 +56,7 @@ PM_INTERCEPT = -32.768
 MANUFACTURER = "pseudopet"
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 SERIES_NUMBERS = {"sc": 9001, "doc": 9002, "seg": 9003, "pm": 9004}
-OUTLINE_RGB = (255, 230, 0)
+OUTLINE_RGB = (0, 229, 255)
 LETTER_RGB = (255, 255, 102)
 
 
@@ -137,14 +137,15 @@ def _stamp(rgb: np.ndarray, letter: str, row: int, col: int) -> None:
 
 def fused_slice(t1: np.ndarray, z: np.ndarray, labels: np.ndarray, t1_window: tuple[float, float],
                 threshold: float) -> np.ndarray:
-    """RGB (uint8) of one displayed plane: grey T1w, Z below ``-threshold`` in a cold scale
-    (cyan at the threshold to deep blue at ``-Z_LIMIT``), cluster outlines in yellow."""
+    """RGB (uint8) of one displayed plane: grey T1w, Z below ``-threshold`` on the report's
+    deficit scale (:data:`planes.Z_DEFICIT_STOPS`: dark red at the threshold to yellow at
+    ``-Z_LIMIT``), cluster outlines in cyan."""
     lo, hi = t1_window
     grey = np.clip((t1 - lo) / (hi - lo), 0, 1)
     rgb = np.repeat(grey[..., None], 3, axis=2)
     hypo = z <= -threshold
     depth = np.clip((-z - threshold) / max(Z_LIMIT - threshold, 1e-6), 0, 1)
-    colour = np.stack([np.zeros_like(depth), 0.9 * (1 - depth), 1 - 0.4 * depth], axis=-1)
+    colour = planes.deficit_rgb(depth)
     alpha = 0.65
     rgb[hypo] = (1 - alpha) * rgb[hypo] + alpha * colour[hypo]
     out = (rgb * 255 + 0.5).astype(np.uint8)
@@ -204,7 +205,8 @@ def secondary_captures(inputs: ExportInputs, reference: ReferenceSeries | None
         sc.BurnedInAnnotation = "YES"
         sc.BodyPartExamined = "HEAD"  # unpaired: no Laterality (dciodvfy asks for one without it)
         sc.ImageComments = (f"Axial slice {k} of the T1w grid; Z < -{inputs.z_threshold:g} in "
-                            f"blue, clusters outlined; {inputs.convention} convention")
+                            f"dark red to yellow (stronger = brighter), clusters outlined in cyan; "
+                            f"{inputs.convention} convention")
         sc.SoftwareVersions = __version__
         out.append(sc)
     return out

@@ -21,6 +21,7 @@ from typing import Mapping
 import nibabel as nib
 import numpy as np
 
+from pseudopet_bids.reports import planes
 from pseudopet_bids.reports.mosaic import (AXIS_LETTER, CLUSTER_COLORS, EDGE_COLOR, GM_COLOR,
                                            MASK_COLOR, VIEWS, _bbox, _cuts, _Grid, _margin,
                                            _Mosaic, _orientation_marks, _Panel, _robust_range,
@@ -263,8 +264,8 @@ def zmap_figure(t1: nib.Nifti1Image, z, labels, z_threshold: float,
     neg = np.where(za <= -thr, za, np.nan).astype(np.float32)
     # from the most negative Z (vmin) to the threshold: the strongest deficits brightest
     # (yellow), the weakest dark red, so that they stand out most on the grey T1w
-    cmap = LinearSegmentedColormap.from_list("zneg", ["#ffff66", "#ffc400", "#ff5a00",
-                                                      "#b30000"])
+    cmap = LinearSegmentedColormap.from_list(
+        "zneg", [tuple(c / 255 for c in rgb) for _, rgb in reversed(planes.Z_DEFICIT_STOPS)])
     # labels are ranks (1 = top-ranked cluster: detect/confidence.py)
     colors = {lbl: CLUSTER_COLORS[k % len(CLUSTER_COLORS)] for k, lbl in enumerate(sorted(sizes))}
     if sizes:

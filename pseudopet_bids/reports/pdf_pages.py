@@ -19,6 +19,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.colors import Colormap, LinearSegmentedColormap
 from matplotlib.figure import Figure
 
 from pseudopet_bids.reports import planes
@@ -28,6 +29,9 @@ PAGE_SIZE = (8.27, 11.69)
 #: Clusters listed per summary page.
 ROWS_PER_SUMMARY_PAGE = 28
 Z_LIMIT = 5.0
+#: Colour map of the deficit -Z (threshold → strongest): the report's deficit scale.
+ZMAP_CMAP = LinearSegmentedColormap.from_list(
+    "pseudopet_deficit", [tuple(c / 255 for c in rgb) for _, rgb in planes.Z_DEFICIT_STOPS])
 #: Voxels kept around the brain on the cluster pages.
 CROP_MARGIN = 4
 TIER_TEXT = {
@@ -77,6 +81,7 @@ class ReportContext:
     foci: tuple[str, ...] = ()
     convention: str = "radiological"
     pet_units: str = ""
+    z_threshold: float = 1.65  #: the analysis's threshold: Z images show Z < -z_threshold
     settings: Mapping[str, object] = field(default_factory=dict)
     versions: Mapping[str, str] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
@@ -254,7 +259,8 @@ def cluster_page(ctx: ReportContext, vol: ReportVolumes, row: pd.Series, number:
                      f"(this cluster {'lies' if row['region'] in ctx.foci else 'does not lie'} "
                      "in it)")
     fig.text(0.06, 0.91, "\n".join(facts), fontsize=9, va="top", linespacing=1.5)
-    _image_grid(fig, vol, shown or _display(vol), cid, peak, ctx.convention, ctx.pet_units)
+    _image_grid(fig, vol, shown or _display(vol, ctx.z_threshold), cid, peak, ctx.convention,
+                ctx.pet_units)
     return fig
 
 
@@ -277,19 +283,23 @@ class _Display:
     """The cropped volumes and their display windows, computed once per report."""
 
     box: tuple[slice, slice, slice]
-    rows: tuple[tuple[str, np.ndarray, str, tuple[float, float]], ...]
+    rows: tuple[tuple[str, np.ndarray, str | Colormap, tuple[float, float]], ...]
     labels: np.ndarray
 
 
-def _display(vol: ReportVolumes) -> _Display:
+def _display(vol: ReportVolumes, threshold: float) -> _Display:
     box = brain_box(vol)
     brain = vol.pseudo[box] != 0
     pet, pseudo, t1 = vol.pet[box], vol.pseudo[box], vol.t1[box]
     pet_window = planes.window(np.concatenate([pet[brain], pseudo[brain]]))
+    z = vol.z[box]
+    # the deficit -Z where Z < -threshold, on the report's deficit scale (brighter = stronger)
+    deficit = np.where(z < -threshold, -z, 0.0).astype(np.float32)
     return _Display(box, (("T1w", t1, "gray", planes.window(t1)),
                           ("real PET", pet, "hot", pet_window),
                           ("pseudo-normal PET", pseudo, "hot", pet_window),
-                          ("Z (real − pseudo)", vol.z[box], "RdBu_r", (-Z_LIMIT, Z_LIMIT))),
+                          (f"Z < -{threshold:g} (as -Z)", deficit, ZMAP_CMAP,
+                           (threshold, max(Z_LIMIT, threshold + 1.0)))),
                     vol.labels[box])
 
 
@@ -374,7 +384,7 @@ def report_pages(ctx: ReportContext, vol: ReportVolumes) -> Iterator[Figure]:
     """Every page in order (a generator: one page in memory at a time)."""
     yield intended_use_page(ctx)
     yield from summary_pages(ctx)
-    shown = _display(vol) if len(ctx.table) else None
+    shown = _display(vol, ctx.z_threshold) if len(ctx.table) else None
     for n, (_, row) in enumerate(ctx.table.iterrows(), 1):
         yield cluster_page(ctx, vol, row, n, len(ctx.table), shown)
     yield provenance_page(ctx)

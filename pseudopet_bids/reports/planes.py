@@ -21,6 +21,21 @@ from pseudopet_bids.config import IMAGE_CONVENTIONS as CONVENTIONS  # --image-co
 #: Plane name → the RAS axis held fixed.
 PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
 
+#: The deficit colour scale of every Z image (HTML figures, viewer, PDF, DICOM): (fraction from
+#: the threshold (0) to the strongest shown deficit (1), RGB). Dark red at the threshold, bright
+#: yellow for the strongest, so that the strongest deficits stand out most on a grey T1w.
+Z_DEFICIT_STOPS: tuple[tuple[float, tuple[int, int, int]], ...] = (
+    (0.0, (179, 0, 0)), (1 / 3, (255, 90, 0)), (2 / 3, (255, 196, 0)), (1.0, (255, 255, 102)))
+
+
+def deficit_rgb(depth: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] (shape ``depth.shape + (3,)``) of deficit depths in [0, 1] on
+    :data:`Z_DEFICIT_STOPS`."""
+    at = [f for f, _ in Z_DEFICIT_STOPS]
+    d = np.clip(depth, 0.0, 1.0)
+    return np.stack([np.interp(d, at, [c[k] / 255.0 for _, c in Z_DEFICIT_STOPS])
+                     for k in range(3)], axis=-1)
+
 
 @dataclass(frozen=True)
 class Edges:

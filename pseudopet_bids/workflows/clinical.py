@@ -105,7 +105,7 @@ def write_clinical_outputs(paths: der.SubjectPaths, result: SubjectResult, cfg: 
         model_sha256=result.model_sha256, z_reference=z_reference, table=result.table,
         group=participant.group if participant else "unknown",
         foci=participant.foci if participant else (), convention=cfg.report.image_convention,
-        pet_units=str(unit.pet_meta.get("Units", "")),
+        pet_units=str(unit.pet_meta.get("Units", "")), z_threshold=cfg.detection.z_threshold,
         settings={label: flat[key] for key, label in SHOWN_SETTINGS.items()}
         | {"output hash": cfg.output_hash()},
         versions=_versions(), timings=dict(timings))
