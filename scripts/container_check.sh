@@ -73,12 +73,14 @@ rm -rf "$SCRATCH/rootfs"
 # Host differences, handled here and not in the Dockerfile: runc as the runtime (installed above;
 # Debian's podman may prefer crun), and rlimits: podman's defaults (nofile 1048576, a high
 # nproc) cannot be set where the host's hard limits are lower and CAP_SYS_RESOURCE is missing.
-PODMAN_FLAGS=(--runtime runc)
-if ! podman run --rm --network none "${PODMAN_FLAGS[@]}" "$BASE_IMAGE" true 2>"$SCRATCH/probe.log"; then
-    PODMAN_FLAGS+=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=32768:32768")
-    podman run --rm --network none "${PODMAN_FLAGS[@]}" "$BASE_IMAGE" true 2>>"$SCRATCH/probe.log" \
+PODMAN=(podman --runtime runc)
+ULIMITS=()
+if ! "${PODMAN[@]}" run --rm --network none "$BASE_IMAGE" true 2>"$SCRATCH/probe.log"; then
+    ULIMITS=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=32768:32768")
+    "${PODMAN[@]}" run --rm --network none "${ULIMITS[@]}" "$BASE_IMAGE" true \
+            2>>"$SCRATCH/probe.log" \
         || skip "podman cannot run a container from $BASE_IMAGE ($(tail -1 "$SCRATCH/probe.log"))"
-    say "podman's default rlimits refused here; using ${PODMAN_FLAGS[*]:2}"
+    say "podman's default rlimits refused here ($(head -1 "$SCRATCH/probe.log" | grep -o 'rlimit type [0-9]*' || true)); using ${ULIMITS[*]}"
 fi
 
 # --- 3. the CPU build of torch (infrastructure: skip when none is reachable) ------------------
@@ -124,7 +126,7 @@ BUILD_MOUNTS+=(--volume "$SCRATCH/build/pip.conf:/etc/pip.conf:ro")
 # --- 4. the project's image (the project's own: failures are errors from here on) -------------
 say "podman build (base $BASE_IMAGE)"
 build_start=$(date +%s)
-timeout 1800 podman build --pull=never "${PODMAN_FLAGS[@]}" "${BUILD_ARGS[@]}" "${BUILD_MOUNTS[@]}" \
+timeout 1800 "${PODMAN[@]}" build --pull=never "${ULIMITS[@]}" "${BUILD_ARGS[@]}" "${BUILD_MOUNTS[@]}" \
         --tag "$IMAGE" --file Dockerfile . >"$SCRATCH/build.log" 2>&1 \
     || { tail -40 "$SCRATCH/build.log" >&2; fail "podman build failed (log above)"; }
 grep -E "^template: " "$SCRATCH/build.log" || true
@@ -135,7 +137,7 @@ say "built $IMAGE in $(( $(date +%s) - build_start )) s, $(podman image inspect 
 # bind-mounted folders are writable, owned by the image's user.
 mkdir -p "$SCRATCH/data" "$SCRATCH/out" "$SCRATCH/work"
 chown -R 1000:1000 "$SCRATCH/data" "$SCRATCH/out" "$SCRATCH/work"
-RUN=(podman run "${PODMAN_FLAGS[@]}" --network none --read-only --read-only-tmpfs=false
+RUN=("${PODMAN[@]}" run "${ULIMITS[@]}" --network none --read-only --read-only-tmpfs=false
      --user 1000:1000 --volume "$SCRATCH/data:/data" --volume "$SCRATCH/out:/out"
      --volume "$SCRATCH/work:/work")
 
