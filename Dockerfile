@@ -62,7 +62,10 @@ RUN apt-get update \
 # writable /tmp at all, both commands move it into a folder of their own (work folder, beside
 # the simulator's output).
 # TemplateFlow: the templates copied or fetched below, never updated or fetched at run time.
+# NVIDIA_DRIVER_CAPABILITIES: what the NVIDIA container toolkit mounts with --gpus (the CUDA base
+# images set it; torch needs the compute libraries of the host driver).
 ENV VIRTUAL_ENV=/opt/venv \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
