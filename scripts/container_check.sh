@@ -124,10 +124,11 @@ BUILD_MOUNTS+=(--volume "$SCRATCH/build/pip.conf:/etc/pip.conf:ro")
 [ -f "$CA" ] && BUILD_MOUNTS+=(--volume "$SCRATCH/build/ca.crt:/mnt/pseudopet-build/ca.crt:ro")
 
 # --- 4. the project's image (the project's own: failures are errors from here on) -------------
+# --format docker: podman's default OCI format would drop SHELL (pipefail) and HEALTHCHECK.
 say "podman build (base $BASE_IMAGE)"
 build_start=$(date +%s)
-timeout 1800 "${PODMAN[@]}" build --pull=never "${ULIMITS[@]}" "${BUILD_ARGS[@]}" "${BUILD_MOUNTS[@]}" \
-        --tag "$IMAGE" --file Dockerfile . >"$SCRATCH/build.log" 2>&1 \
+timeout 1800 "${PODMAN[@]}" build --format docker --pull=never "${ULIMITS[@]}" "${BUILD_ARGS[@]}" \
+        "${BUILD_MOUNTS[@]}" --tag "$IMAGE" --file Dockerfile . >"$SCRATCH/build.log" 2>&1 \
     || { tail -40 "$SCRATCH/build.log" >&2; fail "podman build failed (log above)"; }
 grep -E "^template: " "$SCRATCH/build.log" || true
 say "built $IMAGE in $(( $(date +%s) - build_start )) s, $(podman image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB", $1/1e9}')"
@@ -158,12 +159,17 @@ say "pseudopet /data/bids /out participant --participant-label ${patient#sub-}"
 "${RUN[@]}" --rm "$IMAGE" /data/bids /out participant --participant-label "${patient#sub-}" \
         -w /work --nprocs 1 --omp-nthreads 2 >"$SCRATCH/participant.log" 2>&1 \
     || { tail -30 "$SCRATCH/participant.log" >&2; fail "the participant run exited non-zero"; }
+tail -1 "$SCRATCH/participant.log"
 clusters=$(ls "$SCRATCH/out/$patient"/pet/*_clusters.tsv 2>/dev/null | head -1)
 [ -n "$clusters" ] && [ -f "$SCRATCH/out/$patient.html" ] \
     || fail "the participant run left no cluster table or report in $SCRATCH/out"
-grep -iE "cluster|focus" "$SCRATCH/participant.log" | tail -3 || true
-say "cluster table $(basename "$clusters"): $(( $(wc -l <"$clusters") - 1 )) cluster(s); truth:"
-column -t -s $'\t' "$SCRATCH/data/bids_truth/truth.tsv" 2>/dev/null | head -3 || true
+# The simulated focus must be the first-ranked cluster's region (seed 1: deterministic).
+col() { awk -F'\t' -v want="$2" -v row="$3" 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == want) c = i}
+        NR > 1 && ($1 == row || row == "") {print $c; exit}' "$1"; }
+top=$(col "$clusters" region "")
+focus=$(col "$SCRATCH/data/bids_truth/truth.tsv" focus "$patient")
+say "$patient: $(( $(wc -l <"$clusters") - 1 )) cluster(s), first-ranked in $top; simulated focus $focus"
+[ -n "$top" ] && [ "$top" = "$focus" ] || fail "the first-ranked cluster is '$top', the simulated focus '$focus'"
 
 say "podman stop of a running participant (STOPSIGNAL SIGINT: exit 130 expected)"
 control=$(awk -F'\t' 'NR > 1 && $0 ~ /control/ {print $1; exit}' "$SCRATCH/data/bids/participants.tsv")
