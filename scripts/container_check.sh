@@ -135,10 +135,11 @@ say "built $IMAGE in $(( $(date +%s) - build_start )) s, $(podman image inspect 
 
 # --- 5. runs inside the image ------------------------------------------------------------------
 # Fully read-only root (podman would add tmpfs on /tmp, /var/tmp and /run by default): only the
-# bind-mounted folders are writable, owned by the image's user.
+# bind-mounted folders are writable, owned by the image's user. --no-healthcheck: podman wants
+# systemd timers even for HEALTHCHECK NONE and logs an error where systemd does not run.
 mkdir -p "$SCRATCH/data" "$SCRATCH/out" "$SCRATCH/work"
 chown -R 1000:1000 "$SCRATCH/data" "$SCRATCH/out" "$SCRATCH/work"
-RUN=("${PODMAN[@]}" run "${ULIMITS[@]}" --network none --read-only --read-only-tmpfs=false
+RUN=("${PODMAN[@]}" run "${ULIMITS[@]}" --no-healthcheck --network none --read-only --read-only-tmpfs=false
      --user 1000:1000 --volume "$SCRATCH/data:/data" --volume "$SCRATCH/out:/out"
      --volume "$SCRATCH/work:/work")
 
