@@ -113,15 +113,19 @@ fi
 # pip inside the build gets this machine's certificate bundle (HTTPS may pass a proxy whose CA
 # only the host trusts) and the wheel folder, through a pip.conf mounted for the build only.
 CA=$(python3 -m pip config get global.cert 2>/dev/null || true)
-[ -n "$CA" ] && [ -f "$CA" ] || CA=/etc/ssl/certs/ca-certificates.crt
-{
-    echo "[global]"
-    [ -f "$CA" ] && echo "cert = /mnt/pseudopet-build/ca.crt"
-    [ -n "$FIND_LINKS" ] && echo "find-links = $FIND_LINKS"
-} >"$SCRATCH/build/pip.conf"
-[ -f "$CA" ] && cp "$CA" "$SCRATCH/build/ca.crt"
+if [ -z "$CA" ] || [ ! -f "$CA" ]; then
+    CA=/etc/ssl/certs/ca-certificates.crt
+fi
+echo "[global]" >"$SCRATCH/build/pip.conf"
+if [ -f "$CA" ]; then
+    cp "$CA" "$SCRATCH/build/ca.crt"
+    echo "cert = /mnt/pseudopet-build/ca.crt" >>"$SCRATCH/build/pip.conf"
+    BUILD_MOUNTS+=(--volume "$SCRATCH/build/ca.crt:/mnt/pseudopet-build/ca.crt:ro")
+fi
+if [ -n "$FIND_LINKS" ]; then
+    echo "find-links = $FIND_LINKS" >>"$SCRATCH/build/pip.conf"
+fi
 BUILD_MOUNTS+=(--volume "$SCRATCH/build/pip.conf:/etc/pip.conf:ro")
-[ -f "$CA" ] && BUILD_MOUNTS+=(--volume "$SCRATCH/build/ca.crt:/mnt/pseudopet-build/ca.crt:ro")
 
 # --- 4. the project's image (the project's own: failures are errors from here on) -------------
 # --format docker: podman's default OCI format would drop SHELL (pipefail) and HEALTHCHECK.
