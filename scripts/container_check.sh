@@ -18,7 +18,7 @@
 #
 # Environment: CONTAINER_CHECK_DIR (scratch folder, default /var/tmp/pseudopet-container-check,
 # removed at the end unless KEEP=1), DEBIAN_MIRROR, TEMPLATEFLOW_FETCH (default 0: TemplateFlow's
-# server is not among the hosts CI reaches), KEEP=1 (keep the scratch folder and the image).
+# server is not among the hosts CI reaches), KEEP=1 (keep the scratch folder and both images).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -38,7 +38,7 @@ fail() { echo "container check FAILED: $*" >&2; exit 1; }
 cleanup() {
     podman rm -f "$STOP_NAME" >/dev/null 2>&1 || true
     if [ "${KEEP:-0}" != 1 ]; then
-        podman rmi -f "$IMAGE" >/dev/null 2>&1 || true
+        podman rmi -f "$IMAGE" "$BASE_IMAGE" >/dev/null 2>&1 || true
         rm -rf "$SCRATCH"
     fi
 }
