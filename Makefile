@@ -4,17 +4,24 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= demo
+# The torch build, chosen here only (README, Install): TORCH_SPEC is what pip installs (the
+# tested release); TORCH_INDEX, empty by default, is an index to take it from instead of the one
+# pip already uses. On a machine without an NVIDIA GPU:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: install demo test benchmark benchmark-models clean
 
 install: $(VENV)/.installed
 
-# torch first from the CPU wheel (a plain 'torch' requirement would pull a multi-GB CUDA build);
-# then everything else in one pip call so that antspyx's numpy/scipy caps are resolved together.
+# torch first, the build chosen above (with the default, PyPI's Linux x86_64 wheel is the CUDA
+# build: more than 2 GB with its nvidia-* wheels); then everything else in one pip call so that
+# antspyx's numpy/scipy caps are resolved together.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 

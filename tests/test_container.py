@@ -106,11 +106,33 @@ def test_oci_labels_carry_version_and_source(steps):
 
 
 def test_torch_pin_matches_the_makefile(steps):
-    tested = re.search(r"pip install .*\btorch==(\S+)", (REPO / "Makefile").read_text())
-    assert tested, "the Makefile installs no pinned torch"
+    makefile = (REPO / "Makefile").read_text()
+    tested = re.search(r"^TORCH_SPEC \?= *torch==(\S+)$", makefile, re.M)
+    assert tested, "the Makefile chooses no pinned torch"
+    assert re.search(r"^TORCH_INDEX \?= *$", makefile, re.M), \
+        "the Makefile's default must use the index pip already uses"
+    assert re.search(r"pip install .*\$\(TORCH_SPEC\)", makefile)
     pinned = [a for s in steps if s.action == "run" for c in s.commands for a in c
               if a.startswith("torch==")]
     assert pinned == [f"torch=={tested[1]}"]
+
+
+def test_torch_index_is_a_choice(steps):
+    # empty by default: torch comes from pip's usual index, nothing else is contacted
+    installs = [c for s in steps if s.action == "run" for c in s.commands if "torch==2.13.0" in c]
+    assert installs and "--index-url" not in installs[0]
+    cpu = _plan(DOCKERFILE.read_text(), TORCH_INDEX="https://download.pytorch.org/whl/cpu")
+    installs = [c for s in cpu if s.action == "run" for c in s.commands if "torch==2.13.0" in c]
+    assert installs[0][-3:] == ["--index-url", "https://download.pytorch.org/whl/cpu",
+                                "torch==2.13.0"]
+
+
+def test_base_image_is_a_debian_build_argument(steps):
+    (base,) = [s for s in steps if s.instruction.keyword == "FROM"]
+    assert base.instruction.value == "${BASE_IMAGE}"
+    assert "debian:bookworm" in _plan(DOCKERFILE.read_text())[0].instruction.value
+    text = DOCKERFILE.read_text()
+    assert "python3.11" in text and "ppa" not in text.lower() and "keyserver" not in text
 
 
 def test_every_pip_install_is_constrained(steps):
@@ -132,7 +154,7 @@ def test_constraints_pin_every_runtime_dependency():
         if req.marker is not None and not req.marker.evaluate({"python_version": "3.11"}):
             continue
         if name == "torch":
-            assert name not in pins, "torch is pinned by the Dockerfile's TORCH_VERSION"
+            assert name not in pins, "torch is chosen by the Dockerfile's TORCH_SPEC"
             continue
         assert name in pins, f"{req.name} has no pin in {CONSTRAINTS.name}"
         assert req.specifier.contains(pins[name], prereleases=True), (req, pins[name])
@@ -147,6 +169,11 @@ def test_templates_are_offline(steps):
              and "api.get" in s.instruction.value]
     assert fetch and "MNI152NLin2009aSym" in fetch[0].instruction.value
     assert fetch[0].action == "skip" and "network" in fetch[0].detail
+    # optional: local templates copied in, and the fetch behind a build argument
+    copies = [s.commands[0] for s in steps if s.action == "copy"]
+    assert ["docker/templateflow/", env["TEMPLATEFLOW_HOME"] + "/"] in copies
+    assert '"${TEMPLATEFLOW_FETCH}" = 1' in fetch[0].instruction.value
+    assert env.get("TEMPLATEFLOW_FETCH") == "1"
 
 
 def test_thread_variables_are_left_to_the_cli(steps):

@@ -136,11 +136,22 @@ def use_work_tmp(work_dir: Path) -> Path:
     tempfile.tempdir = str(tmp)
     # matplotlib (report figures) needs a writable config/cache folder; under a read-only $HOME
     # (containers, Apptainer) it would warn and rebuild its font cache in a fresh temp folder
-    mpl = Path(os.environ.get("MPLCONFIGDIR") or Path.home() / ".config" / "matplotlib")
-    probe = mpl if mpl.exists() else mpl.parent
-    if not os.access(probe, os.W_OK):
+    if not matplotlib_config_writable():
         os.environ["MPLCONFIGDIR"] = str(tmp / "matplotlib")
     return tmp
+
+
+def matplotlib_config_writable() -> bool:
+    """Whether matplotlib's config/cache folder (``$MPLCONFIGDIR``, else
+    ``~/.config/matplotlib``), or the folder it would be made in, is writable.
+
+    When it is not, matplotlib falls back to a new temporary folder per process, and fails
+    (``Matplotlib requires access to a writable cache directory``) where no temporary folder
+    is writable either, as under a fully read-only container root.
+    """
+    mpl = Path(os.environ.get("MPLCONFIGDIR") or Path.home() / ".config" / "matplotlib")
+    probe = mpl if mpl.exists() else mpl.parent
+    return os.access(probe, os.W_OK)
 
 
 def saved_tempdir() -> tuple[str | None, str | None]:

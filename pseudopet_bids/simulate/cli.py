@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pseudopet_bids import __version__
+from pseudopet_bids.cli import environment
 from pseudopet_bids.cli.parser import int_in
 from pseudopet_bids.errors import EXIT_OK, EXIT_USAGE, PseudopetError, UsageError
 from pseudopet_bids.simulate.cohort import simulate_cohort
@@ -66,6 +72,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _matplotlib_cache_beside(out: Path) -> Iterator[None]:
+    """Give matplotlib (imported by ANTs in the workers) a writable cache folder for the run.
+
+    Where its own folder is not writable, it wants a temporary one, and fails where none is
+    writable (a read-only container root with no writable /tmp): a hidden folder beside OUT,
+    which must be writable anyway, is used then and removed afterwards. The workers inherit
+    the variable.
+    """
+    if environment.matplotlib_config_writable():
+        yield
+        return
+    saved = os.environ.get("MPLCONFIGDIR")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cache = tempfile.mkdtemp(prefix=".pseudopet-simulate-matplotlib-", dir=out.parent)
+    except OSError:  # OUT cannot be created either: simulate_cohort says so with exit 73
+        yield
+        return
+    os.environ["MPLCONFIGDIR"] = cache
+    try:
+        yield
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("MPLCONFIGDIR", None)
+        else:
+            os.environ["MPLCONFIGDIR"] = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator; returns the exit code (0, 64 usage, 73 cannot create output)."""
     try:
@@ -77,11 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("pseudopet_bids.simulate").setLevel(level)  # its own loggers only
     try:
-        table = simulate_cohort(args.out, args.controls, args.patients, args.seed,
-                                t1_voxel_mm=args.t1_voxel_size, pet_voxel_mm=args.pet_voxel_size,
-                                truth_dir=args.truth_dir, frames=args.frames,
-                                nprocs=args.nprocs, difficulty=args.difficulty,
-                                pattern=args.uptake_pattern)
+        with _matplotlib_cache_beside(args.out):
+            table = simulate_cohort(args.out, args.controls, args.patients, args.seed,
+                                    t1_voxel_mm=args.t1_voxel_size,
+                                    pet_voxel_mm=args.pet_voxel_size,
+                                    truth_dir=args.truth_dir, frames=args.frames,
+                                    nprocs=args.nprocs, difficulty=args.difficulty,
+                                    pattern=args.uptake_pattern)
     except PseudopetError as exc:
         LOGGER.error("%s", exc)
         return exc.exit_code
