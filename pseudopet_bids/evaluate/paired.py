@@ -168,5 +168,8 @@ def evaluate_translation(output_dir: Path, participants: dict[str, Participant],
         for source, values in spec.items():
             spectra += [{"model": model, "source": source, "component": i + 1,
                          "value": float(v)} for i, v in enumerate(values)]
-    return (per_control, pd.DataFrame(summary),
+    # with the columns even when empty: a header-only table reads back (the group report)
+    columns = ["model", "n_controls", *(f"{m}_{s}" for m in METRICS for s in ("mean", "sd")),
+               "spectrum_distance", "n_slices", "fid"]
+    return (per_control, pd.DataFrame(summary, columns=columns),
             pd.DataFrame(spectra, columns=["model", "source", "component", "value"]))

