@@ -161,8 +161,9 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
     t1_rel = where["t1w"].relative_to(paths.root).as_posix()
     on_t1w = {"SpatialReference": f"bids::{t1_rel}"}  # the grid of every image
     fit = where["pseudonormal"].relative_to(paths.root).as_posix()
-    model_fields, model_reference = model_sidecars(result, Path(cfg.input.output_dir),
-                                                   f"bids::{fit}")
+    model_fields, model_reference = model_sidecars(
+        result.model_name, result.model_sha256, result.model_info, result.n_samples,
+        Path(cfg.input.output_dir), f"bids::{fit}")
     pet_common = {"Sources": [src_pet, src_t1] + ([reused["pet"]] if "pet" in reused else []),
                   **common,
                   "IntensityNormalization": {**result.norm_info, "Scale": result.scale},
@@ -239,8 +240,8 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
     return items
 
 
-def model_sidecars(result: SubjectResult, output_dir: Path, fit: str
-                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+def model_sidecars(name: str, sha256: str, info: dict[str, Any], n_samples: int,
+                   output_dir: Path, fit: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model's sidecar fields: in full for the pseudo-normal PET it made, and a reference
     for the images computed from it (Z map, clusters).
 
@@ -249,8 +250,21 @@ def model_sidecars(result: SubjectResult, output_dir: Path, fit: str
     (a ``bids::`` URI inside the output folder) and sha256, never a copy of the card. The
     reference keeps what a reader of a Z map needs (model, weights sha256, samples,
     calibration method, card) and points (``ModelFit``) to the sidecar with the rest.
+
+    Parameters
+    ----------
+    name, sha256
+        The model's registry name and what made the prediction (weights or source sha256).
+    info
+        The synthesis step's record (``ModelCard``: absolute path of a trained model's card).
+    n_samples
+        Stochastic samples averaged.
+    output_dir
+        The output folder (a card inside it is named by a ``bids::`` URI).
+    fit
+        ``bids::`` URI of the pseudo-normal PET image whose sidecar holds the full record.
     """
-    info = dict(result.model_info)
+    info = dict(info)
     card = info.get("ModelCard")
     if card:
         try:
@@ -258,8 +272,8 @@ def model_sidecars(result: SubjectResult, output_dir: Path, fit: str
                 Path(output_dir).resolve()).as_posix()
         except ValueError:
             pass  # a model folder outside the output folder: its absolute path
-    full = {"Model": result.model_name, "ModelSHA256": result.model_sha256,
-            "ModelParameters": info, "NSamples": result.n_samples}
+    full = {"Model": name, "ModelSHA256": sha256, "ModelParameters": info,
+            "NSamples": n_samples}
     reference: dict[str, Any] = {k: full[k] for k in ("Model", "ModelSHA256", "NSamples")}
     for key in ("Name", "Preset", "ModelCard", "ModelCardSHA256"):
         if key in info:
