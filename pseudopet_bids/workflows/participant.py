@@ -100,8 +100,11 @@ def resolve_analysis(cfg: RunConfig, announce: bool = True) -> tuple[RunConfig, 
 
     Raises
     ------
+    InputError
+        ``--model`` names no trained model (exit 66).
     UsageError
-        The model or the rule's reference is missing or does not match (exit 64).
+        The rule's reference is missing or does not match, or the model cannot serve the
+        rule (exit 64).
     """
     model = choose_model(Path(cfg.input.output_dir), cfg.synthesis.model, announce)
     rule = get_rule(cfg.detection.z_reference)
