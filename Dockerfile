@@ -33,10 +33,12 @@ ARG TEMPLATEFLOW_FETCH=1
 LABEL org.opencontainers.image.title="pseudopet" \
       org.opencontainers.image.description="BIDS App: pseudo-normal FDG PET from T1w MRI, focus localization" \
       org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.source="https://github.com/pseudopet/pseudopet" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.created="${BUILD_DATE}"
+# The image names itself: the derivatives' GeneratedBy.Container records it (a pip install in
+# some other container records no container).
+ENV PSEUDOPET_CONTAINER_IMAGE=pseudopet/pseudopet:${VERSION}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 

@@ -35,6 +35,7 @@ demo: install
 	@echo "Group report:   $(DEMO)/out/group/group.html  (tables: $(DEMO)/out/group/*.tsv)"
 	@echo "Figures:        $(DEMO)/out/sub-*/figures/"
 	@echo "Ground truth:   $(DEMO)/bids_truth/truth.tsv"
+	@echo "Work folder:    $(DEMO)/out_work  ($$(du -sh $(DEMO)/out_work | cut -f1): preprocessing cache and transforms; reruns reuse it, 'rm -rf $(DEMO)/out_work' frees it)"
 
 test: install
 	$(BIN)/python -m pytest -q

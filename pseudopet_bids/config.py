@@ -127,6 +127,10 @@ class GroupConfig:
 
     build_normative: bool = False
     fid_weights: str = ""
+    #: ``learned``: translation metrics for the trained models only; ``all``: also for the
+    #: non-learned baseline (fitted to each subject's own PET: they mean little, and took
+    #: 48 of 57 s of a 4-subject group run on a 2-core VM)
+    translation_metrics: str = "learned"
 
 
 #: ``--image-convention`` choices (:mod:`pseudopet_bids.reports.planes`).

@@ -45,6 +45,29 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def used_device(name: str, uses_device: bool) -> str:
+    """The device a run records (config, reports): the one its model really runs on.
+
+    ``--device`` is checked whatever the model (:func:`resolve_device`): ``cuda`` on a machine
+    without a GPU is refused (exit 64) rather than silently replaced by the CPU, because it
+    mostly means a container started without its GPU (``--gpus all`` / ``--nv``), which a
+    learned model would then run 100 times slower on. A model that uses no torch device (the
+    tissue baseline, fitted with numpy) records ``cpu``; ``cuda`` gets its index
+    (``cuda:0``), so the record names the GPU used.
+
+    Parameters
+    ----------
+    name
+        ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    uses_device
+        Whether the run's model or computation runs on the torch device.
+    """
+    device = resolve_device(name)
+    if not uses_device or device.type != "cuda":
+        return "cpu"
+    return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+
+
 def set_threads(n: int) -> None:
     """Threads of this process for ITK (ANTs), torch and the BLAS/OpenMP libraries that numpy
     and scipy loaded: ``--omp-nthreads``.

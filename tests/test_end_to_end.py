@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pseudopet_bids.cli.run import main
-from tests.conftest import assert_bids_valid
+from tests.conftest import assert_bids_valid, assert_no_fixable_warnings
 
 pytestmark = pytest.mark.slow
 
@@ -101,6 +101,14 @@ def test_group_level(cohort):
 def test_outputs_pass_bids_validator(cohort):
     _, out, _, _ = cohort
     assert_bids_valid(out)
+    assert_no_fixable_warnings(out)  # README, Description, SpatialReference, ...
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert "CodeURL" not in desc["GeneratedBy"][0]  # no public repository: no placeholder
+    assert "Container" not in desc["GeneratedBy"][0]  # a venv, not the project's image
+    side = next((out / "sub-C01" / "pet").glob("*_desc-preproc_pet.json"))
+    assert json.loads(side.read_text())["SkullStripped"] is True  # masked by the brain
+    t1w = json.loads((out / "sub-C01" / "anat" / "sub-C01_desc-preproc_T1w.json").read_text())
+    assert t1w["SkullStripped"] is False
 
 
 def test_changed_settings_redo_and_say_why(cohort, caplog, tmp_path):

@@ -81,6 +81,15 @@ def test_participant_with_trained_model(cohort, model):
     card = ckpt.read_card(out / "models" / model)
     assert side["Model"] == model and side["ModelSHA256"] == card["weights_sha256"]
     assert side["NSamples"] == (2 if model == "syndiff" else 1)
+    # the model card is referenced by path and sha256, not copied into every sidecar
+    params = side["ModelParameters"]
+    assert params["ModelCard"] == f"bids::models/{model}/{ckpt.CARD}"
+    assert params["ModelCardSHA256"] == files.sha256_file(out / "models" / model / ckpt.CARD)
+    assert "Validation" not in params and "ModelGrid" not in params
+    zside = json.loads(next(pet.glob(f"*_stat-z_desc-{model}_statmap.json")).read_text())
+    assert "ModelParameters" not in zside and zside["ModelCard"] == params["ModelCard"]
+    assert zside["ModelFit"].endswith(pseudo.name.replace(".nii.gz", ".json"))
+    assert side["SkullStripped"] is True and zside["SkullStripped"] is True
     data = np.asarray(nib.load(pseudo).dataobj)
     mask = np.asarray(nib.load(next((out / "sub-P01" / "anat").glob("*_desc-brain_mask.nii.gz"))
                                ).dataobj) > 0
@@ -114,10 +123,10 @@ def test_spread_rule_needs_samples_and_widens_z(cohort, tmp_path):
         assert np.all(np.abs(spread[inside]) <= np.abs(z[inside]) * 1.0001 + 1e-6)
 
 
-def test_missing_model_is_a_usage_error(cohort, tmp_path):
+def test_missing_model_is_a_missing_input(cohort, tmp_path):
     bids, _, _ = cohort
     assert main([str(bids), str(tmp_path / "o"), "participant", "--model", "syndiff",
-                 *FAST]) == 64
+                 *FAST]) == 66
     assert not (tmp_path / "o").exists()
 
 

@@ -82,7 +82,8 @@ def test_rerun_skips_each_finished_analysis(cohort, caplog):
 
 def test_group_compares_both_references(cohort):
     bids, out, truth, _ = cohort
-    assert main([str(bids), str(out), "group", *FAST]) == 0
+    # the tissue baseline's translation metrics are opt-in (--translation-metrics all)
+    assert main([str(bids), str(out), "group", "--translation-metrics", "all", *FAST]) == 0
     summary = pd.read_csv(out / "group" / "summary.tsv", sep="\t")
     assert set(summary["analysis"]) == {"tissue", "tissueNorm"}
     assert set(summary["z_reference"]) == {"subject", "controls"}

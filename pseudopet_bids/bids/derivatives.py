@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from pseudopet_bids import __version__
 from pseudopet_bids.bids.entities import entity_prefix, parse_entities
@@ -43,6 +43,27 @@ group
 *Focus_dseg.nii.gz
 *Focus_dseg.json
 *Focus_dseg.tsv
+"""
+
+
+#: The derivative dataset's README (BIDS recommends one in every dataset's root).
+README = """\
+# pseudopet derivatives
+
+Outputs of pseudopet, a BIDS App that predicts a pseudo-normal FDG PET from each participant's
+T1w MRI, Z-scores the real minus the pseudo-normal PET in grey matter and reports the
+hypometabolic clusters by lobe.
+
+- `sub-<label>/anat/`: the T1w in RAS orientation (the T1w space of every output), brain mask,
+  tissue probabilities, lobes, transforms to the template, the clusters as images
+- `sub-<label>/pet/`: the PET and the pseudo-normal PET on the T1w grid, the Z map, the
+  cluster table and the lobes' asymmetry
+- `sub-<label>.html`: each participant's visual report; `group/`: group tables and report
+- `logs/`: run configurations, progress, and `CITATION.md` (the methods text to cite)
+- `models/`: trained and normative models, when built
+
+Every image has a JSON sidecar naming its sources and the settings that made it. The dataset's
+`GeneratedBy` says which pseudopet version (and container image, if any) wrote it.
 """
 
 
@@ -226,29 +247,95 @@ def bids_uri(bids_dir: Path, path: Path, dataset: str = "raw") -> str:
     return f"bids:{dataset}:{Path(path).resolve().relative_to(Path(bids_dir).resolve()).as_posix()}"
 
 
-def dataset_description(bids_dir: Path, container: str | None = None,
-                        derivatives: dict[str, str] | None = None) -> dict[str, Any]:
+#: Environment variable the project's container image sets to its own name and tag
+#: (Dockerfile ``ENV``): only then is the image that made the derivatives known.
+IMAGE_VARIABLE = "PSEUDOPET_CONTAINER_IMAGE"
+
+
+def container_runtime(environ: Mapping[str, str], exists: Callable[[str], bool]) -> str | None:
+    """The container runtime this process runs in, from its own markers, or None.
+
+    Apptainer/Singularity set ``APPTAINER_CONTAINER``/``SINGULARITY_CONTAINER`` (also under
+    ``--cleanenv``); podman writes ``/run/.containerenv``; docker ``/.dockerenv``. Apptainer is
+    tested first: on a docker host its image has no ``/.dockerenv`` of its own, but podman's
+    file may be bind-mounted into nested containers, so podman is tested before docker.
+
+    Parameters
+    ----------
+    environ
+        The process environment (``os.environ``).
+    exists
+        Whether a path exists (``os.path.exists``); a parameter so that tests need no container.
+    """
+    if any(environ.get(k) for k in ("APPTAINER_CONTAINER", "APPTAINER_NAME",
+                                    "SINGULARITY_CONTAINER", "SINGULARITY_NAME")):
+        return "apptainer"
+    if exists("/run/.containerenv"):
+        return "podman"
+    if exists("/.dockerenv"):
+        return "docker"
+    return None
+
+
+def container_record(environ: Mapping[str, str], exists: Callable[[str], bool]
+                     ) -> dict[str, str] | None:
+    """``GeneratedBy.Container`` of this run: the runtime and the project's image, or None.
+
+    BIDS describes there the container *image* that made the derivatives. A ``pip install``
+    inside some other container (a CI runner, a development VM) ran from no image of this
+    project: recording only the runtime would suggest that it did, so the record is kept for
+    the project's image (which names itself in :data:`IMAGE_VARIABLE`), whatever runtime runs
+    it (docker, podman or apptainer; ``unknown`` when it leaves no marker).
+    """
+    image = environ.get(IMAGE_VARIABLE, "").strip()
+    if not image:
+        return None
+    return {"Type": container_runtime(environ, exists) or "unknown", "Tag": image}
+
+
+def dataset_description(bids_dir: Path, container: dict[str, str] | None = None,
+                        derivatives: dict[str, str] | None = None,
+                        authors: list[str] | None = None) -> dict[str, Any]:
     """Content of the derivative ``dataset_description.json`` (deterministic).
 
-    ``derivatives`` (``-d`` name → root) become ``DatasetLinks`` so that the sidecars'
-    ``bids:<name>:…`` URIs of reused files resolve, and ``SourceDatasets``.
+    ``container``: :func:`container_record` (None: not run from the project's image, no
+    ``Container`` key). There is no public code repository yet, so no ``CodeURL`` (a
+    placeholder address would be a false claim). ``derivatives`` (``-d`` name → root) become
+    ``DatasetLinks`` so that the sidecars' ``bids:<name>:…`` URIs of reused files resolve, and
+    ``SourceDatasets``. ``authors``: those of the input dataset (:func:`source_authors`),
+    whose data the derivatives are; none, no ``Authors`` key.
     """
     generated: dict[str, Any] = {"Name": "pseudopet", "Version": __version__,
-                 "Description": "Pseudo-normal FDG PET from T1w MRI and hypometabolism Z-maps",
-                 "CodeURL": "https://github.com/pseudopet/pseudopet"}
+                 "Description": "Pseudo-normal FDG PET from T1w MRI and hypometabolism Z-maps"}
     if container:
-        generated["Container"] = {"Type": container}
+        generated["Container"] = dict(container)
     links = {"raw": Path(bids_dir).resolve().as_uri()}
     links.update({k: Path(v).resolve().as_uri() for k, v in sorted((derivatives or {}).items())})
-    return {"Name": "pseudopet derivatives", "BIDSVersion": BIDS_VERSION,
-            "DatasetType": "derivative", "GeneratedBy": [generated],
-            "DatasetLinks": links,
-            "SourceDatasets": [{"URL": url} for url in links.values()]}
+    desc: dict[str, Any] = {"Name": "pseudopet derivatives", "BIDSVersion": BIDS_VERSION,
+                            "DatasetType": "derivative", "GeneratedBy": [generated]}
+    if authors:
+        desc["Authors"] = list(authors)
+    desc.update({"DatasetLinks": links,
+                 "SourceDatasets": [{"URL": url} for url in links.values()]})
+    return desc
+
+
+def source_authors(bids_dir: Path) -> list[str]:
+    """``Authors`` of the input dataset's ``dataset_description.json`` (strings only; none
+    when it has none or cannot be read: the input's validation reports that)."""
+    try:
+        authors = json.loads((Path(bids_dir) / "dataset_description.json").read_text()
+                             ).get("Authors")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(a) for a in authors if isinstance(a, str) and a.strip()] \
+        if isinstance(authors, list) else []
 
 
 def init_output(output_dir: Path, bids_dir: Path,
                 derivatives: dict[str, str] | None = None) -> None:
-    """Create the output folder with ``dataset_description.json`` and ``.bidsignore``.
+    """Create the output folder with ``dataset_description.json``, ``.bidsignore`` and
+    ``README.md``.
 
     Idempotent: the files are rewritten only when their content differs, atomically, so that
     concurrent participant jobs cannot leave them half-written. ``DatasetLinks`` of earlier
@@ -257,9 +344,7 @@ def init_output(output_dir: Path, bids_dir: Path,
     from urllib.parse import unquote, urlparse
 
     output_dir = Path(output_dir)
-    container = "docker" if Path("/.dockerenv").exists() else (
-        "singularity" if os.environ.get("SINGULARITY_NAME") or os.environ.get("APPTAINER_NAME")
-        else None)
+    container = container_record(os.environ, os.path.exists)
     links = dict(derivatives or {})
     try:
         old = json.loads((output_dir / "dataset_description.json").read_text())
@@ -268,9 +353,11 @@ def init_output(output_dir: Path, bids_dir: Path,
                 links[name] = unquote(urlparse(url).path)
     except (OSError, ValueError, AttributeError):
         pass  # none yet, or unreadable: rewritten below
-    desc = json.dumps(jsonable(dataset_description(bids_dir, container, links)), indent=2,
-                      sort_keys=True) + "\n"
-    for name, text in (("dataset_description.json", desc), (".bidsignore", BIDSIGNORE)):
+    desc = json.dumps(jsonable(dataset_description(bids_dir, container, links,
+                                                   source_authors(bids_dir))),
+                      indent=2, sort_keys=True) + "\n"
+    for name, text in (("dataset_description.json", desc), (".bidsignore", BIDSIGNORE),
+                       ("README.md", README)):
         target = output_dir / name
         if not target.exists() or target.read_text() != text:
             atomic_write_text(target, text)

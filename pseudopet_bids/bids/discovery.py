@@ -39,7 +39,8 @@ from nibabel.spatialimages import SpatialImage
 
 from pseudopet_bids.bids.entities import parse_entities
 from pseudopet_bids.bids.reuse import Reused, build_layouts, find_reused
-from pseudopet_bids.errors import InputError, NoSelectionError, OutputError, UsageError
+from pseudopet_bids.errors import (InputError, NoSelectionError, OutputError, PseudopetError,
+                                   UsageError)
 from pseudopet_bids.io.intake import describe_unreadable
 
 LOGGER = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class SubjectInputs:
     skip_reason: str | None = None
     notes: list[str] = field(default_factory=list)
     reused: Reused = field(default_factory=Reused)
+    #: The filter file's query left out images the unit has (its skip reason says which).
+    filtered_out: bool = False
 
     @property
     def runnable(self) -> bool:
@@ -397,7 +400,12 @@ def _discover_unit(layout, subject: str, session: str | None, filters: dict,
         (fdg if is_fdg(tracer) else others).append(pet)
     if allow_any_tracer and not fdg:  # FDG first even when any tracer is allowed
         fdg = others
-    if not pets:
+    if not pets and filters.get("pet") and _files(layout, subject=subject, datatype="pet",
+                                                  suffix="pet", **ses_query):
+        unit.filtered_out = True
+        unit.skip_reason = unit.skip_reason or (
+            f"no PET image matches the filter file's \"pet\" query {filters['pet']}")
+    elif not pets:
         unit.skip_reason = unit.skip_reason or "no PET image"
     elif not fdg:
         unit.skip_reason = unit.skip_reason or (
@@ -422,9 +430,26 @@ def _discover_unit(layout, subject: str, session: str | None, filters: dict,
                 unit.n_frames = int(shape[3]) if len(shape) > 3 else 1
     if unit.pet is not None and unit.skip_reason is None:
         _check_pet_meta(unit, root)
+    if not t1s and filters.get("t1w") and _files(layout, subject=subject, datatype="anat",
+                                                 suffix="T1w"):
+        unit.filtered_out = unit.skip_reason is None
+        unit.skip_reason = unit.skip_reason or (
+            f"no T1w image matches the filter file's \"t1w\" query {filters['t1w']}")
     if not t1s:  # decided last: a T1w of a --derivatives dataset may stand in for it
         unit.skip_reason = unit.skip_reason or "no T1w image"
     return unit
+
+
+def nothing_runnable(units: list[SubjectInputs], bids_dir: Path) -> PseudopetError:
+    """The error of a run in which no unit can run: the filter file selected nothing (exit 18)
+    when it left out a unit's images, else required inputs are missing (exit 66)."""
+    if any(u.filtered_out for u in units):
+        return NoSelectionError("the filter file matched no image that a participant needs "
+                                "(see the pre-flight table)", bids_dir,
+                                "check the --bids-filter-file queries against the file names "
+                                "and sidecars")
+    return InputError("no participant has the inputs it needs (see the pre-flight table)",
+                      bids_dir, "each participant needs a T1w and an FDG PET image")
 
 
 def _check_pet_meta(unit: SubjectInputs, root: Path) -> None:

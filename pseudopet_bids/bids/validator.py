@@ -35,6 +35,17 @@ def validation_errors(dataset: Path, timeout: float = 600) -> list[dict]:
     FileNotFoundError
         The validator is not installed.
     """
+    return validation_issues(dataset, "error", timeout)
+
+
+def validation_issues(dataset: Path, severity: str, timeout: float = 600) -> list[dict]:
+    """Issues of one severity (``error``, ``warning``) that bids-validator-deno reports.
+
+    Raises
+    ------
+    FileNotFoundError
+        The validator is not installed.
+    """
     exe = validator_executable()
     if exe is None:
         raise FileNotFoundError(f"{EXECUTABLE} is not installed (pip install {EXECUTABLE})")
@@ -44,7 +55,7 @@ def validation_errors(dataset: Path, timeout: float = 600) -> list[dict]:
         report = json.loads(proc.stdout)
     except json.JSONDecodeError as exc:
         raise RuntimeError(f"{EXECUTABLE} gave no JSON report: {proc.stderr[-2000:]}") from exc
-    return [i for i in report["issues"]["issues"] if i.get("severity") == "error"]
+    return [i for i in report["issues"]["issues"] if i.get("severity") == severity]
 
 
 def validate_dataset(bids_dir: Path, run_validator: bool = True) -> None:

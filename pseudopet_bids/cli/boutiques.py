@@ -44,8 +44,6 @@ from pseudopet_bids.cli.parser import build_parser
 
 #: Where the committed descriptor lives (package data, shipped in the wheel).
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "boutiques" / "pseudopet.json"
-#: Same address as ``CodeURL`` in the derivatives' dataset_description.json.
-URL = "https://github.com/pseudopet/pseudopet"
 #: Informational actions: they print and exit, so they are not inputs of a run.
 SKIPPED_ACTIONS = (argparse._HelpAction, argparse._VersionAction)
 #: run.py returns 130 on Ctrl-C; errors.py has no constant for it (yet).
@@ -104,7 +102,7 @@ def descriptor(build: Callable[[], argparse.ArgumentParser] = build_parser) -> d
         "error-codes": error_codes(parser.epilog or ""),
         "suggested-resources": dict(SUGGESTED_RESOURCES),
         "tags": {"domain": ["neuroimaging", "pet", "mri", "epilepsy"], "bids-app": True},
-        "url": URL,
+        # no "url": the project has no public code repository yet (a placeholder would be false)
     }
 
 

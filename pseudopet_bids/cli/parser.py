@@ -35,8 +35,10 @@ examples:
       pseudopet/pseudopet:VERSION /data /out participant -w /work   # docs/containers.md
 
 exit codes: 0 ok, 1 some participants failed, 16 BIDS validation failed,
-18 filters selected nothing, 64 usage error, 66 required inputs missing,
-73 cannot create output, 130 interrupted.
+18 the selection or the filter file matched nothing, 64 usage error (bad option;
+--device cuda without a GPU), 66 required inputs missing (no participant with a T1w
+and an FDG PET; --model naming no trained model), 73 cannot create output,
+130 interrupted.
 """
 
 
@@ -336,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="InceptionV3 weights for FID (pytorch-fid's pt_inception-2015-12-05 "
                         ".pth, or as .safetensors); never downloaded. Without it, FID is "
                         "left out of the translation metrics")
+    g.add_argument("--translation-metrics", dest="translation_metrics",
+                   choices=("learned", "all"), default=default("translation_metrics"),
+                   help="models whose pseudo-normal PET of the held-out controls is scored "
+                        "(SSIM, PSNR, spectra, FID): learned = the trained models; all = also "
+                        "the tissue baseline, which is fitted to each subject's own PET, so "
+                        "its scores mean little and take most of the group level's time "
+                        "(default: %(default)s)")
     return parser
 
 

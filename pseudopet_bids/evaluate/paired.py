@@ -91,11 +91,15 @@ def training_keys(output_dir: Path) -> dict[str, set[str]]:
     return seen
 
 
-def find_pairs(output_dir: Path, participants: dict[str, Participant]) -> list[dict]:
-    """Held-out controls with a real and a pseudo-normal PET, per model label."""
+def find_pairs(output_dir: Path, participants: dict[str, Participant],
+               skip_models: frozenset[str] = frozenset()) -> list[dict]:
+    """Held-out controls with a real and a pseudo-normal PET, per model label (but the labels
+    in ``skip_models``)."""
     trained_on = training_keys(output_dir)
     pairs = []
     for pseudo, model in der.labelled_outputs(output_dir, "pseudonormal"):
+        if model in skip_models:
+            continue
         paths = der.SubjectPaths.of(output_dir, pseudo)
         info = participants.get(paths.subject)
         if info is None or info.group != "control":
@@ -111,18 +115,22 @@ def find_pairs(output_dir: Path, participants: dict[str, Participant]) -> list[d
 
 
 def evaluate_translation(output_dir: Path, participants: dict[str, Participant],
-                         fid_model=None, device: str = "cpu"
+                         fid_model=None, device: str = "cpu",
+                         skip_models: frozenset[str] = frozenset()
                          ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Per-control metrics, a per-model summary and the spectra (see the module docstring).
 
     Parameters
     ----------
+    skip_models
+        Model labels not to score (the group level leaves out the non-learned baseline
+        unless ``--translation-metrics all``).
     fid_model
         A loaded :class:`~pseudopet_bids.evaluate.inception.FIDInceptionV3`, or None (FID left
         out, NaN in the summary).
     """
     rows, slices = [], {}
-    for pair in find_pairs(output_dir, participants):
+    for pair in find_pairs(output_dir, participants, skip_models):
         try:
             scale = float(json.loads(der.sidecar(pair["real"]).read_text())
                           ["IntensityNormalization"]["Scale"])
@@ -160,5 +168,8 @@ def evaluate_translation(output_dir: Path, participants: dict[str, Participant],
         for source, values in spec.items():
             spectra += [{"model": model, "source": source, "component": i + 1,
                          "value": float(v)} for i, v in enumerate(values)]
-    return (per_control, pd.DataFrame(summary),
+    # with the columns even when empty: a header-only table reads back (the group report)
+    columns = ["model", "n_controls", *(f"{m}_{s}" for m in METRICS for s in ("mean", "sd")),
+               "spectrum_distance", "n_slices", "fid"]
+    return (per_control, pd.DataFrame(summary, columns=columns),
             pd.DataFrame(spectra, columns=["model", "source", "component", "value"]))

