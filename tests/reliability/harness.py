@@ -39,7 +39,7 @@ from typing import Any, Callable
 from pseudopet_bids.errors import PseudopetError
 
 REFUSED = frozenset({16, 18, 64, 66, 73})
-BOOKKEEPING = frozenset({"dataset_description.json", ".bidsignore", "logs"})
+BOOKKEEPING = frozenset({"dataset_description.json", ".bidsignore", "README.md", "logs"})
 _W_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _WATCHED: list[tuple[tuple[str, ...], list[str]]] = []  # (roots, hits) of the active watches
 _HOOKED = False
