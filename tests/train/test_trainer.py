@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -319,28 +318,8 @@ def _free_port() -> int:
 def test_data_parallel_gloo_ranks_stay_identical(tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(_DDP_SCRIPT.format(tests=str(Path(__file__).parent)))
-    port = _free_port()
-    procs = []
-    for rank in (0, 1):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env,
-                                      cwd=REPO, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    deadline = time.monotonic() + 60
-    try:
-        for p in procs:
-            outputs.append(p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        logs = [p.communicate()[0] for p in procs]
-        pytest.fail("2-process gloo training did not finish within 60 s:\n"
-                    + "\n".join(f"--- rank {r}:\n{log[-3000:]}" for r, log in enumerate(logs)))
-    for rank, (p, log) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"rank {rank} failed (exit {p.returncode}):\n{log[-3000:]}"
+    for rank, (code, log) in enumerate(_run_ranks(script, tmp_path, timeout=60)):
+        assert code == 0, f"rank {rank} failed (exit {code}):\n{log[-3000:]}"
     res = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in res] == [2, 2] and [r["steps"] for r in res] == [3, 3]
     assert res[0]["start"] != res[1]["start"]               # the ranks began apart ...
@@ -558,18 +537,19 @@ _RANKS_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run_ranks(script: Path, out: Path, mode: str) -> list[tuple[int, str]]:
+def _run_ranks(script: Path, *args: object, timeout: float = 120) -> list[tuple[int, str]]:
+    """Run ``script ARGS`` as ranks 0 and 1 of a 2-process gloo group; (exit code, output)."""
     port = _free_port()
     procs = []
     for rank in (0, 1):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        procs.append(subprocess.Popen([sys.executable, str(script), str(out), mode], env=env,
+        procs.append(subprocess.Popen([sys.executable, str(script), *map(str, args)], env=env,
                                       cwd=REPO, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
     try:
-        logs = [p.communicate(timeout=120)[0] for p in procs]
+        logs = [p.communicate(timeout=timeout)[0] for p in procs]
         return [(p.returncode, log) for p, log in zip(procs, logs)]
     finally:
         for p in procs:
