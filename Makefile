@@ -44,7 +44,8 @@ benchmark: install
 	$(BIN)/python benchmarks/participant.py
 
 # model sizes/speeds per preset, then trained small models vs the tissue baseline (about 1.5 h
-# on 2 CPU cores): docs/models_benchmark.md, docs/model_comparison.md
+# on 2 CPU cores), then CycleGAN with 0/1/2 context slices (three more trainings, about 1.5 h):
+# docs/models_benchmark.md, docs/model_comparison.md, docs/context_slices.md
 benchmark-models: install
 	$(BIN)/python benchmarks/models.py --presets tiny small paper
 	rm -rf bench_models && mkdir -p bench_models
@@ -53,6 +54,7 @@ benchmark-models: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/model_comparison.py bench_models --stages train
 	$(BIN)/python benchmarks/syndiff_sampling.py bench_models/train_out/models/syndiff bench_models/train_work
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/model_comparison.py bench_models --stages test report --test-labels C01 C02 C03 C04 C05 C06 C07 C08 C09 C10 P01 P02 P03 P04 P05 P06 P07 P08 P09 P10 P11 P12
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python benchmarks/context_slices.py bench_models/train_bids bench_models/context --model cyclegan --steps 3000 --val-every 500 --work-dir bench_models/train_work --out docs/context_slices.md
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
