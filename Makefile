@@ -33,7 +33,8 @@ demo: install
 	@echo
 	@echo "Demo outputs:   $(DEMO)/out  (cluster tables: $(DEMO)/out/sub-*/pet/*_desc-*Focus_clusters.tsv; reports: $(DEMO)/out/sub-*.html)"
 	@echo "Group report:   $(DEMO)/out/group/group.html  (tables: $(DEMO)/out/group/*.tsv)"
-	@echo "Figures:        $(DEMO)/out/sub-*/figures/"
+	@echo "Figures:        $(DEMO)/out/sub-*/figures/  (interactive viewer inside each sub-*.html)"
+	@echo "PDF reports:    $(DEMO)/out/sub-*/report/*_report.pdf  (one per subject and analysis)"
 	@echo "Ground truth:   $(DEMO)/bids_truth/truth.tsv"
 	@echo "Work folder:    $(DEMO)/out_work  ($$(du -sh $(DEMO)/out_work | cut -f1): preprocessing cache and transforms; reruns reuse it, 'rm -rf $(DEMO)/out_work' frees it)"
 
