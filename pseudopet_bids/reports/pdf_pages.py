@@ -222,8 +222,12 @@ def _cluster_list(fig: Figure, chunk: pd.DataFrame, foci: tuple[str, ...]) -> No
         if foci:
             row.append(_focus_match(str(r.region), foci))
         rows.append(row)
+    # relative widths: the region names ("right-occipital", "other") need the most room
+    base = {"#": 0.5, "tier": 1.0, "region": 1.7, "in focus": 0.9}
+    widths = [base.get(h, 1.0) for h in header]
+    widths = [w / sum(widths) for w in widths]
     tab = ax.table(cellText=rows, colLabels=header, loc="upper left", cellLoc="left",
-                   colLoc="left")
+                   colLoc="left", colWidths=widths)
     tab.auto_set_font_size(False)
     tab.set_fontsize(8.5)
     tab.scale(1.0, 1.35)
