@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, LinearSegmentedColormap
 from matplotlib.figure import Figure
 
+from pseudopet_bids.models.tissue import mask_box
 from pseudopet_bids.reports import planes
 
 #: A4 portrait, inches.
@@ -274,12 +275,8 @@ def brain_box(vol: ReportVolumes, margin: int = CROP_MARGIN) -> tuple[slice, sli
     brain = (vol.pseudo != 0) | (vol.z != 0)
     if not brain.any():
         return slice(None), slice(None), slice(None)
-    box = []
-    for axis in range(3):
-        hit = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(0, int(hit[0]) - margin),
-                         min(brain.shape[axis], int(hit[-1]) + margin + 1)))
-    return box[0], box[1], box[2]
+    x, y, z = mask_box(brain, margin)
+    return x, y, z
 
 
 @dataclass(frozen=True)

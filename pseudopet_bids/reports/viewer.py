@@ -28,6 +28,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from pseudopet_bids.models.tissue import mask_box
 from pseudopet_bids.bids import derivatives as der
 from pseudopet_bids.reports import html as H
 
@@ -105,12 +106,10 @@ def crop_box(mask: np.ndarray, zooms: tuple[float, ...], margin_mm: float = CROP
              ) -> tuple[slice, ...]:
     """Bounding box of ``mask`` grown by ``margin_mm`` (clipped to the volume); the whole
     volume when the mask is empty."""
-    idx = np.argwhere(mask)
-    if not len(idx):
+    if not mask.any():
         return tuple(slice(0, n) for n in mask.shape)
-    pad = [int(np.ceil(margin_mm / max(float(z), 1e-6))) for z in zooms[:3]]
-    return tuple(slice(max(int(a) - p, 0), min(int(b) + 1 + p, n))
-                 for a, b, p, n in zip(idx.min(axis=0), idx.max(axis=0), pad, mask.shape))
+    return mask_box(mask, tuple(int(np.ceil(margin_mm / max(float(z), 1e-6)))
+                                for z in zooms[:mask.ndim]))
 
 
 def cropped_affine(affine: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
