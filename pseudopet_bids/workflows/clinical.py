@@ -30,8 +30,6 @@ from pseudopet_bids.reports import dicom_export as dx
 from pseudopet_bids.reports.dicom_reference import (DicomReferenceError, ReferenceSeries,
                                                     check_matches, read_reference_series,
                                                     reference_folder)
-from pseudopet_bids.reports.pdf_pages import ReportContext, ReportVolumes
-from pseudopet_bids.reports.pdf_report import report_path, write_pdf_report
 from pseudopet_bids.workflows.outputs import SubjectResult
 
 LOGGER = logging.getLogger(__name__)
@@ -97,6 +95,12 @@ def write_clinical_outputs(paths: der.SubjectPaths, result: SubjectResult, cfg: 
                            analysis: str, z_reference: str, timings: dict[str, float]) -> None:
     """The PDF report and, with ``--dicom-export``, the DICOM export of one analysis, under
     ``paths`` (the staging folder)."""
+    # matplotlib is imported here, not with the workflow: it reads $MPLCONFIGDIR when imported,
+    # and under a read-only container root only the work folder that prepare_dirs sets it to
+    # is writable (an import at module level failed the container run before that)
+    from pseudopet_bids.reports.pdf_pages import ReportContext, ReportVolumes
+    from pseudopet_bids.reports.pdf_report import report_path, write_pdf_report
+
     pre = result.pre
     flat = cfg.flat()
     ctx = ReportContext(

@@ -40,3 +40,17 @@ def test_help_and_version_import_no_heavy_library(flag, tmp_path):
     leaked = sorted(m for m in modules if m.split(".")[0] in HEAVY)
     assert not leaked, f"pseudopet {flag} imported {leaked[:10]}"
     assert not [m for m in modules if m.startswith("pseudopet_bids.workflows")]
+
+
+@pytest.mark.parametrize("module", ["pseudopet_bids.workflows.participant",
+                                    "pseudopet_bids.workflows.group"])
+def test_workflows_import_matplotlib_only_when_drawing(module):
+    """matplotlib reads ``$MPLCONFIGDIR`` once, when imported. The CLI imports the workflows
+    before ``prepare_dirs`` points that at the work folder (the only writable place under a
+    read-only container root), so an import at module level fails the container run."""
+    code = (f"import sys, {module}\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib')[:5])")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]", f"importing {module} imported {run.stdout.strip()}"
