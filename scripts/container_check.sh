@@ -168,6 +168,12 @@ tail -1 "$SCRATCH/participant.log"
 clusters=$(ls "$SCRATCH/out/$patient"/pet/*_clusters.tsv 2>/dev/null | head -1)
 [ -n "$clusters" ] && [ -f "$SCRATCH/out/$patient.html" ] \
     || fail "the participant run left no cluster table or report in $SCRATCH/out"
+# The clinical PDF (matplotlib under a read-only root: its cache must go to the work folder). A
+# failed PDF does not fail the subject, so its absence and any logged error are checked here.
+ls "$SCRATCH/out/$patient"/report/*_report.pdf >/dev/null 2>&1 \
+    || { tail -30 "$SCRATCH/participant.log" >&2; fail "the participant run wrote no PDF report"; }
+! grep -q " ERROR" "$SCRATCH/participant.log" \
+    || { grep " ERROR" "$SCRATCH/participant.log" >&2; fail "the participant run logged errors"; }
 # The simulated focus must be the first-ranked cluster's region (seed 1: deterministic).
 col() { awk -F'\t' -v want="$2" -v row="$3" 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == want) c = i}
         NR > 1 && ($1 == row || row == "") {print $c; exit}' "$1"; }
