@@ -129,18 +129,13 @@ def test(base: Path, variants: list[str], nprocs: int, labels: list[str], n_samp
 
 def smooth_in_mask(volume: np.ndarray, mask: np.ndarray, fwhm_mm: float,
                    voxel_sizes: tuple[float, ...]) -> np.ndarray:
-    """``volume`` smoothed with an isotropic Gaussian of ``fwhm_mm`` inside ``mask`` (normalised
-    convolution: the background outside the mask does not dilute the edge), 0 outside."""
-    from scipy import ndimage
-
-    from pseudopet_bids.models.tissue import FWHM_TO_SIGMA
+    """``volume`` smoothed with an isotropic Gaussian of ``fwhm_mm`` inside ``mask``
+    (:func:`pseudopet_bids.detect.normative.smooth_within`), 0 outside."""
+    from pseudopet_bids.detect.normative import smooth_within
 
     if fwhm_mm <= 0:
         return volume
-    sigma = tuple(fwhm_mm * FWHM_TO_SIGMA / v for v in voxel_sizes)
-    weight = ndimage.gaussian_filter(mask.astype(np.float64), sigma)
-    smooth = ndimage.gaussian_filter(np.where(mask, volume, 0.0), sigma)
-    return np.where(mask, smooth / np.maximum(weight, 1e-6), 0.0)
+    return smooth_within(volume, mask, [fwhm_mm / v for v in voxel_sizes])
 
 
 def synthesis_quality(out: Path, participants: pd.DataFrame,

@@ -25,7 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -126,7 +126,7 @@ class NormativeStats:
         mean = np.where(ok, total / n, 0.0)
         var = np.where(ok, np.maximum(total_sq - n * mean * mean, 0.0) / np.maximum(n - 1, 1),
                        0.0)
-        var = _smooth_within(var, ok, SD_FWHM_MM / GRID_MM)
+        var = smooth_within(var, ok, SD_FWHM_MM / GRID_MM)
         sd = np.sqrt(var)
         if ok.any():
             floor = SD_FLOOR * float(np.median(sd[ok]))
@@ -135,11 +135,14 @@ class NormativeStats:
                 np.where(ok, count, 0).astype(np.int32))
 
 
-def _smooth_within(values: np.ndarray, mask: np.ndarray, fwhm_vox: float) -> np.ndarray:
-    """Gaussian smoothing restricted to ``mask`` (normalised convolution)."""
-    if fwhm_vox <= 0 or not mask.any():
+def smooth_within(values: np.ndarray, mask: np.ndarray,
+                  fwhm_vox: float | Sequence[float]) -> np.ndarray:
+    """Gaussian smoothing restricted to ``mask`` (normalised convolution: values outside the
+    mask do not leak in), 0 outside; ``fwhm_vox`` in voxels, one value or one per axis."""
+    fwhm = np.asarray(fwhm_vox, dtype=np.float64)
+    if not (fwhm > 0).any() or not mask.any():
         return values
-    sigma = fwhm_vox / np.sqrt(8 * np.log(2))
+    sigma = fwhm / np.sqrt(8 * np.log(2))
     num = ndimage.gaussian_filter(np.where(mask, values, 0.0), sigma)
     den = ndimage.gaussian_filter(mask.astype(np.float64), sigma)
     return np.where(mask, num / np.maximum(den, 1e-12), 0.0)
