@@ -172,8 +172,10 @@ clusters=$(ls "$SCRATCH/out/$patient"/pet/*_clusters.tsv 2>/dev/null | head -1)
 # failed PDF does not fail the subject, so its absence and any logged error are checked here.
 ls "$SCRATCH/out/$patient"/report/*_report.pdf >/dev/null 2>&1 \
     || { tail -30 "$SCRATCH/participant.log" >&2; fail "the participant run wrote no PDF report"; }
-! grep -q " ERROR" "$SCRATCH/participant.log" \
-    || { grep " ERROR" "$SCRATCH/participant.log" >&2; fail "the participant run logged errors"; }
+# console lines are "HH:MM:SS [LEVEL] message" (cli/environment.py: setup_logging)
+! grep -qE "\[(ERROR|CRITICAL)\]" "$SCRATCH/participant.log" \
+    || { grep -E "\[(ERROR|CRITICAL)\]" "$SCRATCH/participant.log" >&2
+         fail "the participant run logged errors"; }
 # The simulated focus must be the first-ranked cluster's region (seed 1: deterministic).
 col() { awk -F'\t' -v want="$2" -v row="$3" 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == want) c = i}
         NR > 1 && ($1 == row || row == "") {print $c; exit}' "$1"; }
